@@ -1,0 +1,68 @@
+"""The denoising loop: DDIM over any number of steps, as a small function with a callback.
+
+The UNet call and the scheduler step are diffusers' own; guidance (see ``guidance.py``) acts
+through hooks on the UNet, so this loop stays the standard one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fairsynth.diffusion_model import DiffusionModel
+
+
+@dataclass
+class StepInfo:
+    index: int  # 0-based step number
+    total: int
+    timestep: int
+    x: torch.Tensor  # the sample after this step (model space)
+
+
+def batch_generator(
+    seed: int, batch_index: int, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    """The noise generator of one batch, derived from (run seed, batch index) only, so any batch
+    can be regenerated alone (resume, scale-out) with the same result."""
+    mixed = np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(
+        1, dtype=np.uint64
+    )[0]
+    return torch.Generator(device=device).manual_seed(int(mixed) & ((1 << 63) - 1))
+
+
+@torch.no_grad()
+def sample_ddim(
+    model: DiffusionModel,
+    n: int,
+    generator: torch.Generator,
+    steps: int = 50,
+    eta: float = 0.0,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> torch.Tensor:
+    """Sample ``n`` images in [-1, 1], (n, c, h, w), with DDIM."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    device = model.unet.device
+    scheduler = model.ddim_scheduler()
+    scheduler.set_timesteps(steps, device=device)
+    x = torch.randn((n, *model.latent_shape), generator=generator, device=device)
+    x = x * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(timesteps):
+        eps = model.unet(x, t).sample
+        x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
+        if callback is not None:
+            callback(StepInfo(i, len(timesteps), int(t), x))
+    return model.to_image_space(x).clamp(-1, 1)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW -> uint8 NHWC."""
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,9 @@
+"""The embedded default world: procedural cartoon faces, a biased reference dataset, a tiny DDPM
+trained on it, and two independent attribute classifiers, all shipped inside the package."""
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DDPM_DIR = WEIGHTS_DIR / "ddpm"
+PSEUDO_LABELLER_DIR = WEIGHTS_DIR / "pseudo_labeller"
+VERIFIER_DIR = WEIGHTS_DIR / "verifier"

@@ -1,0 +1,1 @@
+"""Prefect flows composed of the tasks in ``tasks/``."""

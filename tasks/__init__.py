@@ -1,0 +1,1 @@
+"""Thin Prefect wrappers around fairsynth library steps (retries, caching, artifacts)."""

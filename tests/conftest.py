@@ -1,0 +1,31 @@
+import os
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
+
+from fairsynth.diffusion_model import DiffusionModel  # noqa: E402
+
+
+@pytest.fixture
+def tiny_model() -> DiffusionModel:
+    """A tiny random UNet2DModel on 2x pixel-unshuffled 32x32 images (the toy model's shape)."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=12,
+        out_channels=12,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    ).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=True)
+    return DiffusionModel(unet, dict(scheduler.config), pixel_unshuffle=2)

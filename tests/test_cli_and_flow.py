@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fairsynth.cli import main
+
+
+def test_audit_model_cli_json(tmp_path, capsys):
+    out = tmp_path / "audit.json"
+    rc = main(
+        [
+            "toyfaces",
+            "audit-model",
+            "--n",
+            "8",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--json",
+            "--reference",
+            str(tmp_path / "none"),
+            "--grid",
+            str(tmp_path / "g.png"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 8 and set(report["attributes"]) == {"skin", "eyeglasses", "hair"}
+    skin = report["attributes"]["skin"]
+    assert abs(sum(skin["model"].values()) - 1) < 1e-9
+    assert skin["reference"] == {"light": 0.8, "dark": 0.2}
+    assert 0 <= report["confident_fraction"] <= 1
+    assert (tmp_path / "g.png").is_file() and json.loads(out.read_text()) == report
+    assert main(["toyfaces", "show-audit", str(out)]) == 0
+    assert "largest |model - reference|" in capsys.readouterr().out
+
+
+def test_cli_clear_error_for_missing_model(tmp_path, capsys):
+    rc = main(["toyfaces", "audit-model", "--n", "2", "--model", str(tmp_path / "missing")])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_rejects_non_positive_n():
+    r = subprocess.run(
+        [sys.executable, "-m", "fairsynth.cli", "toyfaces", "audit-model", "--n", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "positive" in r.stderr
+
+
+@pytest.mark.slow
+def test_flow_under_prefect_harness(tmp_path, monkeypatch):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.toyfaces_audit import toyfaces_audit
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"reference: {{path: {tmp_path / 'ref'}, n: 40, seed: 2}}\n"
+        "audit_model: {n: 6, seed: 0, steps: 2, batch_size: 3}\n"
+    )
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = toyfaces_audit(str(params), str(tmp_path / "audit"))
+    assert set(summary) == {"max_abs_diff", "confident_fraction"}
+    assert (tmp_path / "ref" / "labels.parquet").is_file()
+    report = json.loads((tmp_path / "audit" / "model_audit.json").read_text())
+    assert report["n"] == 6 and report["reference_source"].endswith("labels.parquet")

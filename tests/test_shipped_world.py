@@ -1,0 +1,52 @@
+"""The embedded default world: shipped weights load through the public code paths and work."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.toyfaces import DDPM_DIR, PSEUDO_LABELLER_DIR, VERIFIER_DIR
+from fairsynth.toyfaces.classifiers import AttributeClassifier, accuracy_on_fresh_renders
+from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
+
+
+@pytest.mark.parametrize(
+    "path", [PSEUDO_LABELLER_DIR, VERIFIER_DIR], ids=["pseudo_labeller", "verifier"]
+)
+def test_shipped_classifier_accuracy(path):
+    clf = AttributeClassifier.load(path)
+    acc = accuracy_on_fresh_renders(clf, n=2000, seed=424_242)
+    assert set(acc) == set(ATTRIBUTES)
+    assert min(acc.values()) >= 0.99, acc
+
+
+def test_classifiers_are_independent():
+    a = AttributeClassifier.load(PSEUDO_LABELLER_DIR)
+    b = AttributeClassifier.load(VERIFIER_DIR)
+    assert a.arch != b.arch and a.meta["seed"] != b.meta["seed"]
+    images, _ = render_batch(64, seed=11)
+    assert a.features(images).shape[1] != b.features(images).shape[1] or a.arch != b.arch
+
+
+def test_classifier_rejects_bad_input():
+    clf = AttributeClassifier.load(VERIFIER_DIR)
+    with pytest.raises(ValueError, match="shape"):
+        clf.predict_proba(np.zeros((2, 32, 32), dtype=np.uint8))
+
+
+def test_shipped_ddpm_loads_like_a_model_id():
+    model = load_diffusion_model(DDPM_DIR)
+    assert model.image_size == 32 and model.image_channels == 3
+    extra = json.loads((DDPM_DIR / "fairsynth.json").read_text())
+    assert extra["training"]["steps"] > 0
+    assert (DDPM_DIR / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_shipped_ddpm_draws_faces():
+    """A short run: samples are confidently classified faces (the full audit is the CLI's)."""
+    from fairsynth.toyfaces.audit_model import audit_model
+
+    report = audit_model(n=32, seed=1, steps=20, batch_size=32, reference=None, grid_path=None)
+    assert report["confident_fraction"] >= 0.7, report
