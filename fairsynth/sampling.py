@@ -7,12 +7,18 @@ through hooks on the UNet, so this loop stays the standard one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from fairsynth.diffusion_model import DiffusionModel
+from fairsynth.hspace import HSpace
+
+if TYPE_CHECKING:
+    from fairsynth.guidance import Guidance
 
 
 @dataclass
@@ -42,8 +48,11 @@ def sample_ddim(
     steps: int = 50,
     eta: float = 0.0,
     callback: Callable[[StepInfo], None] | None = None,
+    guidance: Guidance | None = None,
+    layer: str = "mid_block",
 ) -> torch.Tensor:
-    """Sample ``n`` images in [-1, 1], (n, c, h, w), with DDIM."""
+    """Sample ``n`` images in [-1, 1], (n, c, h, w), with DDIM; ``guidance`` edits h-space
+    (the output of ``layer``) inside each UNet call."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if n < 1:
@@ -54,11 +63,18 @@ def sample_ddim(
     x = torch.randn((n, *model.latent_shape), generator=generator, device=device)
     x = x * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
-    for i, t in enumerate(timesteps):
-        eps = model.unet(x, t).sample
-        x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
-        if callback is not None:
-            callback(StepInfo(i, len(timesteps), int(t), x))
+    hook = HSpace(model.unet, layer) if guidance is not None else nullcontext()
+    with hook:
+        if guidance is not None:
+            hook.edit = guidance.edit
+            hook.keep = False
+        for i, t in enumerate(timesteps):
+            if guidance is not None:
+                guidance.begin_step(t, i, len(timesteps))
+            eps = model.unet(x, t).sample
+            x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
+            if callback is not None:
+                callback(StepInfo(i, len(timesteps), int(t), x))
     return model.to_image_space(x).clamp(-1, 1)
 
 

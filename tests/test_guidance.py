@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+
+from fairsynth.adp import ADP, TrainedADP, record_trajectories, train_adp
+from fairsynth.attributes import AttributeSpace
+from fairsynth.guidance import (
+    DistributionGuidance,
+    GuidanceConfig,
+    SampleGuidance,
+    assign_cells,
+    divergence,
+    largest_remainder,
+)
+from fairsynth.sampling import batch_generator, sample_ddim
+
+SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"], "hair": ["black", "brown", "blond"]})
+
+
+def _adp(channels=16, spatial=8) -> TrainedADP:
+    torch.manual_seed(0)
+    model = (
+        ADP(channels, spatial, {"skin": 2, "hair": 3}, width=8, hidden=16)
+        .eval()
+        .requires_grad_(False)
+    )
+    return TrainedADP(model, SPACE, {})
+
+
+def test_distribution_guidance_descends_the_divergence():
+    adp = _adp()
+    g = DistributionGuidance(
+        adp, ("skin",), np.array([0.1, 0.9]), GuidanceConfig(strength=5000.0, loss="kl")
+    )
+    g.begin_step(500, 0, 10)
+    h = torch.randn(32, 16, 8, 8)
+    losses = []
+    for _ in range(15):
+        h = g.edit(h)
+        losses.append(g.last_loss)
+    assert losses[-1] < losses[0] * 0.85
+    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:], strict=False))
+
+
+@pytest.mark.parametrize("mode", ["distribution", "sample"])
+def test_per_sample_step_is_batch_size_invariant(mode):
+    adp = _adp()
+    cfg = GuidanceConfig(mode=mode, strength=0.3)
+    row = torch.randn(1, 16, 8, 8)
+    steps = []
+    for n in (4, 16):
+        h = row.expand(n, -1, -1, -1).clone()
+        if mode == "distribution":
+            g = DistributionGuidance(adp, ("skin", "hair"), np.full(6, 1 / 6), cfg)
+        else:
+            g = SampleGuidance(adp, ("skin", "hair"), np.zeros(n, dtype=int), cfg)
+        g.begin_step(300, 0, 10)
+        steps.append((g.edit(h) - h)[0])
+    assert steps[0].abs().max() > 0
+    assert torch.allclose(steps[0], steps[1], atol=1e-6)
+
+
+def test_window_and_zero_strength_leave_h_alone():
+    adp = _adp()
+    h = torch.randn(8, 16, 8, 8)
+    g = DistributionGuidance(
+        adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(window=(0.5, 1.0))
+    )
+    g.begin_step(900, 0, 10)
+    assert torch.equal(g.edit(h), h)
+    g.begin_step(100, 9, 10)
+    assert not torch.equal(g.edit(h), h)
+    g0 = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
+    g0.begin_step(100, 9, 10)
+    assert torch.equal(g0.edit(h), h)
+
+
+def test_guided_sampling_differentiates_h_only(tiny_model):
+    adp = _adp()
+    base = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3)
+    zero = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
+    assert torch.equal(
+        sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=zero), base
+    )
+    strong = DistributionGuidance(
+        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=50.0)
+    )
+    guided = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=strong)
+    assert not torch.allclose(guided, base)
+    assert all(p.grad is None for p in tiny_model.unet.parameters())
+    assert all(p.grad is None for p in adp.model.parameters())
+
+
+def test_divergences_tolerate_zero_target_cells():
+    p = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
+    q = torch.tensor([0.0, 0.5, 0.5])
+    for kind in ("chi2", "kl", "l2"):
+        d = divergence(p, q, kind)
+        assert torch.isfinite(d)
+        (g,) = torch.autograd.grad(d, p)
+        assert torch.isfinite(g).all()
+    assert float(divergence(q, q, "chi2")) == pytest.approx(0)
+
+
+def test_config_validation():
+    for bad in (
+        dict(mode="magic"),
+        dict(loss="js"),
+        dict(strength=-1),
+        dict(window=(0.8, 0.2)),
+        dict(temperature=0),
+    ):
+        with pytest.raises(ValueError, match="guidance"):
+            GuidanceConfig(**bad)
+
+
+def test_largest_remainder_and_assignment():
+    assert largest_remainder(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+    assert largest_remainder(np.array([1 / 3] * 3), 10).sum() == 10
+    cells = assign_cells(np.array([0.25, 0.75]), 8, np.random.default_rng(0))
+    assert sorted(cells.tolist()) == [0, 0, 1, 1, 1, 1, 1, 1]
+
+
+def test_record_train_save_load_adp(tmp_path, tiny_model):
+    def labeller(images):
+        bright = images.mean(axis=(1, 2, 3)) > images.mean()
+        return {
+            "skin": np.eye(2)[bright.astype(int)],
+            "hair": np.eye(3)[np.zeros(len(images), int)],
+        }
+
+    traj = record_trajectories(
+        tiny_model, labeller, n=12, seed=0, steps=4, record_every=2, batch_size=6
+    )
+    assert traj.h.shape == (12, 2, 16, 8, 8) and traj.h.dtype == torch.float16
+    assert traj.timesteps.tolist() == sorted(traj.timesteps.tolist(), reverse=True)
+    trained = train_adp(traj, SPACE, epochs=2, batch_size=8, width=8, hidden=16)
+    bands = trained.meta["heldout_accuracy_by_band"]
+    assert bands and all(0 <= b["skin"] <= 1 for b in bands)
+    trained.save(tmp_path / "adp")
+    loaded = TrainedADP.load(tmp_path / "adp")
+    h, t = torch.randn(3, 16, 8, 8), torch.tensor(250)
+    assert torch.allclose(trained.model(h, t)["skin"], loaded.model(h, t)["skin"])
+    assert loaded.space == SPACE
