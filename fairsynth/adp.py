@@ -222,7 +222,7 @@ def train_adp(
         from tqdm import tqdm
 
         epoch_iter = tqdm(epoch_iter, desc="training ADP", unit="epoch")
-    for epoch in epoch_iter:
+    for _epoch in epoch_iter:
         model.train()
         perm = rng.permutation(len(train_pairs))
         for i in range(0, len(perm), batch_size):

@@ -101,7 +101,7 @@ class Target:
                 unknown = set(m) - set(classes)
                 if unknown:
                     raise ValueError(
-                        f"target.{name}: unknown class(es) {sorted(unknown)}; known: {list(classes)}"
+                        f"target.{name}: unknown class(es) {sorted(unknown)}; known: {list(classes)}"  # noqa: E501
                     )
                 v = np.array([float(m.get(c, 0.0)) for c in classes])
             else:
