@@ -70,6 +70,35 @@ def _cmd_show_audit(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from fairsynth.config import load_params
+    from fairsynth.evaluate import evaluate
+
+    report = evaluate(load_params(a.params), a.n, progress=not a.json)
+    if a.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"mode {report['mode']}: FD hard {report['fd_hard']:.4f}, soft {report['fd_soft']:.4f}"
+        )
+        for cell, t, h in zip(report["cells"], report["target"], report["hard"], strict=True):
+            print(f"  {cell:<24} target {t:.3f}  got {h:.3f}")
+        print(
+            f"confident fraction {report['confident_fraction']:.3f}, "
+            f"{report['seconds_per_batch']:.2f} s/batch"
+        )
+    return 0
+
+
+def _cmd_train_adp(a: argparse.Namespace) -> int:
+    from fairsynth.config import load_params
+    from fairsynth.train_adp import train_adp_from_params
+
+    trained = train_adp_from_params(load_params(a.params), a.out, progress=True)
+    print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
 
@@ -78,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="sample with guidance and judge against the target")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--n", type=_positive_int, default=512)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--out", type=Path, default=Path("data/adp"))
+    p.set_defaults(func=_cmd_train_adp)
 
     toy = sub.add_parser("toyfaces", help="the embedded toy-faces world").add_subparsers(
         dest="toy_command", required=True
@@ -125,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         return a.func(a)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"fairsynth: error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,25 @@ from pathlib import Path
 import yaml
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. Class names such as ``no``/``yes`` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 class ConfigError(ValueError):
     """A bad params file; the message names the key (e.g. ``audit_model.n``)."""
 
@@ -38,9 +57,135 @@ class AuditModelConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    path: str = "toyfaces"  # "toyfaces" = the shipped DDPM; else a folder or hub id
+    steps: int = 50
+    eta: float = 0.0
+    layer: str = "mid_block"
+    local_files_only: bool = True
+
+    def validate(self, key: str) -> None:
+        _require(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        _require(0.0 <= self.eta <= 1.0, f"{key}.eta", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Either ``marginals`` (independent per attribute) or ``cells`` over ``attributes``."""
+
+    marginals: dict | None = None
+    attributes: list | None = None
+    cells: dict | None = None
+
+    def validate(self, key: str) -> None:
+        _require(
+            (self.marginals is None) != (self.cells is None),
+            key,
+            "give exactly one of 'marginals' or 'cells' (with 'attributes')",
+        )
+        if self.cells is not None:
+            _require(bool(self.attributes), f"{key}.attributes", "required with 'cells'")
+
+
+@dataclass(frozen=True)
+class AdpConfig:
+    path: str = "toyfaces"  # "toyfaces" = the shipped ADP; else a folder
+    trajectories: int = 2048
+    record_every: int = 2
+    epochs: int = 30
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _require(self.trajectories >= 8, f"{key}.trajectories", "must be >= 8")
+        _require(self.record_every >= 1, f"{key}.record_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    mode: str = "distribution"
+    loss: str = "chi2"
+    strength: float = 1.0
+    window: list = field(default_factory=lambda: [0.0, 1.0])
+    temperature: float = 1.0
+    batch_size: int = 64
+
+    def validate(self, key: str) -> None:
+        from fairsynth.guidance import GuidanceConfig
+
+        _require(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _require(
+            len(self.window) == 2 and all(isinstance(w, int | float) for w in self.window),
+            f"{key}.window",
+            "must be [start, end]",
+        )
+        try:
+            self.to_config()
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("guidance.", f"{key}.")) from exc
+        del GuidanceConfig
+
+    def to_config(self):
+        from fairsynth.guidance import GuidanceConfig
+
+        return GuidanceConfig(
+            mode=self.mode,
+            loss=self.loss,
+            strength=float(self.strength),
+            window=(float(self.window[0]), float(self.window[1])),
+            temperature=float(self.temperature),
+        )
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    verifier: str = "toyfaces"  # "toyfaces" = the shipped verifier; else a classifier folder
+    confidence: float = 0.9
+
+    def validate(self, key: str) -> None:
+        _require(0.0 <= self.confidence <= 1.0, f"{key}.confidence", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     audit_model: AuditModelConfig = field(default_factory=AuditModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attributes: dict | None = None  # {name: [classes]}; default: the toy world's
+    target: TargetConfig | None = None
+    adp: AdpConfig = field(default_factory=AdpConfig)
+    guidance: GuidanceParams = field(default_factory=GuidanceParams)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    seed: int = 0
+
+    def attribute_space(self):
+        from fairsynth.attributes import AttributeSpace
+        from fairsynth.toyfaces.render import ATTRIBUTES
+
+        return AttributeSpace.from_dict(self.attributes or ATTRIBUTES)
+
+    def build_target(self):
+        """The target as a distribution over the cells of the guided attributes."""
+        from fairsynth.attributes import Target
+
+        if self.target is None:
+            raise ConfigError("target: required for guided generation and evaluation")
+        space = self.attribute_space()
+        try:
+            if self.target.marginals is not None:
+                return Target.from_marginals(space, self.target.marginals)
+            return Target.from_cells(space, self.target.attributes, self.target.cells)
+        except (ValueError, KeyError) as exc:
+            msg = str(exc).strip("'\"")
+            raise ConfigError(msg if msg.startswith("target") else f"target: {msg}") from exc
+
+    def validate(self, key: str) -> None:
+        if self.attributes is not None:
+            try:
+                self.attribute_space()
+            except ValueError as exc:
+                raise ConfigError(f"attributes: {exc}") from exc
+        if self.target is not None:
+            self.build_target()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -48,7 +193,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     return parse_params(raw)

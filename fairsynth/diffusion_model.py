@@ -100,11 +100,23 @@ def load_diffusion_model(
     else:
         from diffusers import DDPMScheduler
 
-        scheduler_config = dict(
-            DDPMScheduler.load_config(
-                str(path_or_id), subfolder="scheduler", local_files_only=local_files_only
+        text = str(path_or_id)
+        if text.startswith((".", "/", "~")) or text.count("/") != 1:
+            raise FileNotFoundError(f"model folder {text} does not exist")
+        try:
+            scheduler_config = dict(
+                DDPMScheduler.load_config(
+                    text, subfolder="scheduler", local_files_only=local_files_only
+                )
             )
-        )
+        except OSError as exc:
+            where = (
+                "in the local Hugging Face cache" if local_files_only else "locally or on the hub"
+            )
+            raise FileNotFoundError(
+                f"model {text!r} was not found {where}; put it in a local folder "
+                "(unet/, scheduler/) or allow downloads with model.local_files_only: false"
+            ) from exc
         extra = {}
     unet = UNet2DModel.from_pretrained(
         str(path_or_id),

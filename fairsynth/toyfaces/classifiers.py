@@ -181,6 +181,32 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(blur, blurred, x).clamp(-1.2, 1.2)
 
 
+def outlier_batch(
+    x: torch.Tensor, labels: dict[str, np.ndarray], heads: dict[str, int], gen: torch.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Outlier exposure: blends of two faces (soft labels by blend weight) and mush (heavy
+    noise, blurred noise fields) with uniform targets, so a confident prediction means a clear
+    face and a blurry or garbled sample is not called confidently."""
+    n = x.shape[0] // 4
+    perm = torch.randperm(x.shape[0], generator=gen)[:n]
+    lam = 0.3 + 0.4 * torch.rand(n, generator=gen)
+    mixed = lam[:, None, None, None] * x[:n] + (1 - lam[:, None, None, None]) * x[perm]
+    noisy = x[:n] + (0.6 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen)) * torch.randn(
+        x[:n].shape, generator=gen
+    )
+    field = torch.randn(n, 3, 4, 4, generator=gen)
+    field = F.interpolate(field, size=x.shape[-1], mode="bilinear", align_corners=False)
+    field = field + 0.3 * torch.randn(field.shape, generator=gen)
+    junk = torch.cat([mixed, noisy.clamp(-1.5, 1.5), field.clamp(-1.5, 1.5)])
+    targets = {}
+    for k, c in heads.items():
+        onehot = F.one_hot(torch.as_tensor(labels[k]), c).float()
+        soft_mix = lam[:, None] * onehot[:n] + (1 - lam[:, None]) * onehot[perm]
+        uniform = torch.full((2 * n, c), 1.0 / c)
+        targets[k] = torch.cat([soft_mix, uniform])
+    return junk, targets
+
+
 def train_classifier(
     arch: str,
     seed: int,
@@ -188,6 +214,7 @@ def train_classifier(
     batch_size: int = 128,
     lr: float = 2e-3,
     log_every: int = 250,
+    outlier_exposure: bool = False,
 ) -> AttributeClassifier:
     torch.manual_seed(seed)
     heads = {k: len(v) for k, v in ATTRIBUTES.items()}
@@ -201,6 +228,10 @@ def train_classifier(
         x = augment(to_tensor(images), gen)
         logits = model(x)
         loss = sum(F.cross_entropy(logits[k], torch.as_tensor(labels[k])) for k in heads)
+        if outlier_exposure:
+            junk, soft = outlier_batch(to_tensor(images), labels, heads, gen)
+            jl = model(junk)
+            loss = loss + sum(F.cross_entropy(jl[k], soft[k]) for k in heads)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

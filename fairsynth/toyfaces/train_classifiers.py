@@ -16,7 +16,9 @@ import torch
 
 from fairsynth.toyfaces.classifiers import accuracy_on_fresh_renders, train_classifier
 
-ROLES = {"pseudo_labeller": ("convnet", 1), "verifier": ("resnet", 2)}
+# role: (architecture, seed, outlier exposure). Only the verifier's confidence is used as an
+# acceptance signal, so only it is trained to be unconfident on blends and mush.
+ROLES = {"pseudo_labeller": ("convnet", 1, False), "verifier": ("resnet", 2, True)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     for role in a.roles:
-        arch, seed = ROLES[role]
-        clf = train_classifier(arch, seed, steps=a.steps)
+        arch, seed, oe = ROLES[role]
+        clf = train_classifier(arch, seed, steps=a.steps, outlier_exposure=oe)
         acc = accuracy_on_fresh_renders(clf)
         clf.meta.update({"role": role, "accuracy_fresh_5000": acc})
         clf.save(a.out / role)

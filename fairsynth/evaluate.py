@@ -1,0 +1,121 @@
+"""Sample with a guidance configuration, judge with the verifier, report against the target."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from fairsynth.adp import TrainedADP
+from fairsynth.attributes import Target
+from fairsynth.config import Params
+from fairsynth.diffusion_model import DiffusionModel, load_diffusion_model
+from fairsynth.guidance import (
+    DistributionGuidance,
+    Guidance,
+    GuidanceConfig,
+    SampleGuidance,
+    assign_cells,
+)
+from fairsynth.metrics import evaluate_against_target
+from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.toyfaces import resolve
+from fairsynth.toyfaces.classifiers import AttributeClassifier
+
+
+def make_guidance(
+    config: GuidanceConfig, adp: TrainedADP | None, target: Target, n: int, rng: np.random.Generator
+) -> Guidance | None:
+    if config.mode == "none":
+        return None
+    if adp is None:
+        raise ValueError(f"guidance mode {config.mode!r} needs an ADP")
+    names = target.space.names
+    if config.mode == "distribution":
+        return DistributionGuidance(adp, names, target.probs, config)
+    return SampleGuidance(adp, names, assign_cells(target.probs, n, rng), config)
+
+
+def generate_batches(
+    model: DiffusionModel,
+    adp: TrainedADP | None,
+    target: Target,
+    config: GuidanceConfig,
+    n: int,
+    seed: int,
+    batch_size: int,
+    steps: int,
+    eta: float = 0.0,
+    layer: str = "mid_block",
+    progress: bool = False,
+) -> tuple[np.ndarray, list[float]]:
+    """``n`` guided samples (uint8 NHWC) and the wall seconds of each batch."""
+    out, seconds = [], []
+    batches = range((n + batch_size - 1) // batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"sampling ({config.mode})", unit="batch")
+    for b in batches:
+        size = min(batch_size, n - b * batch_size)
+        rng = np.random.default_rng([seed, b, 1])
+        guidance = make_guidance(config, adp, target, size, rng)
+        t0 = time.perf_counter()
+        x = sample_ddim(
+            model,
+            size,
+            batch_generator(seed, b),
+            steps=steps,
+            eta=eta,
+            guidance=guidance,
+            layer=layer,
+        )
+        seconds.append(time.perf_counter() - t0)
+        out.append(to_uint8(x))
+    return np.concatenate(out), seconds
+
+
+def judge(
+    verifier: AttributeClassifier, images: np.ndarray, target: Target, confidence: float
+) -> dict:
+    probs = verifier.predict_proba(images)
+    report = evaluate_against_target({k: probs[k] for k in target.space.names}, target)
+    per_attribute = {
+        name: {c: float((probs[name].argmax(1) == i).mean()) for i, c in enumerate(classes)}
+        for name, classes in verifier.attributes.items()
+    }
+    conf = np.stack([p.max(1) for p in probs.values()]).min(0)
+    report.update(
+        {
+            "per_attribute": per_attribute,
+            "mean_confidence": float(conf.mean()),
+            "confident_fraction": float((conf >= confidence).mean()),
+            "confidence_threshold": confidence,
+        }
+    )
+    return report
+
+
+def evaluate(params: Params, n: int, progress: bool = False) -> dict:
+    target = params.build_target()
+    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+    config = params.guidance.to_config()
+    adp = TrainedADP.load(resolve("adp", params.adp.path)) if config.mode != "none" else None
+    verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+    images, seconds = generate_batches(
+        model, adp, target, config, n, params.seed, params.guidance.batch_size,
+        params.model.steps, params.model.eta, params.model.layer, progress,
+    )  # fmt: skip
+    report = judge(verifier, images, target, params.verify.confidence)
+    report.update(
+        {
+            "mode": config.mode,
+            "guidance": {**params.guidance.__dict__},
+            "steps": params.model.steps,
+            "batch_size": params.guidance.batch_size,
+            "seconds_per_batch": float(np.mean(seconds)),
+            "threads": torch.get_num_threads(),
+        }
+    )
+    return report

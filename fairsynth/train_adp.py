@@ -1,0 +1,46 @@
+"""Record h_t trajectories of the base model, pseudo-label them, train and save the ADP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fairsynth.adp import TrainedADP, record_trajectories, train_adp
+from fairsynth.config import Params
+from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.toyfaces import resolve
+from fairsynth.toyfaces.classifiers import AttributeClassifier
+
+
+def train_adp_from_params(
+    params: Params, out: str | Path, pseudo_labeller: str = "toyfaces", progress: bool = False
+) -> TrainedADP:
+    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+    labeller = AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
+    space = params.attribute_space()
+    missing = [n for n in space.names if n not in labeller.attributes]
+    if missing:
+        raise ValueError(f"the pseudo-labeller does not label attribute(s) {missing}")
+    traj = record_trajectories(
+        model,
+        labeller.predict_proba,
+        n=params.adp.trajectories,
+        seed=params.adp.seed + 10_000,  # disjoint from generation seeds
+        steps=params.model.steps,
+        record_every=params.adp.record_every,
+        batch_size=params.guidance.batch_size,
+        layer=params.model.layer,
+        progress=progress,
+    )
+    trained = train_adp(
+        traj, space, seed=params.adp.seed, epochs=params.adp.epochs, progress=progress
+    )
+    trained.meta.update(
+        {
+            "base_model": str(params.model.path),
+            "layer": params.model.layer,
+            "steps": params.model.steps,
+            "pseudo_labeller": str(pseudo_labeller),
+        }
+    )
+    trained.save(out)
+    return trained
