@@ -91,9 +91,11 @@ def write_shard(path: str | Path, samples: Iterable[Mapping[str, object]]) -> in
 def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
     """Yield samples of one shard as {'__key__': key, ext: bytes}, members grouped by key.
 
-    Member names that are not plain ``key.ext`` (paths, ``..``, absolute names) are refused.
+    Member names that are not plain ``key.ext`` (paths, ``..``, absolute names) are refused, and
+    so is a truncated file (a member cut short, or no end-of-archive marker).
     """
     current: dict[str, bytes] | None = None
+    size = os.path.getsize(path)
     with tarfile.open(path, mode="r") as tar:
         for info in tar:
             if not info.isfile():
@@ -105,10 +107,14 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
             fh = tar.extractfile(info)
             assert fh is not None
             data = fh.read()
+            if len(data) != info.size:
+                raise ValueError(f"{path}: truncated tar (member {name!r} is cut short)")
             if current is None or current["__key__"] != key:
                 if current is not None:
                     yield current
                 current = {"__key__": key}  # type: ignore[dict-item]
             current[ext] = data
+        if size < tar.offset + 1024:
+            raise ValueError(f"{path}: truncated tar (no end-of-archive marker)")
     if current is not None:
         yield current

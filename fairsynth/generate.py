@@ -1,0 +1,131 @@
+"""Quota-driven guided generation.
+
+Each batch is guided toward the *remaining* quota, normalised (cells already full get target
+0), every sample is judged by the verifier, and a sample is accepted only while its verified
+cell has room and the verifier is confident. Rejections are kept with a reason. The loop stops
+when every quota is met or the sample budget is spent. Batch b's noise derives from
+(seed, b) only, so any batch can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fairsynth.adp import TrainedADP
+from fairsynth.attributes import AttributeSpace, Target
+from fairsynth.diffusion_model import DiffusionModel
+from fairsynth.evaluate import make_guidance
+from fairsynth.guidance import GuidanceConfig
+from fairsynth.plan import remaining_target
+from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+
+Verifier = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+ACCEPTED = "accepted"
+LOW_CONFIDENCE = "low_confidence"
+CELL_FULL = "cell_full"
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    images: np.ndarray  # uint8 NHWC, all samples of the batch
+    cells: np.ndarray  # verified cell per sample
+    confidence: np.ndarray  # min over guided attributes of the verifier's max probability
+    probs: dict[str, np.ndarray]  # verifier probabilities per attribute
+    reasons: list[str]
+    target: np.ndarray  # the batch's guidance target (remaining quota, normalised)
+    seconds: float
+
+
+@dataclass
+class GenerationState:
+    quotas: np.ndarray
+    accepted: np.ndarray
+    generated: int = 0
+    next_batch: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return bool((self.accepted >= self.quotas).all())
+
+
+def judge_batch(
+    probs: dict[str, np.ndarray],
+    space: AttributeSpace,
+    quotas: np.ndarray,
+    accepted: np.ndarray,
+    confidence: float,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Verified cells, confidences and accept/reject reasons; updates ``accepted`` in place."""
+    cells = space.cell_index({n: probs[n].argmax(1) for n in space.names})
+    conf = np.stack([probs[n].max(1) for n in space.names]).min(0)
+    reasons = []
+    for c, p in zip(cells, conf, strict=True):
+        if p < confidence:
+            reasons.append(LOW_CONFIDENCE)
+        elif accepted[c] >= quotas[c]:
+            reasons.append(CELL_FULL)
+        else:
+            accepted[c] += 1
+            reasons.append(ACCEPTED)
+    return cells, conf, reasons
+
+
+def run_batch(
+    model: DiffusionModel,
+    adp: TrainedADP | None,
+    verifier: Verifier,
+    space: AttributeSpace,
+    config: GuidanceConfig,
+    state: GenerationState,
+    seed: int,
+    batch_size: int,
+    steps: int,
+    confidence: float,
+    eta: float = 0.0,
+    layer: str = "mid_block",
+) -> BatchResult:
+    b = state.next_batch
+    target_probs = remaining_target(state.quotas, state.accepted)
+    assert target_probs is not None, "run_batch called with every quota met"
+    target = Target(space, target_probs)
+    guidance = make_guidance(config, adp, target, batch_size, np.random.default_rng([seed, b, 1]))
+    t0 = time.perf_counter()
+    x = sample_ddim(
+        model,
+        batch_size,
+        batch_generator(seed, b),
+        steps=steps,
+        eta=eta,
+        guidance=guidance,
+        layer=layer,
+    )
+    images = to_uint8(x)
+    probs = verifier(images)
+    cells, conf, reasons = judge_batch(probs, space, state.quotas, state.accepted, confidence)
+    seconds = time.perf_counter() - t0
+    state.generated += batch_size
+    state.next_batch = b + 1
+    state.seconds += seconds
+    state.history.append(
+        {
+            "batch": b,
+            "accepted": reasons.count(ACCEPTED),
+            "generated": batch_size,
+            "seconds": round(seconds, 3),
+        }
+    )
+    return BatchResult(b, images, cells, conf, probs, reasons, target_probs, seconds)
+
+
+def shortfall(state: GenerationState, space: AttributeSpace) -> dict[str, int]:
+    """Cells whose quota was not met, with how many samples they lack."""
+    lack = state.quotas - np.minimum(state.accepted, state.quotas)
+    return {name: int(v) for name, v in zip(space.cell_names(), lack, strict=True) if v > 0}

@@ -1,0 +1,172 @@
+"""Reference datasets: readers (image folder + labels file, webdataset shards) and the audit."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth import tario
+from fairsynth.attributes import AttributeSpace, Target
+from fairsynth.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+Classifier = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass
+class ReferenceData:
+    keys: list[str]
+    labels: dict[str, np.ndarray]  # attribute -> class index per sample
+    source: str  # where the labels came from: "labels file", "shard metadata", "classifier"
+
+
+def _labels_from_frame(
+    frame: pd.DataFrame, space: AttributeSpace, where: str
+) -> dict[str, np.ndarray]:
+    out = {}
+    for name, classes in space.attributes:
+        if name not in frame.columns:
+            raise ValueError(f"{where}: no column {name!r} (columns: {list(frame.columns)})")
+        values = frame[name].astype(str)
+        unknown = sorted(set(values) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"{where}: column {name!r} has unknown class(es) {unknown[:5]}; known: {list(classes)}"
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        out[name] = values.map(index).to_numpy(dtype=np.int64)
+    return out
+
+
+def read_labels_file(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str)
+    raise ValueError(f"labels file {path} must be .csv or .parquet")
+
+
+def read_image_folder(
+    folder: str | Path,
+    space: AttributeSpace,
+    labels_file: str | Path | None = None,
+    classifier: Classifier | None = None,
+    batch_size: int = 512,
+) -> ReferenceData:
+    """An image folder; labels from ``labels_file`` (columns ``file`` or ``key`` + one per
+    attribute) or, where absent, from ``classifier`` on the decoded images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"reference folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ValueError(f"reference folder {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+    if labels_file is not None:
+        frame = read_labels_file(labels_file)
+        col = "file" if "file" in frame.columns else "key"
+        if col not in frame.columns:
+            raise ValueError(f"{labels_file}: needs a 'file' or 'key' column")
+        frame = frame.astype({col: str})
+        present = {p.relative_to(folder).as_posix() if col == "file" else p.stem for p in files}
+        missing = sorted(set(frame[col]) - present)
+        if missing:
+            raise ValueError(
+                f"{labels_file}: {len(missing)} labelled images are not in {folder}, e.g. {missing[:3]}"
+            )
+        return ReferenceData(
+            list(frame[col]), _labels_from_frame(frame, space, str(labels_file)), "labels file"
+        )
+    if classifier is None:
+        raise ValueError(f"reference folder {folder}: no labels file and no classifier to label it")
+    keys, preds = [], {n: [] for n in space.names}
+    for s in range(0, len(files), batch_size):
+        chunk = files[s : s + batch_size]
+        images = np.stack([_load_image(p) for p in chunk])
+        probs = classifier(images)
+        for n in space.names:
+            preds[n].append(probs[n].argmax(1))
+        keys += [p.stem for p in chunk]
+    return ReferenceData(keys, {n: np.concatenate(v) for n, v in preds.items()}, "classifier")
+
+
+def read_shards(
+    folder_or_pattern: str | Path,
+    space: AttributeSpace,
+    classifier: Classifier | None = None,
+    labels_file: str | Path | None = None,
+) -> ReferenceData:
+    """webdataset shards: labels from a labels file, else each sample's ``.json`` member, else the
+    classifier."""
+    path = Path(folder_or_pattern)
+    shards = sorted(path.glob("*.tar")) if path.is_dir() else sorted(path.parent.glob(path.name))
+    if not shards:
+        raise ValueError(f"no webdataset shards (*.tar) at {folder_or_pattern}")
+    if labels_file is None and path.is_dir() and (path / "labels.parquet").is_file():
+        labels_file = path / "labels.parquet"
+    if labels_file is not None:
+        frame = read_labels_file(labels_file)
+        return ReferenceData(
+            list(frame["key"].astype(str)),
+            _labels_from_frame(frame, space, str(labels_file)),
+            "labels file",
+        )
+    keys, metas, images = [], [], []
+    for shard in shards:
+        try:
+            for sample in tario.iter_shard(shard):
+                keys.append(sample["__key__"])
+                metas.append(json.loads(sample["json"]) if "json" in sample else None)
+                if classifier is not None and any(m is None for m in metas[-1:]):
+                    images.append(tario.decode_png(sample["png"]))
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    if keys and all(m is not None and all(n in m for n in space.names) for m in metas):
+        frame = pd.DataFrame([{n: m[n] for n in space.names} for m in metas])
+        return ReferenceData(
+            keys,
+            _labels_from_frame(frame, space, f"{folder_or_pattern} (.json members)"),
+            "shard metadata",
+        )
+    if classifier is None:
+        raise ValueError(
+            f"{folder_or_pattern}: samples carry no labels and no classifier was given"
+        )
+    probs = classifier(np.stack(images))
+    return ReferenceData(keys, {n: probs[n].argmax(1) for n in space.names}, "classifier")
+
+
+def _load_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+
+
+def audit(data: ReferenceData, target: Target) -> dict:
+    """Per-cell counts and fractions of the reference over the target's cells, and distances."""
+    if not data.keys:
+        raise ValueError("the reference dataset is empty")
+    cells = target.space.cell_index({n: data.labels[n] for n in target.space.names})
+    counts = cell_counts(cells, target.space.n_cells)
+    frac = counts / counts.sum()
+    return {
+        "n": int(counts.sum()),
+        "label_source": data.source,
+        "cells": target.space.cell_names(),
+        "counts": counts.tolist(),
+        "fractions": frac.round(6).tolist(),
+        "target": target.probs.round(6).tolist(),
+        "fd": fairness_discrepancy(frac, target.probs),
+        "kl_target_to_reference": kl_divergence(target.probs, frac),
+        "tv": total_variation(frac, target.probs),
+    }

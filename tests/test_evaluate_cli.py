@@ -1,0 +1,61 @@
+import json
+
+import torch
+
+from fairsynth.adp import ADP, TrainedADP
+from fairsynth.attributes import AttributeSpace
+from fairsynth.cli import main
+from fairsynth.toyfaces.render import ATTRIBUTES
+
+
+def _params(
+    tmp_path, tiny_model, mode="distribution", target="{marginals: {skin: {light: 0.5, dark: 0.5}}}"
+):
+    tiny_model.save(tmp_path / "model")
+    torch.manual_seed(0)
+    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp_path / "adp")
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        f"adp: {{path: {tmp_path / 'adp'}}}\n"
+        f"target: {target}\n"
+        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3}}\n"
+    )
+    return p
+
+
+def test_evaluate_json(tmp_path, tiny_model, capsys):
+    for mode in ("none", "sample", "distribution"):
+        p = _params(tmp_path, tiny_model, mode)
+        assert main(["evaluate", "--params", str(p), "--n", "5", "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["mode"] == mode and r["n"] == 5
+        assert r["cells"] == ["light", "dark"] and abs(sum(r["hard"]) - 1) < 1e-6
+        for key in (
+            "fd_hard",
+            "fd_soft",
+            "mean_confidence",
+            "confident_fraction",
+            "seconds_per_batch",
+        ):
+            assert key in r
+        assert set(r["per_attribute"]) == set(ATTRIBUTES)
+
+
+def test_evaluate_joint_target(tmp_path, tiny_model, capsys):
+    p = _params(
+        tmp_path,
+        tiny_model,
+        target="{attributes: [skin, eyeglasses], cells: {dark|yes: 0.5, light|no: 0.5}}",
+    )
+    assert main(["evaluate", "--params", str(p), "--n", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["cells"] == ["light|no", "light|yes", "dark|no", "dark|yes"]
+    assert r["target"] == [0.5, 0.0, 0.0, 0.5]
+
+
+def test_evaluate_bad_params_name_key(tmp_path, tiny_model, capsys):
+    p = _params(tmp_path, tiny_model, target="{marginals: {skin: {light: 0.7, dark: 0.7}}}")
+    assert main(["evaluate", "--params", str(p), "--n", "3"]) == 2
+    assert "target.skin" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fairsynth.attributes import AttributeSpace, Target
+from fairsynth.reference import audit, read_image_folder, read_shards
+from fairsynth.toyfaces.dataset import build_reference
+from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
+
+SPACE = AttributeSpace.from_dict(ATTRIBUTES)
+
+
+def _folder(tmp_path, n=6):
+    images, labels = render_batch(n, seed=3)
+    rows = []
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / f"img{i}.png")
+        rows.append({"file": f"img{i}.png", **{k: ATTRIBUTES[k][labels[k][i]] for k in ATTRIBUTES}})
+    return images, labels, pd.DataFrame(rows)
+
+
+def test_image_folder_with_csv_and_parquet(tmp_path):
+    _, labels, frame = _folder(tmp_path)
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    frame.to_parquet(tmp_path / "labels.parquet")
+    for f in ("labels.csv", "labels.parquet"):
+        data = read_image_folder(tmp_path, SPACE, tmp_path / f)
+        assert data.source == "labels file"
+        assert np.array_equal(data.labels["skin"], labels["skin"])
+
+
+def test_image_folder_labelled_by_classifier(tmp_path):
+    _folder(tmp_path, 4)
+
+    def clf(images):
+        return {k: np.tile(np.eye(len(v))[0], (len(images), 1)) for k, v in ATTRIBUTES.items()}
+
+    data = read_image_folder(tmp_path, SPACE, classifier=clf)
+    assert data.source == "classifier" and len(data.keys) == 4
+
+
+def test_unknown_class_in_labels_named(tmp_path):
+    _, _, frame = _folder(tmp_path)
+    frame.loc[2, "hair"] = "purple"
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ValueError, match="purple"):
+        read_image_folder(tmp_path, SPACE, tmp_path / "labels.csv")
+
+
+def test_empty_and_corrupt_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        read_image_folder(tmp_path / "empty", SPACE, classifier=lambda x: {})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_image_folder(tmp_path / "bad", SPACE, classifier=lambda x: {})
+
+
+def test_shards_labels_from_parquet_and_json_members(tmp_path):
+    labels = build_reference(tmp_path / "ref", n=40, seed=1, shard_size=16)
+    data = read_shards(tmp_path / "ref", SPACE)
+    assert data.source == "labels file" and len(data.keys) == 40
+    (tmp_path / "ref" / "labels.parquet").unlink()
+    data2 = read_shards(tmp_path / "ref", SPACE)
+    assert data2.source == "shard metadata"
+    expect = labels["skin"].cat.codes.to_numpy()
+    assert np.array_equal(data2.labels["skin"], expect)
+
+
+def test_truncated_shard(tmp_path):
+    build_reference(tmp_path / "ref", n=10, seed=1)
+    (tmp_path / "ref" / "labels.parquet").unlink()
+    tar = tmp_path / "ref" / "reference-000000.tar"
+    tar.write_bytes(tar.read_bytes()[:1500])
+    with pytest.raises(ValueError, match="truncated|unreadable"):
+        read_shards(tmp_path / "ref", SPACE)
+
+
+def test_audit_counts_and_fd(tmp_path):
+    build_reference(tmp_path / "ref", n=1000, seed=0)
+    data = read_shards(tmp_path / "ref", SPACE)
+    r = audit(data, Target.from_marginals(SPACE, {"skin": [0.5, 0.5]}))
+    assert sum(r["counts"]) == 1000 and r["cells"] == ["light", "dark"]
+    assert r["fd"] == pytest.approx(np.sqrt(2) * abs(r["fractions"][0] - 0.5), abs=1e-6)
+    assert 0.25 < r["fd"] < 0.5
