@@ -50,3 +50,21 @@ def test_shipped_ddpm_draws_faces():
 
     report = audit_model(n=32, seed=1, steps=20, batch_size=32, reference=None, grid_path=None)
     assert report["confident_fraction"] >= 0.7, report
+
+
+def test_verifier_confidence_means_a_clear_face():
+    """Outlier exposure: confident on clean renders, not on noise-drowned ones."""
+    import torch
+
+    from fairsynth.toyfaces.classifiers import to_tensor
+
+    clf = AttributeClassifier.load(VERIFIER_DIR)
+    x = to_tensor(render_batch(256, seed=5)[0])
+
+    def confident(images):
+        p = clf.predict_proba(images)
+        return (np.stack([v.max(1) for v in p.values()]).min(0) >= 0.9).mean()
+
+    assert confident(x) >= 0.99
+    gen = torch.Generator().manual_seed(0)
+    assert confident((x + 0.8 * torch.randn(x.shape, generator=gen)).clamp(-1, 1)) <= 0.05
