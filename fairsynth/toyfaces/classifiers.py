@@ -245,6 +245,7 @@ def train_classifier(
         "seed": seed,
         "steps": steps,
         "batch_size": batch_size,
+        "outlier_exposure": outlier_exposure,
         "seconds": round(time.time() - t0),
     }
     return AttributeClassifier(model, arch, ATTRIBUTES, meta)
