@@ -41,9 +41,18 @@ def calibrate_strength(
         cfg = GuidanceConfig(mode=mode if s > 0 else "none", loss=loss, strength=float(s))
         images, _ = generate_batches(model, adp, target, cfg, n, seed, batch_size, steps)
         r = judge(verifier, images, target, 0.9)
-        rows.append({"strength": float(s), "fd_hard": r["fd_hard"], "confident_fraction": r["confident_fraction"]})
+        rows.append(
+            {
+                "strength": float(s),
+                "fd_hard": r["fd_hard"],
+                "confident_fraction": r["confident_fraction"],
+            }
+        )
         if progress:
-            print(f"calibrate {mode}: strength {s:g} FD {r['fd_hard']:.3f} conf {r['confident_fraction']:.3f}", flush=True)
+            print(
+                f"calibrate {mode}: strength {s:g} FD {r['fd_hard']:.3f} conf {r['confident_fraction']:.3f}",
+                flush=True,
+            )
     base = rows[0]["confident_fraction"]
     ok = [r for r in rows[1:] if r["confident_fraction"] >= base - max_quality_drop] or rows[1:]
     best = min(ok, key=lambda r: r["fd_hard"])

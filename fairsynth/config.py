@@ -34,14 +34,58 @@ class ConfigError(ValueError):
     """A bad params file; the message names the key (e.g. ``audit_model.n``)."""
 
 
+REFERENCE_SOURCES = ("toyfaces", "folder", "shards")
+
+
 @dataclass(frozen=True)
 class ReferenceConfig:
+    """``toyfaces``: render the toy reference into ``path`` (``n``, ``seed``); ``folder``: an
+    image folder with an optional ``labels`` file; ``shards``: webdataset shards in ``path``."""
+
+    source: str = "toyfaces"
     path: str = "data/reference"
+    labels: str | None = None
     n: int = 20_000
     seed: int = 0
 
     def validate(self, key: str) -> None:
+        _require(
+            self.source in REFERENCE_SOURCES, f"{key}.source", f"must be one of {REFERENCE_SOURCES}"
+        )
         _require(self.n >= 1, f"{key}.n", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """``standalone``: ``n`` samples following the target; ``augment``: the fewest samples that
+    make reference + synthetic follow the target. ``budget``: most samples generated."""
+
+    mode: str = "standalone"
+    n: int = 512
+    seed: int = 0
+    budget: int = 4096
+    dataset: str = "fairsynth"
+
+    def validate(self, key: str) -> None:
+        _require(
+            self.mode in ("standalone", "augment"), f"{key}.mode", "must be standalone or augment"
+        )
+        _require(self.n >= 1, f"{key}.n", "must be >= 1")
+        _require(self.budget >= 1, f"{key}.budget", "must be >= 1")
+        _require(
+            bool(self.dataset) and all(ch.isalnum() or ch in "_-" for ch in self.dataset),
+            f"{key}.dataset",
+            "must be letters, digits, '_' or '-' (it names shards and keys; no dots)",
+        )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "data/synthetic"
+    shard_size: int = 256
+
+    def validate(self, key: str) -> None:
+        _require(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -155,6 +199,8 @@ class Params:
     adp: AdpConfig = field(default_factory=AdpConfig)
     guidance: GuidanceParams = field(default_factory=GuidanceParams)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
 
     def attribute_space(self):

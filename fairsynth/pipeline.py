@@ -1,0 +1,318 @@
+"""The pipeline's stages as plain functions of the params: reference -> audit -> train_adp ->
+generate -> report. DVC stages (``python -m fairsynth.pipeline STAGE``) and the Prefect tasks call
+exactly these, so ``dvc repro`` and the flows never diverge. Stages pass paths, not tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth import shards
+from fairsynth.adp import TrainedADP
+from fairsynth.config import Params, load_params
+from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.generate import ACCEPTED, GenerationState, run_batch, shortfall
+from fairsynth.grid import save_grid
+from fairsynth.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
+from fairsynth.plan import plan_augment, plan_standalone
+from fairsynth.plots import distribution_bars
+from fairsynth.reference import ReferenceData, audit, read_image_folder, read_shards
+from fairsynth.toyfaces import resolve
+from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.toyfaces.dataset import build_reference
+
+AUDIT_DIR = Path("data/audit")
+ADP_OUT = Path("data/adp")
+
+
+def stage_reference(params: Params) -> str:
+    """Render the toy reference dataset (only for ``reference.source: toyfaces``)."""
+    ref = params.reference
+    if ref.source == "toyfaces":
+        build_reference(ref.path, n=ref.n, seed=ref.seed)
+    elif not Path(ref.path).exists():
+        raise FileNotFoundError(f"reference.path {ref.path} does not exist")
+    return ref.path
+
+
+def load_reference(params: Params) -> ReferenceData:
+    ref, space = params.reference, params.attribute_space()
+    labeller = None
+    if ref.labels is None:
+        labeller = AttributeClassifier.load(
+            resolve("verifier", params.verify.verifier)
+        ).predict_proba
+    if ref.source == "folder":
+        return read_image_folder(ref.path, space, ref.labels, classifier=labeller)
+    return read_shards(ref.path, space, classifier=labeller, labels_file=ref.labels)
+
+
+def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
+    """Per-cell counts of the reference vs the target; JSON report and bar chart."""
+    out_dir = Path(out_dir)
+    target = params.build_target()
+    report = audit(load_reference(params), target)
+    shards.write_json(out_dir / "audit.json", report)
+    distribution_bars(
+        report["cells"],
+        {"reference": report["fractions"], "target": report["target"]},
+        out_dir / "reference_vs_target.png",
+        f"Reference ({report['n']} samples) vs target — FD {report['fd']:.3f}",
+    )
+    return report
+
+
+def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False) -> str:
+    from fairsynth.train_adp import train_adp_from_params
+
+    train_adp_from_params(params, out, progress=progress)
+    return str(out)
+
+
+def guidance_hash(params: Params) -> str:
+    blob = json.dumps(
+        {
+            "guidance": params.guidance.__dict__,
+            "model": params.model.__dict__,
+            "adp": params.adp.__dict__,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
+    target = params.build_target()
+    if params.generate.mode == "standalone":
+        return plan_standalone(target.probs, params.generate.n)
+    if audit_report is None:
+        raise ValueError("generate.mode augment needs the reference audit (run the audit stage)")
+    if audit_report["cells"] != target.space.cell_names():
+        raise ValueError(
+            "the audit was made for other cells than the target's; re-run the audit stage"
+        )
+    return plan_augment(target.probs, np.asarray(audit_report["counts"]))
+
+
+def stage_generate(
+    params: Params,
+    audit_report: dict | None = None,
+    adp_path: str | Path | None = None,
+    progress: bool = True,
+    on_batch: Callable[[GenerationState], None] | None = None,
+) -> dict:
+    """Quota-driven guided generation, verification, and publication of shards + manifest."""
+    t_start = time.time()
+    out = Path(params.output.dir)
+    target = params.build_target()
+    space = target.space
+    quotas = plan_quotas(params, audit_report)
+    gen, g = params.generate, params.guidance
+    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+    config = g.to_config()
+    adp = None
+    if config.mode != "none":
+        adp = TrainedADP.load(resolve("adp", adp_path or params.adp.path))
+    verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+    state = GenerationState(quotas=quotas.copy(), accepted=np.zeros_like(quotas))
+    ghash = guidance_hash(params)
+    rows, accepted_samples = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(quotas.sum()), desc="accepted", unit="sample")
+    while not state.done and state.generated < gen.budget:
+        res = run_batch(
+            model, adp, verifier.predict_proba, space, config, state, gen.seed, g.batch_size,
+            params.model.steps, params.verify.confidence, params.model.eta, params.model.layer,
+        )  # fmt: skip
+        for i in range(len(res.images)):
+            key = shards.sample_key(gen.dataset, res.batch, i)
+            cell = int(res.cells[i])
+            classes = {n: space.classes(n)[int(res.probs[n][i].argmax())] for n in space.names}
+            row = {
+                "key": key,
+                "batch": res.batch,
+                "index": i,
+                "seed": gen.seed,
+                "cell": space.cell_names()[cell],
+                **classes,
+                **{f"p_{n}": res.probs[n][i].round(6).tolist() for n in space.names},
+                "confidence": float(res.confidence[i]),
+                "accepted": res.reasons[i] == ACCEPTED,
+                "reason": res.reasons[i],
+                "guidance_mode": config.mode,
+                "guidance_hash": ghash,
+                "model": str(params.model.path),
+                "batch_target": res.target.round(6).tolist(),
+            }
+            rows.append(row)
+            if row["accepted"]:
+                meta = {
+                    k: row[k] for k in ("key", "cell", "batch", "seed", "confidence", *space.names)
+                }
+                accepted_samples.append(
+                    {"__key__": key, "png": res.images[i], "json": meta, "cls": cell}
+                )
+        if bar is not None:
+            bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
+            bar.set_postfix(generated=state.generated)
+        if on_batch is not None:
+            on_batch(state)
+    if bar is not None:
+        bar.close()
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{gen.dataset}-*.tar"):
+        stale.unlink()
+    index_entries = shards.write_shards(
+        out, gen.dataset, accepted_samples, params.output.shard_size
+    )
+    shard_of = {}
+    for entry in index_entries:
+        shard_of.update({k: entry["shard"] for k in _keys_in(out / entry["shard"])})
+    frame = pd.DataFrame(rows)
+    frame["shard"] = frame["key"].map(shard_of)
+    shards.write_manifest(out / "manifest.parquet", frame)
+    summary = {
+        "dataset": gen.dataset,
+        "cells": space.cell_names(),
+        "quotas": quotas.tolist(),
+        "accepted": state.accepted.tolist(),
+        "generated": state.generated,
+        "batches": state.next_batch,
+        "complete": state.done,
+        "shortfall": shortfall(state, space),
+        "reasons": frame["reason"].value_counts().to_dict() if len(frame) else {},
+        "samples_per_accepted": state.generated / max(1, int(state.accepted.sum())),
+        "generation_seconds": round(state.seconds, 2),
+        "wall_seconds": round(time.time() - t_start, 2),
+    }
+    shards.write_json(out / "index.json", {"shards": index_entries, **summary})
+    if accepted_samples:
+        save_grid(
+            np.stack([s["png"] for s in accepted_samples[:64]]), out / "plots" / "accepted_grid.png"
+        )
+    return summary
+
+
+def _keys_in(path: Path) -> list[str]:
+    from fairsynth import tario
+
+    return [s["__key__"] for s in tario.iter_shard(path)]
+
+
+def stage_report(
+    params: Params, audit_report: dict | None, out_dir: str | Path | None = None
+) -> dict:
+    """metrics.json (DVC metrics) and the before/after plot from the manifest."""
+    out = Path(out_dir or params.output.dir)
+    target = params.build_target()
+    space = target.space
+    index = json.loads((out / "index.json").read_text())
+    frame = pd.read_parquet(out / "manifest.parquet")
+    acc = frame[frame["accepted"]]
+    names = space.cell_names()
+    synth_counts = np.array([(acc["cell"] == c).sum() for c in names])
+    ref_counts = np.asarray(audit_report["counts"]) if audit_report else np.zeros(len(names), int)
+    after_counts = synth_counts + (ref_counts if params.generate.mode == "augment" else 0)
+    before = ref_counts / max(1, ref_counts.sum())
+    after = after_counts / max(1, after_counts.sum())
+    soft = _soft_distribution(acc, space)
+    metrics = {
+        "fd_before": fairness_discrepancy(before, target.probs) if audit_report else None,
+        "fd_after": fairness_discrepancy(after, target.probs),
+        "fd_after_soft": fairness_discrepancy(soft, target.probs) if len(acc) else None,
+        "kl_target_to_after": kl_divergence(target.probs, after),
+        "tv_after": total_variation(after, target.probs),
+        "cells": names,
+        "target": target.probs.round(6).tolist(),
+        "counts_reference": ref_counts.tolist(),
+        "counts_synthetic": synth_counts.tolist(),
+        "quotas": index["quotas"],
+        "quotas_met": bool((synth_counts == np.asarray(index["quotas"])).all()),
+        "samples_generated": int(index["generated"]),
+        "samples_accepted": int(len(acc)),
+        "samples_per_accepted": index["samples_per_accepted"],
+        "rejections": {
+            k: int(v) for k, v in frame.loc[~frame["accepted"], "reason"].value_counts().items()
+        },
+        "wall_seconds": index["wall_seconds"],
+        "mode": params.generate.mode,
+        "guidance_mode": params.guidance.mode,
+    }
+    shards.write_json(out / "metrics.json", metrics)
+    series = {"target": target.probs.tolist(), "after": after.tolist()}
+    if audit_report:
+        series = {"reference (before)": before.tolist(), **series}
+    distribution_bars(names, series, out / "plots" / "distribution.png",
+                      f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
+    pd.DataFrame({"cell": names, "target": target.probs, "before": before, "after": after}).to_csv(
+        out / "plots" / "distribution.csv", index=False
+    )
+    return metrics
+
+
+def _soft_distribution(acc: pd.DataFrame, space) -> np.ndarray:
+    if not len(acc):
+        return np.zeros(space.n_cells)
+    joint = None
+    for n in space.names:
+        p = np.stack(acc[f"p_{n}"].to_numpy())
+        joint = p if joint is None else (joint[:, :, None] * p[:, None, :]).reshape(len(p), -1)
+    return joint.mean(0)
+
+
+def reference_counts(params: Params) -> np.ndarray:
+    data = load_reference(params)
+    space = params.build_target().space
+    return cell_counts(space.cell_index({n: data.labels[n] for n in space.names}), space.n_cells)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m fairsynth.pipeline", description="run one pipeline stage"
+    )
+    ap.add_argument("stage", choices=["reference", "audit", "train_adp", "generate", "report"])
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = ap.parse_args(argv)
+    params = load_params(a.params)  # validated before any work starts
+    audit_path = AUDIT_DIR / "audit.json"
+    audit_report = json.loads(audit_path.read_text()) if audit_path.is_file() else None
+    if a.stage == "reference":
+        print(stage_reference(params))
+    elif a.stage == "audit":
+        r = stage_audit(params)
+        print(f"reference: {r['n']} samples, FD to target {r['fd']:.3f}")
+    elif a.stage == "train_adp":
+        stage_train_adp(params, progress=True)
+    elif a.stage == "generate":
+        s = stage_generate(params, audit_report, adp_path=None)
+        print(
+            json.dumps(
+                {k: s[k] for k in ("accepted", "quotas", "generated", "complete", "shortfall")}
+            )
+        )
+    else:
+        m = stage_report(params, audit_report)
+        print(
+            json.dumps(
+                {k: m[k] for k in ("fd_before", "fd_after", "quotas_met", "samples_per_accepted")}
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
