@@ -2,8 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from fairsynth.cli import main
 
 
@@ -53,22 +51,3 @@ def test_cli_rejects_non_positive_n():
         text=True,
     )
     assert r.returncode == 2 and "positive" in r.stderr
-
-
-@pytest.mark.slow
-def test_flow_under_prefect_harness(tmp_path, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.toyfaces_audit import toyfaces_audit
-
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        f"reference: {{path: {tmp_path / 'ref'}, n: 40, seed: 2}}\n"
-        "audit_model: {n: 6, seed: 0, steps: 2, batch_size: 3}\n"
-    )
-    with prefect_test_harness(server_startup_timeout=120):
-        summary = toyfaces_audit(str(params), str(tmp_path / "audit"))
-    assert set(summary) == {"max_abs_diff", "confident_fraction"}
-    assert (tmp_path / "ref" / "labels.parquet").is_file()
-    report = json.loads((tmp_path / "audit" / "model_audit.json").read_text())
-    assert report["n"] == 6 and report["reference_source"].endswith("labels.parquet")

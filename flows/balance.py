@@ -1,0 +1,54 @@
+"""The end-to-end balancing flow: reference -> audit -> ADP -> quota-driven generation -> report.
+
+python -m flows.balance [params.yaml]                 # run once
+python -m flows.balance params.yaml --serve "0 3 * * *"   # scheduled (needs a Prefect server)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from prefect import flow
+
+from fairsynth.config import load_params
+from fairsynth.toyfaces import resolve
+from tasks.pipeline import audit_task, generate_task, reference_task, report_task, train_adp_task
+
+
+@flow(name="balance")
+def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict:
+    params = load_params(params_file)  # validated before any work starts
+    reference = reference_task(params)
+    audit_report = audit_task(params, reference)
+    adp_path = None
+    if params.guidance.mode != "none":
+        if params.adp.path == "toyfaces" or params.adp.path != adp_out:
+            adp_path = str(resolve("adp", params.adp.path))
+        else:
+            adp_path = train_adp_task(
+                dataclasses.asdict(params.model),
+                dataclasses.asdict(params.adp),
+                params.attributes,
+                params,
+                adp_out,
+            )
+    generation = generate_task(params, audit_report, adp_path)
+    return report_task(params, audit_report, generation)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="fairsynth balance flow")
+    ap.add_argument("params", nargs="?", default="params.yaml")
+    ap.add_argument(
+        "--serve", metavar="CRON", help="serve as a scheduled deployment with this cron"
+    )
+    a = ap.parse_args(argv)
+    if a.serve:
+        balance.serve(name="balance-scheduled", cron=a.serve, parameters={"params_file": a.params})
+    else:
+        print(balance(a.params))
+
+
+if __name__ == "__main__":
+    main()

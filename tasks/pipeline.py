@@ -1,0 +1,85 @@
+"""Prefect tasks of the balancing pipeline: each wraps one stage function of fairsynth.pipeline."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import INPUTS
+
+from fairsynth.config import Params
+from fairsynth.pipeline import (
+    stage_audit,
+    stage_generate,
+    stage_reference,
+    stage_report,
+    stage_train_adp,
+)
+
+
+@task(name="reference", retries=1)
+def reference_task(params: Params) -> str:
+    return stage_reference(params)
+
+
+@task(name="audit")
+def audit_task(params: Params, reference_path: str, out_dir: str = "data/audit") -> dict:
+    report = stage_audit(params, out_dir)
+    rows = "\n".join(
+        f"| {c} | {n} | {f:.3f} | {t:.3f} |"
+        for c, n, f, t in zip(
+            report["cells"], report["counts"], report["fractions"], report["target"], strict=True
+        )
+    )
+    create_markdown_artifact(
+        key="reference-audit",
+        markdown=f"**Reference audit** ({report['n']} samples, FD to target {report['fd']:.3f})\n\n"
+        f"| cell | count | fraction | target |\n|---|---|---|---|\n{rows}\n",
+    )
+    return report
+
+
+# The ADP depends only on the model, the ADP settings and the attributes: cache on those inputs.
+@task(name="train-adp", cache_policy=INPUTS, persist_result=True)
+def train_adp_task(
+    model: dict, adp: dict, attributes: dict | None, params: Params, out: str
+) -> str:
+    return stage_train_adp(params, out)
+
+
+@task(name="generate", retries=1, retry_delay_seconds=5)
+def generate_task(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
+    total = None
+    artifact_id = create_progress_artifact(
+        progress=0.0, key="generation-progress", description="accepted / quota"
+    )
+
+    def on_batch(state) -> None:
+        nonlocal total
+        total = total or max(1, int(state.quotas.sum()))
+        update_progress_artifact(
+            artifact_id=artifact_id, progress=100.0 * float(state.accepted.sum()) / total
+        )
+
+    return stage_generate(params, audit_report, adp_path=adp_path, progress=True, on_batch=on_batch)
+
+
+@task(name="report")
+def report_task(params: Params, audit_report: dict | None, generation: dict) -> dict:
+    m = stage_report(params, audit_report)
+    rows = "\n".join(
+        f"| {c} | {t:.3f} | {q} | {s} |"
+        for c, t, q, s in zip(
+            m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True
+        )
+    )
+    create_markdown_artifact(
+        key="balance-report",
+        markdown=f"**Balanced dataset**: FD before {m['fd_before']}, after {m['fd_after']:.4f}; "
+        f"{m['samples_per_accepted']:.2f} samples generated per accepted.\n\n"
+        f"| cell | target | quota | accepted |\n|---|---|---|---|\n{rows}\n",
+    )
+    return m
