@@ -151,6 +151,7 @@ class GuidanceParams:
     strength: float = 1.0
     window: list = field(default_factory=lambda: [0.0, 1.0])
     temperature: float = 1.0
+    max_step: float = 0.1
     batch_size: int = 64
 
     def validate(self, key: str) -> None:
@@ -177,6 +178,7 @@ class GuidanceParams:
             strength=float(self.strength),
             window=(float(self.window[0]), float(self.window[1])),
             temperature=float(self.temperature),
+            max_step=float(self.max_step),
         )
 
 

@@ -3,7 +3,8 @@
 
 The gradient is taken with respect to h_t only, through the ADP (never through the UNet), and
 the step is h <- h - strength * N * dD/dh. Since the batch mean carries a factor 1/N, the factor
-N makes the per-sample step independent of the batch size.
+N makes the per-sample step independent of the batch size. Each sample's step is capped at
+``max_step`` times the norm of its h (a trust region), which keeps strong guidance stable.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class GuidanceConfig:
     strength: float = 1.0
     window: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule; 0 = first (noisiest) step
     temperature: float = 1.0
+    max_step: float = 0.1  # cap on each sample's step, relative to the norm of its h (0: no cap)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -39,6 +41,8 @@ class GuidanceConfig:
             raise ValueError("guidance.window must be [start, end] with 0 <= start <= end <= 1")
         if not self.temperature > 0:
             raise ValueError("guidance.temperature must be > 0")
+        if not np.isfinite(self.max_step) or self.max_step < 0:
+            raise ValueError("guidance.max_step must be a finite number >= 0")
 
 
 def divergence(p: torch.Tensor, q: torch.Tensor, kind: str, eps: float = 1e-3) -> torch.Tensor:
@@ -86,7 +90,18 @@ class Guidance:
             loss = self.loss(leaf)
             (grad,) = torch.autograd.grad(loss, leaf)
         self.last_loss = float(loss.detach())
-        return (h - self.config.strength * h.shape[0] * grad).to(h.dtype)
+        step = self.config.strength * h.shape[0] * grad
+        if self.config.max_step > 0:
+            # A trust region per sample: far from the target (or with a divergence whose gradient
+            # is steep there, as chi-square's is for small target cells) a raw step can throw h
+            # off the manifold and the decoder draws mush. Near the target steps stay unclipped.
+            dims = tuple(range(1, h.ndim))
+            limit = self.config.max_step * torch.linalg.vector_norm(
+                h.detach().float(), dim=dims, keepdim=True
+            )
+            norm = torch.linalg.vector_norm(step.float(), dim=dims, keepdim=True)
+            step = step * torch.clamp(limit / norm.clamp_min(1e-12), max=1.0).to(step.dtype)
+        return (h - step).to(h.dtype)
 
 
 class DistributionGuidance(Guidance):
