@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	dvc repro
-	fairsynth toyfaces show-audit data/audit/model_audit.json
+	fairsynth toyfaces show-audit data/audit_model/model_audit.json
 
 test: $(STAMP)
 	ruff check .

@@ -32,6 +32,7 @@ from fairsynth.toyfaces.dataset import build_reference
 
 AUDIT_DIR = Path("data/audit")
 ADP_OUT = Path("data/adp")
+REPORT_DIR = Path("data/report")
 
 
 def stage_reference(params: Params) -> str:
@@ -214,10 +215,11 @@ def _keys_in(path: Path) -> list[str]:
 
 
 def stage_report(
-    params: Params, audit_report: dict | None, out_dir: str | Path | None = None
+    params: Params, audit_report: dict | None, report_dir: str | Path = REPORT_DIR
 ) -> dict:
-    """metrics.json (DVC metrics) and the before/after plot from the manifest."""
-    out = Path(out_dir or params.output.dir)
+    """metrics.json (DVC metrics) and the before/after plot, from the published manifest."""
+    out = Path(params.output.dir)
+    report_dir = Path(report_dir)
     target = params.build_target()
     space = target.space
     index = json.loads((out / "index.json").read_text())
@@ -252,14 +254,14 @@ def stage_report(
         "mode": params.generate.mode,
         "guidance_mode": params.guidance.mode,
     }
-    shards.write_json(out / "metrics.json", metrics)
+    shards.write_json(report_dir / "metrics.json", metrics)
     series = {"target": target.probs.tolist(), "after": after.tolist()}
     if audit_report:
         series = {"reference (before)": before.tolist(), **series}
-    distribution_bars(names, series, out / "plots" / "distribution.png",
+    distribution_bars(names, series, report_dir / "distribution.png",
                       f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
     pd.DataFrame({"cell": names, "target": target.probs, "before": before, "after": after}).to_csv(
-        out / "plots" / "distribution.csv", index=False
+        report_dir / "distribution.csv", index=False
     )
     return metrics
 

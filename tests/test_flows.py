@@ -24,7 +24,7 @@ def test_balance_flow_tiny(tmp_path, tiny_model, harness, monkeypatch):
     metrics = balance(str(tmp_path / "params.yaml"))
     assert metrics["samples_generated"] > 0 and "fd_after" in metrics
     assert (
-        json.loads((tmp_path / "out" / "metrics.json").read_text())["fd_after"]
+        json.loads((tmp_path / "data" / "report" / "metrics.json").read_text())["fd_after"]
         == metrics["fd_after"]
     )
     assert (tmp_path / "data" / "audit" / "audit.json").is_file()

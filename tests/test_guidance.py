@@ -147,8 +147,12 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
 def test_trust_region_caps_each_sample_step():
     adp = _adp()
     h = torch.randn(8, 16, 8, 8)
-    capped = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.05))
-    free = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.0))
+    capped = DistributionGuidance(
+        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.05)
+    )
+    free = DistributionGuidance(
+        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.0)
+    )
     for g in (capped, free):
         g.begin_step(500, 0, 10)
     step_c = (capped.edit(h) - h).flatten(1).norm(dim=1)

@@ -57,9 +57,10 @@ def test_pipeline_end_to_end_tiny(tmp_path, tiny_model):
     assert all("." not in s["__key__"] for s in seen)
     index = json.loads((out / "index.json").read_text())
     assert sum(e["samples"] for e in index["shards"]) == len(acc)
-    metrics = stage_report(params, audit)
+    metrics = stage_report(params, audit, tmp_path / "report")
     assert metrics["samples_generated"] == summary["generated"]
-    assert (out / "metrics.json").is_file() and (out / "plots" / "distribution.png").is_file()
+    assert (tmp_path / "report" / "metrics.json").is_file()
+    assert (tmp_path / "report" / "distribution.png").is_file()
 
 
 def test_same_params_same_bytes(tmp_path, tiny_model):

@@ -87,6 +87,9 @@ def train(
         ema = load_file(state_dir / "ema.safetensors")
         _load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
         print(f"resumed at step {meta['step']}", flush=True)
+    segments = meta.setdefault("lr_segments", [[0, lr]])
+    if segments[-1][1] != lr:
+        segments.append([meta["step"], lr])  # the recipe, as it was actually run
 
     t_start = time.time()
     window: list[float] = []
@@ -147,6 +150,7 @@ def export_ema(state_dir: Path, out: Path) -> None:
             "final_loss": meta["log"][-1][1] if meta["log"] else None,
             "reference": meta["reference"],
             "weights": "EMA",
+            "lr_segments": meta.get("lr_segments"),
         }
     }
     tmp = out.with_name(out.name + ".tmp")
