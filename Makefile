@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint format clean-venv
+.PHONY: setup demo pipeline test lint format clean-venv
 
 setup: $(STAMP)
 

@@ -282,14 +282,35 @@ def reference_counts(params: Params) -> np.ndarray:
     return cell_counts(space.cell_index({n: data.labels[n] for n in space.names}), space.n_cells)
 
 
+def format_metrics(m: dict) -> str:
+    lines = [
+        f"Balanced dataset ({m['mode']}, guidance {m['guidance_mode']}): "
+        f"FD before {m['fd_before'] if m['fd_before'] is None else round(m['fd_before'], 4)}, "
+        f"after {m['fd_after']:.4f}; quotas met: {m['quotas_met']}",
+        f"{'cell':<24}{'target':>8}{'quota':>7}{'accepted':>10}",
+    ]
+    for c, t, q, a in zip(m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True):
+        lines.append(f"{c:<24}{t:>8.3f}{q:>7}{a:>10}")
+    lines.append(
+        f"{m['samples_generated']} generated, {m['samples_accepted']} accepted "
+        f"({m['samples_per_accepted']:.2f} generated per accepted); rejections {m['rejections']}"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m fairsynth.pipeline", description="run one pipeline stage"
     )
-    ap.add_argument("stage", choices=["reference", "audit", "train_adp", "generate", "report"])
+    ap.add_argument(
+        "stage", choices=["reference", "audit", "train_adp", "generate", "report", "show"]
+    )
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = ap.parse_args(argv)
     params = load_params(a.params)  # validated before any work starts
+    if a.stage == "show":
+        print(format_metrics(json.loads((REPORT_DIR / "metrics.json").read_text())))
+        return 0
     audit_path = AUDIT_DIR / "audit.json"
     audit_report = json.loads(audit_path.read_text()) if audit_path.is_file() else None
     if a.stage == "reference":
