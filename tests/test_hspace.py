@@ -59,3 +59,11 @@ def test_other_layer_and_bad_layer(tiny_model):
     assert resolve_layer(tiny_model.unet, "up_blocks.0") is tiny_model.unet.up_blocks[0]
     with pytest.raises(ValueError, match="no layer"):
         resolve_layer(tiny_model.unet, "bottleneck")
+
+
+def test_perturbation_sensitivity_measures_h_say(tiny_model):
+    from fairsynth.hspace import perturbation_sensitivity
+
+    none = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=0.0)
+    some = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=4.0)
+    assert none == 0.0 and some > 0.0
