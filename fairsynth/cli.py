@@ -40,6 +40,7 @@ def _cmd_audit_model(a: argparse.Namespace) -> int:
         reference=a.reference,
         grid_path=a.grid,
         progress=not a.json,
+        eta=a.eta,
     )
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--model", type=Path, default=DDPM_DIR)
     p.add_argument("--verifier", type=Path, default=VERIFIER_DIR)

@@ -93,6 +93,7 @@ class AuditModelConfig:
     n: int = 1000
     seed: int = 0
     steps: int = 50
+    eta: float = 1.0
     batch_size: int = 64
 
     def validate(self, key: str) -> None:
@@ -104,7 +105,7 @@ class AuditModelConfig:
 class ModelConfig:
     path: str = "toyfaces"  # "toyfaces" = the shipped DDPM; else a folder or hub id
     steps: int = 50
-    eta: float = 0.0
+    eta: float = 1.0
     layer: str = "mid_block"
     local_files_only: bool = True
 

@@ -29,6 +29,7 @@ def audit_model_task(cfg: AuditModelConfig, reference: str, out_dir: str = "data
         seed=cfg.seed,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
+        eta=cfg.eta,
         reference=reference,
         grid_path=out / "model_samples.png",
     )

@@ -43,6 +43,7 @@ def sample_images(
     steps: int = 50,
     batch_size: int = 64,
     progress: bool = False,
+    eta: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """``n`` uint8 samples, batch b seeded from (seed, b); returns (images, seconds per batch)."""
     batches = range((n + batch_size - 1) // batch_size)
@@ -53,7 +54,9 @@ def sample_images(
     out, t0 = [], time.perf_counter()
     for b in batches:
         size = min(batch_size, n - b * batch_size)
-        out.append(to_uint8(sample_ddim(model, size, batch_generator(seed, b), steps=steps)))
+        out.append(
+            to_uint8(sample_ddim(model, size, batch_generator(seed, b), steps=steps, eta=eta))
+        )
     seconds = (time.perf_counter() - t0) / max(1, len(out))
     return np.concatenate(out), seconds
 
@@ -68,10 +71,11 @@ def audit_model(
     reference: str | Path | None = "data/reference",
     grid_path: str | Path | None = "data/audit/model_samples.png",
     progress: bool = False,
+    eta: float = 1.0,
 ) -> dict:
     model = load_diffusion_model(model_path)
     verifier = AttributeClassifier.load(verifier_path)
-    images, sec_per_batch = sample_images(model, n, seed, steps, batch_size, progress)
+    images, sec_per_batch = sample_images(model, n, seed, steps, batch_size, progress, eta)
     probs = verifier.predict_proba(images)
     ref, ref_source = reference_fractions(reference)
     attributes = {}
@@ -88,6 +92,7 @@ def audit_model(
         "n": n,
         "seed": seed,
         "ddim_steps": steps,
+        "ddim_eta": eta,
         "model": str(model_path),
         "training": model.extra.get("training"),
         "verifier": str(verifier_path),
@@ -108,7 +113,8 @@ def audit_model(
 
 def format_report(report: dict) -> str:
     lines = [
-        f"Toy DDPM audit: {report['n']} samples, {report['ddim_steps']} DDIM steps, "
+        f"Toy DDPM audit: {report['n']} samples, {report['ddim_steps']} DDIM steps "
+        f"(eta {report.get('ddim_eta', 0.0)}), "
         f"seed {report['seed']}",
         f"{'attribute':<12}{'class':<8}{'model':>8}{'reference':>11}{'diff':>8}",
     ]
