@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strength", type=float, default=None, help="default: the ADP's recommended")
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--loss", default="chi2")
+    ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
+    ap.add_argument("--max-step", type=float, default=0.2)
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--no-invariance", action="store_true")
     ap.add_argument("--model", default=str(DDPM_DIR))
@@ -79,8 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def run(target: Target, mode: str, batch: int, st: float):
-        cfg = GuidanceConfig(mode=mode, loss=a.loss, strength=st)
-        images, secs = generate_batches(model, adp, target, cfg, a.n, a.seed, batch, a.steps)
+        cfg = GuidanceConfig(mode=mode, loss=a.loss, strength=st, max_step=a.max_step)
+        images, secs = generate_batches(
+            model,
+            adp,
+            target,
+            cfg,
+            a.n,
+            a.seed,
+            batch,
+            a.steps,
+            eta=a.eta,
+            layer=adp.meta.get("layer", "mid_block"),
+        )
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
 
@@ -121,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invariance {name}: batch {b} FD {r['fd_hard']:.4f} "
                   f"(batch {a.batch_size}: {base['fd_hard']:.4f})", flush=True)  # fmt: skip
     result = {
-        "n": a.n, "steps": a.steps, "seed": a.seed, "loss": a.loss, "strength": strength,
+        "n": a.n, "steps": a.steps, "eta": a.eta, "max_step": a.max_step, "layer": adp.meta.get("layer"),
+        "seed": a.seed, "loss": a.loss, "strength": strength,
         "sample_strength": s_strength, "threads": torch.get_num_threads(), "rows": rows,
         "invariance": invariance, "wall_seconds": round(time.time() - t_start),
     }  # fmt: skip

@@ -34,12 +34,17 @@ def calibrate_strength(
     max_quality_drop: float = 0.03,
     target: Target | None = None,
     progress: bool = False,
+    eta: float = 1.0,
+    layer: str | None = None,
 ) -> dict:
     target = target or Target.uniform(adp.space, list(adp.space.names))
+    layer = layer or adp.meta.get("layer", "mid_block")
     rows = []
     for s in [0.0, *strengths]:
         cfg = GuidanceConfig(mode=mode if s > 0 else "none", loss=loss, strength=float(s))
-        images, _ = generate_batches(model, adp, target, cfg, n, seed, batch_size, steps)
+        images, _ = generate_batches(
+            model, adp, target, cfg, n, seed, batch_size, steps, eta=eta, layer=layer
+        )
         r = judge(verifier, images, target, 0.9)
         rows.append(
             {

@@ -95,7 +95,9 @@ def _cmd_train_adp(a: argparse.Namespace) -> int:
     from fairsynth.config import load_params
     from fairsynth.train_adp import train_adp_from_params
 
-    trained = train_adp_from_params(load_params(a.params), a.out, progress=True)
+    trained = train_adp_from_params(
+        load_params(a.params), a.out, progress=True, calibrate=a.calibrate
+    )
     print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
     return 0
 
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--out", type=Path, default=Path("data/adp"))
+    p.add_argument("--calibrate", action="store_true", help="also sweep guidance strengths")
     p.set_defaults(func=_cmd_train_adp)
 
     toy = sub.add_parser("toyfaces", help="the embedded toy-faces world").add_subparsers(

@@ -12,7 +12,11 @@ from fairsynth.toyfaces.classifiers import AttributeClassifier
 
 
 def train_adp_from_params(
-    params: Params, out: str | Path, pseudo_labeller: str = "toyfaces", progress: bool = False
+    params: Params,
+    out: str | Path,
+    pseudo_labeller: str = "toyfaces",
+    progress: bool = False,
+    calibrate: bool = False,
 ) -> TrainedADP:
     model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
     labeller = AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
@@ -42,5 +46,19 @@ def train_adp_from_params(
             "pseudo_labeller": str(pseudo_labeller),
         }
     )
+    if calibrate:
+        from fairsynth.calibrate import calibrate_strength, geometric
+
+        verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+        recommended = {}
+        for mode in ("distribution", "sample"):
+            result = calibrate_strength(
+                model, trained, verifier, mode, geometric(1.0, 1000.0, 4),
+                batch_size=params.guidance.batch_size, steps=params.model.steps,
+                loss=params.guidance.loss, progress=progress,
+            )  # fmt: skip
+            recommended[f"{mode}_strength"] = result["chosen"]
+            trained.meta.setdefault("calibration", {})[mode] = result
+        trained.meta["recommended"] = recommended
     trained.save(out)
     return trained

@@ -160,3 +160,23 @@ def test_trust_region_caps_each_sample_step():
     limit = 0.05 * h.flatten(1).norm(dim=1)
     assert (step_c <= limit * 1.0001).all()
     assert (step_f > limit).all()
+
+
+def test_calibration_sweep_picks_a_strength(tiny_model):
+    from fairsynth.calibrate import calibrate_strength
+    from fairsynth.toyfaces import VERIFIER_DIR
+    from fairsynth.toyfaces.classifiers import AttributeClassifier
+
+    adp = _adp()
+    result = calibrate_strength(
+        tiny_model,
+        adp,
+        AttributeClassifier.load(VERIFIER_DIR),
+        "distribution",
+        [1.0, 10.0],
+        n=3,
+        batch_size=3,
+        steps=2,
+    )
+    assert [r["strength"] for r in result["rows"]] == [0.0, 1.0, 10.0]
+    assert result["chosen"] in (1.0, 10.0)
