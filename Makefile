@@ -31,9 +31,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job on the embedded default: render the biased reference dataset, sample the toy
+# DDPM and print its bias report (DVC skips what is up to date).
 demo: $(STAMP)
-	dvc repro
+	dvc repro audit_model
 	fairsynth toyfaces show-audit data/audit_model/model_audit.json
+
+# The whole balancing pipeline: reference -> audit -> ADP -> guided generation -> report.
+pipeline: $(STAMP)
+	dvc repro
+	python -m fairsynth.pipeline show
 
 test: $(STAMP)
 	ruff check .
