@@ -29,3 +29,17 @@ def tiny_model() -> DiffusionModel:
     ).eval()
     scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=True)
     return DiffusionModel(unet, dict(scheduler.config), pixel_unshuffle=2)
+
+
+@pytest.fixture
+def tiny_world(tmp_path, tiny_model):
+    """The tiny model and a random ADP over the toy attributes, saved as folders; returns both paths."""
+    from fairsynth.adp import ADP, TrainedADP
+    from fairsynth.attributes import AttributeSpace
+    from fairsynth.toyfaces.render import ATTRIBUTES
+
+    tiny_model.save(tmp_path / "model")
+    torch.manual_seed(0)
+    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp_path / "adp")
+    return tmp_path / "model", tmp_path / "adp"

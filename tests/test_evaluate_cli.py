@@ -1,20 +1,12 @@
 import json
 
-import torch
-
-from fairsynth.adp import ADP, TrainedADP
-from fairsynth.attributes import AttributeSpace
 from fairsynth.cli import main
 from fairsynth.toyfaces.render import ATTRIBUTES
 
 
 def _params(
-    tmp_path, tiny_model, mode="distribution", target="{marginals: {skin: {light: 0.5, dark: 0.5}}}"
+    tmp_path, tiny_world, mode="distribution", target="{marginals: {skin: {light: 0.5, dark: 0.5}}}"
 ):
-    tiny_model.save(tmp_path / "model")
-    torch.manual_seed(0)
-    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
-    TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp_path / "adp")
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
@@ -25,9 +17,9 @@ def _params(
     return p
 
 
-def test_evaluate_json(tmp_path, tiny_model, capsys):
+def test_evaluate_json(tmp_path, tiny_world, capsys):
     for mode in ("none", "sample", "distribution"):
-        p = _params(tmp_path, tiny_model, mode)
+        p = _params(tmp_path, tiny_world, mode)
         assert main(["evaluate", "--params", str(p), "--n", "5", "--json"]) == 0
         r = json.loads(capsys.readouterr().out)
         assert r["mode"] == mode and r["n"] == 5
@@ -43,10 +35,10 @@ def test_evaluate_json(tmp_path, tiny_model, capsys):
         assert set(r["per_attribute"]) == set(ATTRIBUTES)
 
 
-def test_evaluate_joint_target(tmp_path, tiny_model, capsys):
+def test_evaluate_joint_target(tmp_path, tiny_world, capsys):
     p = _params(
         tmp_path,
-        tiny_model,
+        tiny_world,
         target="{attributes: [skin, eyeglasses], cells: {dark|yes: 0.5, light|no: 0.5}}",
     )
     assert main(["evaluate", "--params", str(p), "--n", "3", "--json"]) == 0
@@ -55,7 +47,7 @@ def test_evaluate_joint_target(tmp_path, tiny_model, capsys):
     assert r["target"] == [0.5, 0.0, 0.0, 0.5]
 
 
-def test_evaluate_bad_params_name_key(tmp_path, tiny_model, capsys):
-    p = _params(tmp_path, tiny_model, target="{marginals: {skin: {light: 0.7, dark: 0.7}}}")
+def test_evaluate_bad_params_name_key(tmp_path, tiny_world, capsys):
+    p = _params(tmp_path, tiny_world, target="{marginals: {skin: {light: 0.7, dark: 0.7}}}")
     assert main(["evaluate", "--params", str(p), "--n", "3"]) == 2
     assert "target.skin" in capsys.readouterr().err

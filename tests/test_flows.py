@@ -16,10 +16,10 @@ def harness():
 
 
 @pytest.mark.slow
-def test_balance_flow_tiny(tmp_path, tiny_model, harness, monkeypatch):
+def test_balance_flow_tiny(tmp_path, tiny_world, harness, monkeypatch):
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_model)
+    _setup(tmp_path, tiny_world)
     monkeypatch.chdir(tmp_path)
     metrics = balance(str(tmp_path / "params.yaml"))
     assert metrics["samples_generated"] > 0 and "fd_after" in metrics

@@ -2,23 +2,15 @@ import json
 
 import numpy as np
 import pandas as pd
-import torch
 import webdataset as wds
 
-from fairsynth.adp import ADP, TrainedADP
-from fairsynth.attributes import AttributeSpace
 from fairsynth.config import load_params
 from fairsynth.pipeline import stage_audit, stage_generate, stage_reference, stage_report
-from fairsynth.toyfaces.render import ATTRIBUTES
 
 
 def _setup(
-    tmp_path, tiny_model, mode="distribution", gen="{mode: standalone, n: 4, budget: 12, seed: 3}"
+    tmp_path, tiny_world, mode="distribution", gen="{mode: standalone, n: 4, budget: 12, seed: 3}"
 ):
-    tiny_model.save(tmp_path / "model")
-    torch.manual_seed(0)
-    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
-    TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp_path / "adp")
     p = tmp_path / "params.yaml"
     p.write_text(
         f"reference: {{path: {tmp_path / 'ref'}, n: 60, seed: 1}}\n"
@@ -33,8 +25,8 @@ def _setup(
     return load_params(p)
 
 
-def test_pipeline_end_to_end_tiny(tmp_path, tiny_model):
-    params = _setup(tmp_path, tiny_model)
+def test_pipeline_end_to_end_tiny(tmp_path, tiny_world):
+    params = _setup(tmp_path, tiny_world)
     stage_reference(params)
     audit = stage_audit(params, tmp_path / "audit")
     assert sum(audit["counts"]) == 60 and (tmp_path / "audit" / "reference_vs_target.png").is_file()
@@ -63,8 +55,8 @@ def test_pipeline_end_to_end_tiny(tmp_path, tiny_model):
     assert (tmp_path / "report" / "distribution.png").is_file()
 
 
-def test_same_params_same_bytes(tmp_path, tiny_model):
-    params = _setup(tmp_path, tiny_model, mode="sample")
+def test_same_params_same_bytes(tmp_path, tiny_world):
+    params = _setup(tmp_path, tiny_world, mode="sample")
     stage_generate(params, None, progress=False)
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
     manifest1 = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
@@ -75,8 +67,8 @@ def test_same_params_same_bytes(tmp_path, tiny_model):
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
-def test_augment_needs_audit(tmp_path, tiny_model):
-    params = _setup(tmp_path, tiny_model, gen="{mode: augment, budget: 3}")
+def test_augment_needs_audit(tmp_path, tiny_world):
+    params = _setup(tmp_path, tiny_world, gen="{mode: augment, budget: 3}")
     import pytest
 
     with pytest.raises(ValueError, match="audit"):
