@@ -59,21 +59,37 @@ def generate_batches(
         batches = tqdm(batches, desc=f"sampling ({config.mode})", unit="batch")
     for b in batches:
         size = min(batch_size, n - b * batch_size)
-        rng = np.random.default_rng([seed, b, 1])
-        guidance = make_guidance(config, adp, target, size, rng)
         t0 = time.perf_counter()
-        x = sample_ddim(
-            model,
-            size,
-            batch_generator(seed, b),
-            steps=steps,
-            eta=eta,
-            guidance=guidance,
-            layer=layer,
-        )
+        out.append(sample_batch(model, adp, target, config, seed, b, size, steps, eta, layer))
         seconds.append(time.perf_counter() - t0)
-        out.append(to_uint8(x))
     return np.concatenate(out), seconds
+
+
+def sample_batch(
+    model: DiffusionModel,
+    adp: TrainedADP | None,
+    target: Target,
+    config: GuidanceConfig,
+    seed: int,
+    batch: int,
+    size: int,
+    steps: int,
+    eta: float = 0.0,
+    layer: str = "mid_block",
+) -> np.ndarray:
+    """Batch ``batch`` of a run: guidance toward ``target``, noise and cell assignment derived
+    from (seed, batch) only. Returns uint8 NHWC images."""
+    guidance = make_guidance(config, adp, target, size, np.random.default_rng([seed, batch, 1]))
+    x = sample_ddim(
+        model,
+        size,
+        batch_generator(seed, batch),
+        steps=steps,
+        eta=eta,
+        guidance=guidance,
+        layer=layer,
+    )
+    return to_uint8(x)
 
 
 def judge(

@@ -18,10 +18,9 @@ import numpy as np
 from fairsynth.adp import TrainedADP
 from fairsynth.attributes import AttributeSpace, Target
 from fairsynth.diffusion_model import DiffusionModel
-from fairsynth.evaluate import make_guidance
+from fairsynth.evaluate import sample_batch
 from fairsynth.guidance import GuidanceConfig
 from fairsynth.plan import remaining_target
-from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
 
 Verifier = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -96,18 +95,8 @@ def run_batch(
     target_probs = remaining_target(state.quotas, state.accepted)
     assert target_probs is not None, "run_batch called with every quota met"
     target = Target(space, target_probs)
-    guidance = make_guidance(config, adp, target, batch_size, np.random.default_rng([seed, b, 1]))
     t0 = time.perf_counter()
-    x = sample_ddim(
-        model,
-        batch_size,
-        batch_generator(seed, b),
-        steps=steps,
-        eta=eta,
-        guidance=guidance,
-        layer=layer,
-    )
-    images = to_uint8(x)
+    images = sample_batch(model, adp, target, config, seed, b, batch_size, steps, eta, layer)
     probs = verifier(images)
     cells, conf, reasons = judge_batch(probs, space, state.quotas, state.accepted, confidence)
     seconds = time.perf_counter() - t0
