@@ -58,13 +58,17 @@ class ReferenceConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     """``standalone``: ``n`` samples following the target; ``augment``: the fewest samples that
-    make reference + synthetic follow the target. ``budget``: most samples generated."""
+    make reference + synthetic follow the target. ``budget``: most samples generated.
+    ``min_batch``: near the end, batches shrink to about 1.5x the samples still missing (a full
+    batch for the last few samples wastes most of it), never below this; set it to
+    ``guidance.batch_size`` for fixed-size batches."""
 
     mode: str = "standalone"
     n: int = 512
     seed: int = 0
     budget: int = 4096
     dataset: str = "fairsynth"
+    min_batch: int = 8
 
     def validate(self, key: str) -> None:
         _require(
@@ -72,6 +76,7 @@ class GenerateConfig:
         )
         _require(self.n >= 1, f"{key}.n", "must be >= 1")
         _require(self.budget >= 1, f"{key}.budget", "must be >= 1")
+        _require(self.min_batch >= 1, f"{key}.min_batch", "must be >= 1")
         _require(
             bool(self.dataset) and all(ch.isalnum() or ch in "_-" for ch in self.dataset),
             f"{key}.dataset",

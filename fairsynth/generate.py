@@ -9,6 +9,7 @@ when every quota is met or the sample budget is spent. Batch b's noise derives f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,21 @@ class GenerationState:
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
 
+    def replay(self, batch: int, rows: list[dict], cell_names: list[str]) -> None:
+        """Count a batch recorded by an earlier run (its manifest rows) as if run now."""
+        if batch != self.next_batch:
+            raise ValueError(
+                f"ledger batch {batch} replayed out of order (expected {self.next_batch})"
+            )
+        index = {name: i for i, name in enumerate(cell_names)}
+        for row in rows:
+            if row["accepted"]:
+                self.accepted[index[row["cell"]]] += 1
+        self.generated += len(rows)
+        self.next_batch = batch + 1
+        self.history.append({"batch": batch, "accepted": sum(r["accepted"] for r in rows),
+                             "generated": len(rows), "replayed": True})  # fmt: skip
+
     @property
     def done(self) -> bool:
         return bool((self.accepted >= self.quotas).all())
@@ -77,6 +93,15 @@ def judge_batch(
     return cells, conf, reasons
 
 
+def next_batch_size(
+    state: GenerationState, batch_size: int, min_batch: int = 8, overshoot: float = 1.5
+) -> int:
+    """Full batches while much is missing; near the end about ``overshoot`` x what is missing
+    (never below ``min_batch``), so the last few samples do not cost a whole batch each."""
+    missing = int(np.maximum(state.quotas - state.accepted, 0).sum())
+    return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
+
+
 def run_batch(
     model: DiffusionModel,
     adp: TrainedADP | None,
@@ -91,6 +116,7 @@ def run_batch(
     eta: float = 0.0,
     layer: str = "mid_block",
 ) -> BatchResult:
+    """Generate, verify and judge batch ``state.next_batch`` of ``batch_size`` samples."""
     b = state.next_batch
     target_probs = remaining_target(state.quotas, state.accepted)
     assert target_probs is not None, "run_batch called with every quota met"

@@ -6,6 +6,7 @@ exactly these, so ``dvc repro`` and the flows never diverge. Stages pass paths, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -16,12 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairsynth import shards
+from fairsynth import shards, tario
 from fairsynth.adp import TrainedADP
 from fairsynth.config import Params, load_params
 from fairsynth.diffusion_model import load_diffusion_model
-from fairsynth.generate import ACCEPTED, GenerationState, run_batch, shortfall
+from fairsynth.generate import (
+    ACCEPTED,
+    GenerationState,
+    next_batch_size,
+    run_batch,
+    shortfall,
+)
 from fairsynth.grid import save_grid
+from fairsynth.ledger import Ledger, OutputLock, fingerprint, ledger_dir
 from fairsynth.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
 from fairsynth.plan import plan_augment, plan_standalone
 from fairsynth.plots import distribution_bars
@@ -105,6 +113,33 @@ def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
     return plan_augment(target.probs, np.asarray(audit_report["counts"]))
 
 
+def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
+    """Everything that decides which samples a run generates and accepts (not the budget)."""
+    return {
+        "quotas": quotas.tolist(),
+        "target": params.build_target().probs.round(9).tolist(),
+        "cells": params.build_target().space.cell_names(),
+        "guidance": guidance_hash(params),
+        "model_files": _files_signature(resolve("model", params.model.path)),
+        "adp_files": _files_signature(resolve("adp", params.adp.path))
+        if params.guidance.mode != "none"
+        else None,
+        "verify": params.verify.__dict__,
+        "verifier_files": _files_signature(resolve("verifier", params.verify.verifier)),
+        "seed": params.generate.seed,
+        "dataset": params.generate.dataset,
+        "min_batch": params.generate.min_batch,
+    }
+
+
+def _files_signature(path: str | Path) -> list | str:
+    p = Path(path)
+    if not p.exists():
+        return str(path)  # a hub id: its name is all we know
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    return [[str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size] for f in files]
+
+
 def stage_generate(
     params: Params,
     audit_report: dict | None = None,
@@ -112,32 +147,57 @@ def stage_generate(
     progress: bool = True,
     on_batch: Callable[[GenerationState], None] | None = None,
 ) -> dict:
-    """Quota-driven guided generation, verification, and publication of shards + manifest."""
+    """Quota-driven guided generation, verification, and publication of shards + manifest.
+
+    Crash-safe: every finished batch goes to the ledger first (``fairsynth.ledger``); a run
+    started again with the same params replays it and continues. One writer per output.
+    """
+    with OutputLock(params.output.dir):
+        return _generate(params, audit_report, adp_path, progress, on_batch)
+
+
+def _generate(params, audit_report, adp_path, progress, on_batch) -> dict:
     t_start = time.time()
     out = Path(params.output.dir)
     target = params.build_target()
     space = target.space
     quotas = plan_quotas(params, audit_report)
     gen, g = params.generate, params.guidance
+    if adp_path is not None:
+        params = dataclasses.replace(
+            params, adp=dataclasses.replace(params.adp, path=str(adp_path))
+        )
     model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
     config = g.to_config()
     adp = None
     if config.mode != "none":
-        adp = TrainedADP.load(resolve("adp", adp_path or params.adp.path))
+        adp = TrainedADP.load(resolve("adp", params.adp.path))
     verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+    (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
+    fp = generation_fingerprint(params, quotas)
+    ledger = Ledger(ledger_dir(out, fingerprint(fp)), fp)
     state = GenerationState(quotas=quotas.copy(), accepted=np.zeros_like(quotas))
+    rows: list[dict] = []
+    for done in ledger.batches():
+        state.replay(done.batch, done.rows, space.cell_names())
+        rows.extend(done.rows)
+    resumed = state.next_batch
     ghash = guidance_hash(params)
-    rows, accepted_samples = [], []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=int(quotas.sum()), desc="accepted", unit="sample")
+        bar.update(int(np.minimum(state.accepted, state.quotas).sum()))
+        if resumed:
+            bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
     while not state.done and state.generated < gen.budget:
+        size = next_batch_size(state, g.batch_size, gen.min_batch)
         res = run_batch(
-            model, adp, verifier.predict_proba, space, config, state, gen.seed, g.batch_size,
+            model, adp, verifier.predict_proba, space, config, state, gen.seed, size,
             params.model.steps, params.verify.confidence, params.model.eta, params.model.layer,
         )  # fmt: skip
+        batch_rows, batch_samples = [], []
         for i in range(len(res.images)):
             key = shards.sample_key(gen.dataset, res.batch, i)
             cell = int(res.cells[i])
@@ -150,7 +210,7 @@ def stage_generate(
                 "cell": space.cell_names()[cell],
                 **classes,
                 **{f"p_{n}": res.probs[n][i].round(6).tolist() for n in space.names},
-                "confidence": float(res.confidence[i]),
+                "confidence": round(float(res.confidence[i]), 6),
                 "accepted": res.reasons[i] == ACCEPTED,
                 "reason": res.reasons[i],
                 "guidance_mode": config.mode,
@@ -158,14 +218,16 @@ def stage_generate(
                 "model": str(params.model.path),
                 "batch_target": res.target.round(6).tolist(),
             }
-            rows.append(row)
+            batch_rows.append(row)
             if row["accepted"]:
                 meta = {
                     k: row[k] for k in ("key", "cell", "batch", "seed", "confidence", *space.names)
                 }
-                accepted_samples.append(
+                batch_samples.append(
                     {"__key__": key, "png": res.images[i], "json": meta, "cls": cell}
                 )
+        ledger.append(res.batch, batch_rows, batch_samples)
+        rows.extend(batch_rows)
         if bar is not None:
             bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
             bar.set_postfix(generated=state.generated)
@@ -174,19 +236,46 @@ def stage_generate(
     if bar is not None:
         bar.close()
 
+    summary = _publish(params, out, ledger, rows, state, quotas, space)
+    summary["resumed_at_batch"] = resumed
+    summary["wall_seconds"] = round(time.time() - t_start, 2)
+    shards.write_json(out / "index.json", summary)  # written last: the run is complete
+    ledger.remove()
+    return summary
+
+
+def _publish(params, out: Path, ledger: Ledger, rows, state, quotas, space) -> dict:
+    """Shards from the ledger's accepted samples (streamed), then the manifest."""
+    gen = params.generate
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{gen.dataset}-*.tar"):
+    for stale in [*out.glob(f"{gen.dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
         stale.unlink()
+    grid: list[np.ndarray] = []
+
+    def accepted_samples():
+        for done in ledger.batches():
+            for s in done.samples:
+                if len(grid) < 64:
+                    grid.append(tario.decode_png(s["png"]))
+                yield s
+
     index_entries = shards.write_shards(
-        out, gen.dataset, accepted_samples, params.output.shard_size
+        out, gen.dataset, accepted_samples(), params.output.shard_size
     )
     shard_of = {}
     for entry in index_entries:
         shard_of.update({k: entry["shard"] for k in _keys_in(out / entry["shard"])})
     frame = pd.DataFrame(rows)
-    frame["shard"] = frame["key"].map(shard_of)
+    if len(frame):
+        # replayed rows come back from JSON with sorted keys: one column order for all runs
+        first = ["key", "batch", "index", "seed", "cell", *space.names]
+        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+        frame["shard"] = frame["key"].map(shard_of)
     shards.write_manifest(out / "manifest.parquet", frame)
-    summary = {
+    if grid:
+        save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
+    return {
+        "shards": index_entries,
         "dataset": gen.dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
@@ -198,19 +287,10 @@ def stage_generate(
         "reasons": frame["reason"].value_counts().to_dict() if len(frame) else {},
         "samples_per_accepted": state.generated / max(1, int(state.accepted.sum())),
         "generation_seconds": round(state.seconds, 2),
-        "wall_seconds": round(time.time() - t_start, 2),
     }
-    shards.write_json(out / "index.json", {"shards": index_entries, **summary})
-    if accepted_samples:
-        save_grid(
-            np.stack([s["png"] for s in accepted_samples[:64]]), out / "plots" / "accepted_grid.png"
-        )
-    return summary
 
 
 def _keys_in(path: Path) -> list[str]:
-    from fairsynth import tario
-
     return [s["__key__"] for s in tario.iter_shard(path)]
 
 

@@ -74,3 +74,58 @@ def test_augment_needs_audit(tmp_path, tiny_world):
     with pytest.raises(ValueError, match="audit"):
         stage_generate(params, None, progress=False)
     _ = np
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
+    gen = "{mode: standalone, n: 6, budget: 18, seed: 5}"
+    params = _setup(tmp_path, tiny_world, mode="sample", gen=gen)
+    whole = stage_generate(params, None, progress=False)
+    assert whole["batches"] >= 3
+    out = tmp_path / "out"
+    expected = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert not list(tmp_path.glob("out.ledger/*")), "a complete run removes its ledger"
+
+    def crash_after_two(state):
+        if state.next_batch == 2:
+            raise _Crash
+
+    import pytest
+
+    with pytest.raises(_Crash):
+        stage_generate(params, None, progress=False, on_batch=crash_after_two)
+    assert not (out / "index.json").exists(), "a crashed run must not look complete"
+    assert not (tmp_path / "out.lock").exists()
+    resumed = stage_generate(params, None, progress=False)
+    assert resumed["resumed_at_batch"] == 2
+    assert resumed["accepted"] == whole["accepted"]
+    assert resumed["generated"] == whole["generated"]
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == expected
+    pd.testing.assert_frame_equal(manifest, pd.read_parquet(out / "manifest.parquet"))
+
+
+def test_one_writer_per_output(tmp_path, tiny_world):
+    import socket
+    import subprocess
+    import sys
+
+    import pytest
+
+    params = _setup(tmp_path, tiny_world, mode="none")
+    lock = tmp_path / "out.lock"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        with pytest.raises(RuntimeError, match=f"pid {live.pid}"):
+            stage_generate(params, None, progress=False)
+        assert not (tmp_path / "out" / "index.json").exists()
+    finally:
+        live.kill()
+        live.wait()
+    # the holder is dead now: its lock is stale and taken over
+    stage_generate(params, None, progress=False)
+    assert (tmp_path / "out" / "index.json").exists() and not lock.exists()

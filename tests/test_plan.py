@@ -41,3 +41,17 @@ def test_augment_zero_target_cell_with_reference_refused():
 def test_remaining_target():
     assert remaining_target(np.array([5, 5]), np.array([5, 2])).tolist() == [0.0, 1.0]
     assert remaining_target(np.array([5, 5]), np.array([5, 6])) is None
+
+
+def test_last_batches_shrink_to_what_is_missing():
+    from fairsynth.generate import GenerationState, next_batch_size
+
+    state = GenerationState(quotas=np.array([100, 100]), accepted=np.array([0, 0]))
+    assert next_batch_size(state, 64) == 64
+    state.accepted[:] = [100, 90]  # 10 missing -> 15
+    assert next_batch_size(state, 64) == 15
+    state.accepted[:] = [100, 99]  # 1 missing -> never below min_batch
+    assert next_batch_size(state, 64, min_batch=8) == 8
+    assert next_batch_size(state, 64, min_batch=64) == 64  # fixed-size batches
+    state.accepted[:] = [130, 0]  # over-full cells do not hide what others miss
+    assert next_batch_size(state, 64) == 64

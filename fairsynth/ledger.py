@@ -1,0 +1,159 @@
+"""The generation ledger: what a run has generated so far, batch by batch, safe against crashes.
+
+Each finished batch is one tar file ``batch-%06d.tar`` (written atomically by ``tario``): the
+accepted samples exactly as they will go into the published shards, plus a ``batch_rows``
+member with the manifest rows of every sample of the batch (accepted or not). A run killed at
+any moment loses at most the batch in flight; run again with the same params, it replays the
+ledger (the accepted counts, the next batch index) and goes on where it stopped. Because batch
+b's noise depends on (seed, b) only, the resumed run publishes the same samples as an
+uninterrupted one.
+
+A ledger lives in ``<output dir>.ledger/<fingerprint>/``: the fingerprint covers everything
+that decides the samples, so a run with other params never replays a foreign ledger. Outside
+the output folder because DVC empties a stage's outputs before it runs the stage again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairsynth import tario
+
+BATCH_NAME = "batch-{batch:06d}.tar"
+ROWS_KEY = "batch_rows"
+
+
+@dataclass
+class LedgerBatch:
+    batch: int
+    rows: list[dict]  # manifest rows of every sample of the batch
+    samples: list[dict[str, bytes]]  # accepted samples: __key__ + png/json/cls bytes
+
+
+def fingerprint(obj: object) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def ledger_dir(output_dir: str | Path, fp: str) -> Path:
+    out = Path(output_dir)
+    return out.with_name(out.name + ".ledger") / fp
+
+
+class Ledger:
+    """Append-only per-batch record under ``path`` (see the module docstring)."""
+
+    def __init__(self, path: str | Path, description: dict | None = None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for tmp in self.path.glob("*" + tario.TMP_SUFFIX):
+            tmp.unlink()  # a batch in flight when the last run died
+        run = self.path / "run.json"
+        if description is not None and not run.exists():
+            from fairsynth.shards import write_json
+
+            write_json(run, description)
+
+    def batches(self) -> Iterator[LedgerBatch]:
+        """Recorded batches 0, 1, 2, ... in order, up to the first missing one."""
+        b = 0
+        while (self.path / BATCH_NAME.format(batch=b)).is_file():
+            yield self.read(b)
+            b += 1
+
+    def read(self, batch: int) -> LedgerBatch:
+        path = self.path / BATCH_NAME.format(batch=batch)
+        rows, samples = None, []
+        for sample in tario.iter_shard(path):
+            if sample["__key__"] == ROWS_KEY:
+                rows = json.loads(sample["json"])
+            else:
+                samples.append(sample)
+        if rows is None:
+            raise ValueError(f"{path}: ledger batch without its rows")
+        return LedgerBatch(batch, rows, samples)
+
+    def append(self, batch: int, rows: list[dict], samples: list[dict]) -> None:
+        path = self.path / BATCH_NAME.format(batch=batch)
+        if path.exists():
+            raise FileExistsError(f"{path}: batch {batch} is already in the ledger")
+        tario.write_shard(path, [*samples, {"__key__": ROWS_KEY, "json": rows}])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        parent = self.path.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+class OutputLock:
+    """One writer per output folder: ``<output dir>.lock`` holds the writer's pid and host.
+
+    A lock whose process is gone (same host, pid not alive) is stale and taken over; a live
+    holder makes the second run stop with a message naming it.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        out = Path(output_dir)
+        self.path = out.with_name(out.name + ".lock")
+        self.held = False
+
+    def acquire(self) -> OutputLock:
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder, me["host"]):
+                    raise RuntimeError(
+                        f"{self.path}: another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}) is writing this output; wait for it or stop it"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise RuntimeError(f"{self.path}: could not take the lock")
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # half-written by a process that died: stale
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(holder: dict, host: str) -> bool:
+    if holder.get("host") != host:
+        return True  # another machine's process: cannot check, assume alive
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (KeyError, ValueError, TypeError):
+        return False
+    return True
