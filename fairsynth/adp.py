@@ -44,6 +44,7 @@ class ADP(nn.Module):
         width: int = 64,
         hidden: int = 256,
         t_dim: int = 64,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.config = dict(
@@ -53,6 +54,7 @@ class ADP(nn.Module):
             width=width,
             hidden=hidden,
             t_dim=t_dim,
+            dropout=dropout,
         )
         groups = math.gcd(8, in_channels)
         self.reduce = nn.Sequential(
@@ -67,7 +69,13 @@ class ADP(nn.Module):
         self.t_mlp = nn.Sequential(
             nn.Linear(t_dim, hidden), nn.SiLU(), nn.Linear(hidden, 2 * hidden)
         )
-        self.body = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.body = nn.Sequential(
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+        )
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in heads.items()})
         self.t_dim = t_dim
 
@@ -131,6 +139,21 @@ class Trajectories:
     labels: dict[str, np.ndarray]  # per attribute, (n_traj,) class index from the pseudo-labeller
     images: np.ndarray  # (n_traj, H, W, 3) uint8 final images
 
+    def save(self, path: str | Path) -> None:
+        """One safetensors file, so a recording can be reused (ADP experiments, retraining)."""
+        tensors = {"h": self.h.contiguous(), "timesteps": self.timesteps.contiguous(),
+                   "images": torch.from_numpy(np.ascontiguousarray(self.images))}  # fmt: skip
+        tensors.update(
+            {f"label_{k}": torch.from_numpy(v.astype(np.int64)) for k, v in self.labels.items()}
+        )
+        save_file(tensors, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectories:
+        t = load_file(str(path))
+        labels = {k[len("label_") :]: v.numpy() for k, v in t.items() if k.startswith("label_")}
+        return cls(t["h"], t["timesteps"], labels, t["images"].numpy())
+
 
 def record_trajectories(
     model: DiffusionModel,
@@ -185,6 +208,8 @@ def train_adp(
     bands: int = 5,
     width: int = 64,
     hidden: int = 256,
+    dropout: float = 0.0,
+    weight_decay: float = 1e-4,
     progress: bool = False,
 ) -> TrainedADP:
     """Train on recorded trajectories, split by trajectory; early stopping on held-out loss."""
@@ -195,8 +220,9 @@ def train_adp(
     n_val = max(1, int(round(holdout * n_traj)))
     val_idx, train_idx = order[:n_val], order[n_val:]
     c, s = traj.h.shape[2], traj.h.shape[3]
-    model = ADP(c, s, {name: len(cl) for name, cl in space.attributes}, width=width, hidden=hidden)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    heads = {name: len(cl) for name, cl in space.attributes}
+    model = ADP(c, s, heads, width=width, hidden=hidden, dropout=dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     labels = {k: torch.as_tensor(v) for k, v in traj.labels.items() if k in space.names}
 
     def flat(idx: np.ndarray):

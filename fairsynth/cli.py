@@ -102,6 +102,21 @@ def _cmd_train_adp(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights_check(a: argparse.Namespace) -> int:
+    from fairsynth.config import load_params
+    from fairsynth.weights import check_weights, format_rows
+
+    rows = check_weights(load_params(a.params))
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_rows(rows))
+    missing = sum(not r["present"] for r in rows)
+    if missing and not a.json:
+        print(f"{missing} file(s) missing: runs with these params stop before generating")
+    return 1 if missing else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
 
@@ -122,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("data/adp"))
     p.add_argument("--calibrate", action="store_true", help="also sweep guidance strengths")
     p.set_defaults(func=_cmd_train_adp)
+
+    w = sub.add_parser("weights", help="the weight files the params need").add_subparsers(
+        dest="weights_command", required=True
+    )
+    p = w.add_parser("check", help="list needed weight files, where expected, whether present")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_weights_check)
 
     toy = sub.add_parser("toyfaces", help="the embedded toy-faces world").add_subparsers(
         dest="toy_command", required=True

@@ -140,6 +140,9 @@ class TargetConfig:
 @dataclass(frozen=True)
 class AdpConfig:
     path: str = "toyfaces"  # "toyfaces" = the shipped ADP; else a folder
+    pseudo_labeller: str = (
+        "toyfaces"  # labels the ADP's training images: toyfaces | folder | deepface
+    )
     trajectories: int = 2048
     record_every: int = 2
     epochs: int = 30
@@ -189,9 +192,32 @@ class GuidanceParams:
 
 
 @dataclass(frozen=True)
+class DeepfaceConfig:
+    """deepface as the verifier (see ``fairsynth.verify.deepface`` for the class mapping)."""
+
+    detector: str = "skip"  # skip (aligned crops) | opencv | any deepface backend
+    home: str | None = None  # DEEPFACE_HOME (weights in <home>/.deepface/weights); default env/~
+    allow_download: bool = False  # never download weights at run time unless this is true
+    batch_size: int = 32
+    retries: int = 2  # a crashed worker is restarted and the batch retried this many times
+    attributes: dict | None = None  # {attribute: {source, classes}}; default gender + race
+
+    def validate(self, key: str) -> None:
+        from fairsynth.verify.deepface import attribute_maps
+
+        _require(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _require(self.retries >= 0, f"{key}.retries", "must be >= 0")
+        try:
+            attribute_maps(self.attributes, f"{key}.attributes")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
-    verifier: str = "toyfaces"  # "toyfaces" = the shipped verifier; else a classifier folder
+    verifier: str = "toyfaces"  # toyfaces (shipped) | a classifier folder | deepface
     confidence: float = 0.9
+    deepface: DeepfaceConfig = field(default_factory=DeepfaceConfig)
 
     def validate(self, key: str) -> None:
         _require(0.0 <= self.confidence <= 1.0, f"{key}.confidence", "must be in [0, 1]")
@@ -240,6 +266,27 @@ class Params:
                 raise ConfigError(f"attributes: {exc}") from exc
         if self.target is not None:
             self.build_target()
+        labeller, verifier = self.adp.pseudo_labeller, self.verify.verifier
+        if labeller == verifier and labeller != "toyfaces":  # toyfaces: two different models
+            raise ConfigError(
+                f"adp.pseudo_labeller: {labeller!r} is also the verifier; the verifier must be "
+                "independent of the classifier that trains the ADP"
+            )
+        if self.verify.verifier == "deepface":
+            from fairsynth.verify.deepface import attribute_maps
+
+            maps = attribute_maps(self.verify.deepface.attributes)
+            for name, classes in self.attribute_space().attributes:
+                if name not in maps:
+                    raise ConfigError(
+                        f"verify.deepface.attributes: no mapping for attribute {name!r} "
+                        f"(mapped: {sorted(maps)})"
+                    )
+                if tuple(maps[name].classes) != tuple(classes):
+                    raise ConfigError(
+                        f"verify.deepface.attributes.{name}.classes: {list(maps[name].classes)} "
+                        f"must be the attribute's classes {list(classes)}, in that order"
+                    )
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -22,6 +22,7 @@ from fairsynth.metrics import evaluate_against_target
 from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.verify import Verdict, Verifier, load_verifier
 
 
 def make_guidance(
@@ -93,9 +94,13 @@ def sample_batch(
 
 
 def judge(
-    verifier: AttributeClassifier, images: np.ndarray, target: Target, confidence: float
+    verifier: Verifier | AttributeClassifier, images: np.ndarray, target: Target, confidence: float
 ) -> dict:
-    probs = verifier.predict_proba(images)
+    if hasattr(verifier, "verify"):
+        verdict = verifier.verify(images)
+    else:
+        verdict = Verdict(verifier.predict_proba(images))
+    probs = verdict.probs
     report = evaluate_against_target({k: probs[k] for k in target.space.names}, target)
     per_attribute = {
         name: {c: float((probs[name].argmax(1) == i).mean()) for i, c in enumerate(classes)}
@@ -108,6 +113,7 @@ def judge(
             "mean_confidence": float(conf.mean()),
             "confident_fraction": float((conf >= confidence).mean()),
             "confidence_threshold": confidence,
+            "rejected_fraction": float(np.mean([r is not None for r in verdict.rejects])),
         }
     )
     return report
@@ -118,12 +124,15 @@ def evaluate(params: Params, n: int, progress: bool = False) -> dict:
     model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
     config = params.guidance.to_config()
     adp = TrainedADP.load(resolve("adp", params.adp.path)) if config.mode != "none" else None
-    verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+    verifier = load_verifier(params.verify)
     images, seconds = generate_batches(
         model, adp, target, config, n, params.seed, params.guidance.batch_size,
         params.model.steps, params.model.eta, params.model.layer, progress,
     )  # fmt: skip
-    report = judge(verifier, images, target, params.verify.confidence)
+    try:
+        report = judge(verifier, images, target, params.verify.confidence)
+    finally:
+        verifier.close()
     report.update(
         {
             "mode": config.mode,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,8 +21,7 @@ from fairsynth.diffusion_model import DiffusionModel
 from fairsynth.evaluate import sample_batch
 from fairsynth.guidance import GuidanceConfig
 from fairsynth.plan import remaining_target
-
-Verifier = Callable[[np.ndarray], dict[str, np.ndarray]]
+from fairsynth.verify import Verdict, Verifier
 
 ACCEPTED = "accepted"
 LOW_CONFIDENCE = "low_confidence"
@@ -72,18 +70,27 @@ class GenerationState:
 
 
 def judge_batch(
-    probs: dict[str, np.ndarray],
+    verdict: Verdict,
     space: AttributeSpace,
     quotas: np.ndarray,
     accepted: np.ndarray,
     confidence: float,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Verified cells, confidences and accept/reject reasons; updates ``accepted`` in place."""
+    """Verified cells, confidences and accept/reject reasons; updates ``accepted`` in place.
+
+    A sample the verifier could not judge (no face, several faces) is rejected with that reason.
+    """
+    probs = verdict.probs
+    missing = [n for n in space.names if n not in probs]
+    if missing:
+        raise ValueError(f"the verifier does not judge attribute(s) {missing}")
     cells = space.cell_index({n: probs[n].argmax(1) for n in space.names})
     conf = np.stack([probs[n].max(1) for n in space.names]).min(0)
     reasons = []
-    for c, p in zip(cells, conf, strict=True):
-        if p < confidence:
+    for c, p, why in zip(cells, conf, verdict.rejects, strict=True):
+        if why is not None:
+            reasons.append(why)
+        elif p < confidence:
             reasons.append(LOW_CONFIDENCE)
         elif accepted[c] >= quotas[c]:
             reasons.append(CELL_FULL)
@@ -123,8 +130,9 @@ def run_batch(
     target = Target(space, target_probs)
     t0 = time.perf_counter()
     images = sample_batch(model, adp, target, config, seed, b, batch_size, steps, eta, layer)
-    probs = verifier(images)
-    cells, conf, reasons = judge_batch(probs, space, state.quotas, state.accepted, confidence)
+    verdict = verifier.verify(images)
+    probs = verdict.probs
+    cells, conf, reasons = judge_batch(verdict, space, state.quotas, state.accepted, confidence)
     seconds = time.perf_counter() - t0
     state.generated += batch_size
     state.next_batch = b + 1

@@ -35,8 +35,9 @@ from fairsynth.plan import plan_augment, plan_standalone
 from fairsynth.plots import distribution_bars
 from fairsynth.reference import ReferenceData, audit, read_image_folder, read_shards
 from fairsynth.toyfaces import resolve
-from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import build_reference
+from fairsynth.verify import load_verifier
+from fairsynth.weights import require_weights
 
 AUDIT_DIR = Path("data/audit")
 ADP_OUT = Path("data/adp")
@@ -57,9 +58,18 @@ def load_reference(params: Params) -> ReferenceData:
     ref, space = params.reference, params.attribute_space()
     labeller = None
     if ref.labels is None:
-        labeller = AttributeClassifier.load(
-            resolve("verifier", params.verify.verifier)
-        ).predict_proba
+        verifier = load_verifier(params.verify)
+
+        def labeller(images: np.ndarray) -> dict[str, np.ndarray]:
+            verdict = verifier.verify(images)
+            bad = [r for r in verdict.rejects if r is not None]
+            if bad:
+                raise ValueError(
+                    f"the verifier cannot label {len(bad)} reference image(s) ({sorted(set(bad))}); "
+                    "give the reference a labels file (reference.labels)"
+                )
+            return verdict.probs
+
     if ref.source == "folder":
         return read_image_folder(ref.path, space, ref.labels, classifier=labeller)
     return read_shards(ref.path, space, classifier=labeller, labels_file=ref.labels)
@@ -124,8 +134,10 @@ def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
         "adp_files": _files_signature(resolve("adp", params.adp.path))
         if params.guidance.mode != "none"
         else None,
-        "verify": params.verify.__dict__,
-        "verifier_files": _files_signature(resolve("verifier", params.verify.verifier)),
+        "verify": dataclasses.asdict(params.verify),
+        "verifier_files": _files_signature(resolve("verifier", params.verify.verifier))
+        if params.verify.verifier != "deepface"
+        else None,
         "seed": params.generate.seed,
         "dataset": params.generate.dataset,
         "min_batch": params.generate.min_batch,
@@ -152,27 +164,31 @@ def stage_generate(
     Crash-safe: every finished batch goes to the ledger first (``fairsynth.ledger``); a run
     started again with the same params replays it and continues. One writer per output.
     """
+    if adp_path is not None:
+        params = dataclasses.replace(
+            params, adp=dataclasses.replace(params.adp, path=str(adp_path))
+        )
+    require_weights(params)  # before anything is loaded or generated: the whole list at once
     with OutputLock(params.output.dir):
-        return _generate(params, audit_report, adp_path, progress, on_batch)
+        verifier = load_verifier(params.verify)
+        try:
+            return _generate(params, audit_report, progress, on_batch, verifier)
+        finally:
+            verifier.close()
 
 
-def _generate(params, audit_report, adp_path, progress, on_batch) -> dict:
+def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
     t_start = time.time()
     out = Path(params.output.dir)
     target = params.build_target()
     space = target.space
     quotas = plan_quotas(params, audit_report)
     gen, g = params.generate, params.guidance
-    if adp_path is not None:
-        params = dataclasses.replace(
-            params, adp=dataclasses.replace(params.adp, path=str(adp_path))
-        )
     model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
     config = g.to_config()
     adp = None
     if config.mode != "none":
         adp = TrainedADP.load(resolve("adp", params.adp.path))
-    verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
     (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
     fp = generation_fingerprint(params, quotas)
     ledger = Ledger(ledger_dir(out, fingerprint(fp)), fp)
@@ -194,7 +210,7 @@ def _generate(params, audit_report, adp_path, progress, on_batch) -> dict:
     while not state.done and state.generated < gen.budget:
         size = next_batch_size(state, g.batch_size, gen.min_batch)
         res = run_batch(
-            model, adp, verifier.predict_proba, space, config, state, gen.seed, size,
+            model, adp, verifier, space, config, state, gen.seed, size,
             params.model.steps, params.verify.confidence, params.model.eta, params.model.layer,
         )  # fmt: skip
         batch_rows, batch_samples = [], []

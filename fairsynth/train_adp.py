@@ -9,24 +9,37 @@ from fairsynth.config import Params
 from fairsynth.diffusion_model import load_diffusion_model
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.verify import ClassifierVerifier
 
 
 def train_adp_from_params(
     params: Params,
     out: str | Path,
-    pseudo_labeller: str = "toyfaces",
+    pseudo_labeller: str | None = None,
     progress: bool = False,
     calibrate: bool = False,
 ) -> TrainedADP:
     model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
-    labeller = AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
+    pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
+    if pseudo_labeller == "deepface":
+        from fairsynth.verify.deepface import DeepfaceVerifier
+
+        labeller = DeepfaceVerifier(params.verify.deepface)
+    else:
+        labeller = ClassifierVerifier(
+            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
+        )
     space = params.attribute_space()
     missing = [n for n in space.names if n not in labeller.attributes]
     if missing:
         raise ValueError(f"the pseudo-labeller does not label attribute(s) {missing}")
+
+    def label(images):
+        return labeller.verify(images).probs
+
     traj = record_trajectories(
         model,
-        labeller.predict_proba,
+        label,
         n=params.adp.trajectories,
         seed=params.adp.seed + 10_000,  # disjoint from generation seeds
         steps=params.model.steps,

@@ -134,7 +134,12 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
     )
     assert traj.h.shape == (12, 2, 16, 8, 8) and traj.h.dtype == torch.float16
     assert traj.timesteps.tolist() == sorted(traj.timesteps.tolist(), reverse=True)
-    trained = train_adp(traj, SPACE, epochs=2, batch_size=8, width=8, hidden=16)
+    traj.save(tmp_path / "traj.safetensors")
+    again = type(traj).load(tmp_path / "traj.safetensors")
+    assert torch.equal(again.h, traj.h) and torch.equal(again.timesteps, traj.timesteps)
+    assert (again.images == traj.images).all() and again.labels.keys() == traj.labels.keys()
+    assert all((again.labels[k] == traj.labels[k]).all() for k in traj.labels)
+    trained = train_adp(traj, SPACE, epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
     bands = trained.meta["heldout_accuracy_by_band"]
     assert bands and all(0 <= b["skin"] <= 1 for b in bands)
     trained.save(tmp_path / "adp")

@@ -1,0 +1,109 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from fairsynth.config import ConfigError, load_params, parse_params
+from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.sampling import batch_generator, sample_ddim
+from fairsynth.weights import MissingFiles, check_weights, require_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _tiny_hub_layout(folder: Path) -> None:
+    """A tiny unconditional DDPM saved by diffusers itself: google/ddpm-celebahq-256's layout."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+        layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8,
+    )  # fmt: skip
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(
+        folder, safe_serialization=True
+    )
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_presets_are_valid_and_load_a_model_in_their_layout(preset, tmp_path):
+    params = load_params(preset)
+    assert params.model.local_files_only, "presets never download at run time"
+    _tiny_hub_layout(tmp_path / "model")
+    local = dataclasses.replace(params.model, path=str(tmp_path / "model"))
+    model = load_diffusion_model(local.path, local.local_files_only)
+    x = sample_ddim(model, 2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    rows = check_weights(dataclasses.replace(params, model=local))
+    assert all(r["present"] for r in rows if r["what"].startswith("diffusion model"))
+
+
+def test_hub_id_is_read_from_the_local_cache_only(tmp_path):
+    """A hub id resolves in the Hugging Face cache (offline); an id not there is reported."""
+    repo = tmp_path / "hub" / "models--google--ddpm-celebahq-256"
+    _tiny_hub_layout(repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    code = (
+        "import json\n"
+        "from fairsynth.weights import model_rows\n"
+        "from fairsynth.diffusion_model import load_diffusion_model\n"
+        "rows = model_rows('google/ddpm-celebahq-256') + model_rows('someone/not-cached')\n"
+        "m = load_diffusion_model('google/ddpm-celebahq-256', local_files_only=True)\n"
+        "print(json.dumps({'present': [r['present'] for r in rows], 'size': m.image_size}))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"present": [True] * 3 + [False] * 3, "size": 16}
+
+
+def test_weights_check_lists_what_is_missing_and_generation_stops(tmp_path):
+    preset = load_params(ROOT / "configs" / "celebahq-gender-race.yaml")
+    home = tmp_path / "deepface"
+    params = dataclasses.replace(
+        preset,
+        verify=dataclasses.replace(
+            preset.verify, deepface=dataclasses.replace(preset.verify.deepface, home=str(home))
+        ),
+        output=dataclasses.replace(preset.output, dir=str(tmp_path / "out")),
+    )
+    rows = check_weights(params)
+    missing = {r["file"] for r in rows if not r["present"]}
+    assert {"gender_model_weights.pth", "race_model_single_batch.pth", "adp.json"} <= missing
+    assert "haarcascade_frontalface_default.xml" not in missing  # shipped with fairsynth
+    from fairsynth.pipeline import stage_generate
+
+    with pytest.raises(MissingFiles) as err:
+        stage_generate(params, None, progress=False)
+    text = str(err.value)
+    assert "gender_model_weights.pth" in text and str(home) in text
+    assert not (tmp_path / "out").exists(), "nothing may be written before the check"
+
+
+def test_cli_weights_check_exit_code(tmp_path, capsys):
+    from fairsynth.cli import main
+
+    assert (
+        main(["weights", "check", "--params", str(ROOT / "configs" / "celebahq-gender.yaml")]) == 1
+    )
+    out = capsys.readouterr().out
+    assert "MISSING" in out and "gender_model_weights.pth" in out
+
+
+def test_pseudo_labeller_must_not_be_the_verifier():
+    with pytest.raises(ConfigError, match="adp.pseudo_labeller"):
+        parse_params({"adp": {"pseudo_labeller": "deepface"}, "verify": {"verifier": "deepface"},
+                      "attributes": {"gender": ["female", "male"]}})  # fmt: skip
+
+
+def test_require_weights_passes_on_the_toy_world():
+    require_weights(load_params(ROOT / "params.yaml"), adp_made_by_pipeline=True)
