@@ -254,6 +254,7 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
 
     summary = _publish(params, out, ledger, rows, state, quotas, space)
     summary["resumed_at_batch"] = resumed
+    summary["verifier_crashes"] = list(getattr(verifier, "crashes", []))
     summary["wall_seconds"] = round(time.time() - t_start, 2)
     shards.write_json(out / "index.json", summary)  # written last: the run is complete
     ledger.remove()
