@@ -22,7 +22,6 @@ from torch import nn
 
 from fairsynth.attributes import AttributeSpace
 from fairsynth.diffusion_model import DiffusionModel
-from fairsynth.hspace import HSpace
 from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
 
 
@@ -165,8 +164,14 @@ def record_trajectories(
     batch_size: int = 64,
     layer: str = "mid_block",
     progress: bool = False,
+    eta: float = 0.0,
+    sampler: Callable | None = None,
 ) -> Trajectories:
-    """Sample ``n`` unguided trajectories, recording h every ``record_every`` steps."""
+    """Sample ``n`` unguided trajectories, recording h every ``record_every`` steps.
+
+    ``sampler(n, generator, callback) -> images`` replaces the default DDIM loop over ``model``
+    (the text-to-image backend passes its prompt-bound loop); the callback's ``StepInfo.h`` is
+    what gets recorded."""
     hs, images = [], []
     batches = range((n + batch_size - 1) // batch_size)
     if progress:
@@ -174,21 +179,27 @@ def record_trajectories(
 
         batches = tqdm(batches, desc="recording h_t", unit="batch")
     timesteps: list[int] = []
-    with HSpace(model.unet, layer) as hsp:
-        for b in batches:
-            size = min(batch_size, n - b * batch_size)
-            rec: list[torch.Tensor] = []
-            ts: list[int] = []
+    if sampler is None:
 
-            def keep(info, rec=rec, ts=ts):
-                if info.index % record_every == 0:
-                    rec.append(hsp.captured.to(torch.float16).cpu())
-                    ts.append(info.timestep)
+        def sampler(size, generator, callback):
+            return sample_ddim(
+                model, size, generator, steps=steps, eta=eta, callback=callback, layer=layer
+            )
 
-            x = sample_ddim(model, size, batch_generator(seed, b), steps=steps, callback=keep)
-            hs.append(torch.stack(rec, dim=1))
-            images.append(to_uint8(x))
-            timesteps = ts
+    for b in batches:
+        size = min(batch_size, n - b * batch_size)
+        rec: list[torch.Tensor] = []
+        ts: list[int] = []
+
+        def keep(info, rec=rec, ts=ts):
+            if info.index % record_every == 0:
+                rec.append(info.h.detach().to(torch.float16).cpu())
+                ts.append(info.timestep)
+
+        x = sampler(size, batch_generator(seed, b), keep)
+        hs.append(torch.stack(rec, dim=1))
+        images.append(to_uint8(x))
+        timesteps = ts
     imgs = np.concatenate(images)
     probs = pseudo_labeller(imgs)
     labels = {k: v.argmax(1) for k, v in probs.items()}

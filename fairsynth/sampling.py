@@ -27,6 +27,7 @@ class StepInfo:
     total: int
     timestep: int
     x: torch.Tensor  # the sample after this step (model space)
+    h: torch.Tensor | None = None  # h-space (the hooked layer's output) of this step, after edits
 
 
 def batch_generator(
@@ -63,18 +64,17 @@ def sample_ddim(
     x = torch.randn((n, *model.latent_shape), generator=generator, device=device)
     x = x * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
-    hook = HSpace(model.unet, layer) if guidance is not None else nullcontext()
+    hook = HSpace(model.unet, layer) if guidance is not None or callback else nullcontext()
     with hook:
         if guidance is not None:
             hook.edit = guidance.edit
-            hook.keep = False
         for i, t in enumerate(timesteps):
             if guidance is not None:
                 guidance.begin_step(t, i, len(timesteps))
             eps = model.unet(x, t).sample
             x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
             if callback is not None:
-                callback(StepInfo(i, len(timesteps), int(t), x))
+                callback(StepInfo(i, len(timesteps), int(t), x, hook.captured))
     return model.to_image_space(x).clamp(-1, 1)
 
 

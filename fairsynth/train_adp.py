@@ -43,6 +43,7 @@ def train_adp_from_params(
         n=params.adp.trajectories,
         seed=params.adp.seed + 10_000,  # disjoint from generation seeds
         steps=params.model.steps,
+        eta=params.model.eta,  # the trajectories generation will follow
         record_every=params.adp.record_every,
         batch_size=params.guidance.batch_size,
         layer=params.model.layer,
