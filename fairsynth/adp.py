@@ -22,7 +22,7 @@ from torch import nn
 
 from fairsynth.attributes import AttributeSpace
 from fairsynth.diffusion_model import DiffusionModel
-from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.sampling import batch_generator, to_uint8
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -182,8 +182,8 @@ def record_trajectories(
     if sampler is None:
 
         def sampler(size, generator, callback):
-            return sample_ddim(
-                model, size, generator, steps=steps, eta=eta, callback=callback, layer=layer
+            return model.sample(
+                size, generator, steps=steps, eta=eta, callback=callback, layer=layer
             )
 
     for b in batches:

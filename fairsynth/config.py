@@ -106,17 +106,44 @@ class AuditModelConfig:
             _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
 
 
+MODEL_KINDS = ("unconditional", "text2image")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """One text-to-image prompt with its own target and quota total (defaults: the top-level
+    ``target`` and ``generate.n``)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    n: int | None = None
+    target: TargetConfig | None = None
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.prompt.strip()), f"{key}.prompt", "must not be empty")
+        _require(self.n is None or self.n >= 1, f"{key}.n", "must be >= 1")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = "toyfaces"  # "toyfaces" = the shipped DDPM; else a folder or hub id
+    kind: str = "unconditional"  # unconditional (DDPMPipeline layout) | text2image (SD)
     steps: int = 50
     eta: float = 1.0
     layer: str = "mid_block"
     local_files_only: bool = True
+    cfg_scale: float = 7.5  # text2image: classifier-free guidance scale
+    prompts: list[PromptConfig] | None = None  # text2image: what to generate
 
     def validate(self, key: str) -> None:
+        _require(self.kind in MODEL_KINDS, f"{key}.kind", f"must be one of {MODEL_KINDS}")
         _require(self.steps >= 1, f"{key}.steps", "must be >= 1")
         _require(0.0 <= self.eta <= 1.0, f"{key}.eta", "must be in [0, 1]")
+        _require(self.cfg_scale >= 0, f"{key}.cfg_scale", "must be >= 0")
+        if self.kind == "text2image":
+            _require(bool(self.prompts), f"{key}.prompts", "text2image needs at least one prompt")
+        else:
+            _require(not self.prompts, f"{key}.prompts", "only for kind: text2image")
 
 
 @dataclass(frozen=True)
@@ -140,9 +167,8 @@ class TargetConfig:
 @dataclass(frozen=True)
 class AdpConfig:
     path: str = "toyfaces"  # "toyfaces" = the shipped ADP; else a folder
-    pseudo_labeller: str = (
-        "toyfaces"  # labels the ADP's training images: toyfaces | folder | deepface
-    )
+    pseudo_labeller: str = "toyfaces"  # labels ADP training images: toyfaces|folder|deepface
+    neutral_prompts: list[str] | None = None  # text2image: extra prompts for ADP trajectories
     trajectories: int = 2048
     record_every: int = 2
     epochs: int = 30
@@ -243,20 +269,39 @@ class Params:
 
         return AttributeSpace.from_dict(self.attributes or ATTRIBUTES)
 
-    def build_target(self):
+    def build_target(self, config: TargetConfig | None = None, key: str = "target"):
         """The target as a distribution over the cells of the guided attributes."""
         from fairsynth.attributes import Target
 
-        if self.target is None:
-            raise ConfigError("target: required for guided generation and evaluation")
+        config = config or self.target
+        if config is None:
+            raise ConfigError(f"{key}: required for guided generation and evaluation")
         space = self.attribute_space()
         try:
-            if self.target.marginals is not None:
-                return Target.from_marginals(space, self.target.marginals)
-            return Target.from_cells(space, self.target.attributes, self.target.cells)
+            if config.marginals is not None:
+                return Target.from_marginals(space, config.marginals)
+            return Target.from_cells(space, config.attributes, config.cells)
         except (ValueError, KeyError) as exc:
             msg = str(exc).strip("'\"")
-            raise ConfigError(msg if msg.startswith("target") else f"target: {msg}") from exc
+            if key != "target" and msg.startswith("target"):
+                msg = key + msg[len("target") :]
+            raise ConfigError(msg if msg.startswith(key) else f"{key}: {msg}") from exc
+
+    def jobs(self) -> list[tuple[PromptConfig | None, object, int]]:
+        """(prompt, target, n) per generation job: one for an unconditional model, one per
+        prompt for text-to-image (each with its own target and quota total)."""
+        if self.model.kind != "text2image":
+            return [(None, self.build_target(), self.generate.n)]
+        out = []
+        names = self.build_target().space.names
+        for i, p in enumerate(self.model.prompts or []):
+            target = self.build_target(p.target, f"model.prompts[{i}].target")
+            if target.space.names != names:
+                raise ConfigError(
+                    f"model.prompts[{i}].target: must guide the same attributes as 'target'"
+                )
+            out.append((p, target, p.n or self.generate.n))
+        return out
 
     def validate(self, key: str) -> None:
         if self.attributes is not None:
@@ -266,6 +311,9 @@ class Params:
                 raise ConfigError(f"attributes: {exc}") from exc
         if self.target is not None:
             self.build_target()
+            self.jobs()
+        if self.model.kind == "text2image" and self.generate.mode == "augment":
+            raise ConfigError("generate.mode: augment is for unconditional models; use standalone")
         labeller, verifier = self.adp.pseudo_labeller, self.verify.verifier
         if labeller == verifier and labeller != "toyfaces":  # toyfaces: two different models
             raise ConfigError(
@@ -336,6 +384,11 @@ def _coerce(tp, value, key: str):
             return None
         tp = next(a for a in args if a is not type(None))
         return _coerce(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp) or (object,)
+        return [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")

@@ -55,6 +55,17 @@ class DiffusionModel:
     def ddim_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler.from_config(self.scheduler_config)
 
+    def sample(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
+        """Images in [-1, 1] (the backend interface shared with ``PromptedModel``); keyword
+        arguments as ``sampling.sample_ddim`` (steps, eta, guidance, layer, callback)."""
+        from fairsynth.sampling import sample_ddim
+
+        return sample_ddim(self, n, generator, **kwargs)
+
+    @property
+    def provenance(self) -> dict:
+        return {}
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import torch
 from fairsynth.adp import TrainedADP
 from fairsynth.attributes import Target
 from fairsynth.config import Params
-from fairsynth.diffusion_model import DiffusionModel, load_diffusion_model
+from fairsynth.diffusion_model import DiffusionModel
 from fairsynth.guidance import (
     DistributionGuidance,
     Guidance,
@@ -19,7 +19,7 @@ from fairsynth.guidance import (
     assign_cells,
 )
 from fairsynth.metrics import evaluate_against_target
-from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.sampling import batch_generator, to_uint8
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.verify import Verdict, Verifier, load_verifier
@@ -81,8 +81,7 @@ def sample_batch(
     """Batch ``batch`` of a run: guidance toward ``target``, noise and cell assignment derived
     from (seed, batch) only. Returns uint8 NHWC images."""
     guidance = make_guidance(config, adp, target, size, np.random.default_rng([seed, batch, 1]))
-    x = sample_ddim(
-        model,
+    x = model.sample(
         size,
         batch_generator(seed, batch),
         steps=steps,
@@ -119,9 +118,15 @@ def judge(
     return report
 
 
-def evaluate(params: Params, n: int, progress: bool = False) -> dict:
-    target = params.build_target()
-    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) -> dict:
+    """Text-to-image: the ``prompt``-th configured prompt, with its own target."""
+    from fairsynth.backends import bind_prompt, load_model
+
+    jobs = params.jobs()
+    if not 0 <= prompt < len(jobs):
+        raise ValueError(f"prompt index {prompt} out of range (0..{len(jobs) - 1})")
+    prompt_config, target, _ = jobs[prompt]
+    model = bind_prompt(load_model(params.model), prompt_config, params.model.cfg_scale)
     config = params.guidance.to_config()
     adp = TrainedADP.load(resolve("adp", params.adp.path)) if config.mode != "none" else None
     verifier = load_verifier(params.verify)
@@ -141,6 +146,7 @@ def evaluate(params: Params, n: int, progress: bool = False) -> dict:
             "batch_size": params.guidance.batch_size,
             "seconds_per_batch": float(np.mean(seconds)),
             "threads": torch.get_num_threads(),
+            **getattr(model, "provenance", {}),
         }
     )
     return report

@@ -19,8 +19,8 @@ import pandas as pd
 
 from fairsynth import shards, tario
 from fairsynth.adp import TrainedADP
+from fairsynth.backends import bind_prompt, load_model
 from fairsynth.config import Params, load_params
-from fairsynth.diffusion_model import load_diffusion_model
 from fairsynth.generate import (
     ACCEPTED,
     GenerationState,
@@ -177,42 +177,69 @@ def stage_generate(
             verifier.close()
 
 
+def plan_jobs(params: Params, audit_report: dict | None) -> list[tuple]:
+    """(prompt or None, target, quotas) per generation job."""
+    jobs = params.jobs()
+    if params.model.kind != "text2image":
+        prompt, target, _ = jobs[0]
+        return [(prompt, target, plan_quotas(params, audit_report))]
+    return [(p, t, plan_standalone(t.probs, n)) for p, t, n in jobs]
+
+
 def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
     t_start = time.time()
     out = Path(params.output.dir)
-    target = params.build_target()
-    space = target.space
-    quotas = plan_quotas(params, audit_report)
+    space = params.build_target().space
+    jobs = plan_jobs(params, audit_report)
     gen, g = params.generate, params.guidance
-    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+    base = load_model(params.model)
+    models = [bind_prompt(base, prompt, params.model.cfg_scale) for prompt, _, _ in jobs]
     config = g.to_config()
     adp = None
     if config.mode != "none":
         adp = TrainedADP.load(resolve("adp", params.adp.path))
     (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
-    fp = generation_fingerprint(params, quotas)
+    fp = generation_fingerprint(params, np.stack([q for _, _, q in jobs]))
     ledger = Ledger(ledger_dir(out, fingerprint(fp)), fp)
-    state = GenerationState(quotas=quotas.copy(), accepted=np.zeros_like(quotas))
+    states = [GenerationState(quotas=q.copy(), accepted=np.zeros_like(q)) for _, _, q in jobs]
     rows: list[dict] = []
+    next_batch = 0
     for done in ledger.batches():
-        state.replay(done.batch, done.rows, space.cell_names())
+        job = int(done.rows[0].get("job", 0)) if done.rows else 0
+        states[job].next_batch = done.batch
+        states[job].replay(done.batch, done.rows, space.cell_names())
         rows.extend(done.rows)
-    resumed = state.next_batch
+        next_batch = done.batch + 1
+    resumed = next_batch
     ghash = guidance_hash(params)
+    total = int(sum(q.sum() for _, _, q in jobs))
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(quotas.sum()), desc="accepted", unit="sample")
-        bar.update(int(np.minimum(state.accepted, state.quotas).sum()))
+        bar = tqdm(total=total, desc="accepted", unit="sample")
+        bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in states)))
         if resumed:
             bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
-    while not state.done and state.generated < gen.budget:
+    while True:
+        open_jobs = [k for k, s in enumerate(states) if not s.done]
+        generated = sum(s.generated for s in states)
+        if not open_jobs or generated >= gen.budget:
+            break
+        # the job with the most samples missing goes next (deterministic, so resume-safe)
+        j = max(
+            open_jobs,
+            key=lambda k: (int((states[k].quotas - states[k].accepted).clip(0).sum()), -k),
+        )
+        state = states[j]
+        state.next_batch = next_batch
         size = next_batch_size(state, g.batch_size, gen.min_batch)
         res = run_batch(
-            model, adp, verifier, space, config, state, gen.seed, size,
+            models[j], adp, verifier, space, config, state, gen.seed, size,
             params.model.steps, params.verify.confidence, params.model.eta, params.model.layer,
         )  # fmt: skip
+        next_batch = state.next_batch
+        provenance = getattr(models[j], "provenance", {})
         batch_rows, batch_samples = [], []
         for i in range(len(res.images)):
             key = shards.sample_key(gen.dataset, res.batch, i)
@@ -222,6 +249,7 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
                 "key": key,
                 "batch": res.batch,
                 "index": i,
+                "job": j,
                 "seed": gen.seed,
                 "cell": space.cell_names()[cell],
                 **classes,
@@ -233,12 +261,14 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
                 "guidance_hash": ghash,
                 "model": str(params.model.path),
                 "batch_target": res.target.round(6).tolist(),
+                **provenance,
             }
             batch_rows.append(row)
             if row["accepted"]:
                 meta = {
                     k: row[k] for k in ("key", "cell", "batch", "seed", "confidence", *space.names)
                 }
+                meta.update(provenance)
                 batch_samples.append(
                     {"__key__": key, "png": res.images[i], "json": meta, "cls": cell}
                 )
@@ -246,13 +276,13 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
         rows.extend(batch_rows)
         if bar is not None:
             bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
-            bar.set_postfix(generated=state.generated)
+            bar.set_postfix(generated=generated + len(res.images))
         if on_batch is not None:
             on_batch(state)
     if bar is not None:
         bar.close()
 
-    summary = _publish(params, out, ledger, rows, state, quotas, space)
+    summary = _publish(params, out, ledger, rows, states, jobs, space)
     summary["resumed_at_batch"] = resumed
     summary["verifier_crashes"] = list(getattr(verifier, "crashes", []))
     summary["wall_seconds"] = round(time.time() - t_start, 2)
@@ -261,7 +291,7 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
     return summary
 
 
-def _publish(params, out: Path, ledger: Ledger, rows, state, quotas, space) -> dict:
+def _publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dict:
     """Shards from the ledger's accepted samples (streamed), then the manifest."""
     gen = params.generate
     out.mkdir(parents=True, exist_ok=True)
@@ -291,20 +321,46 @@ def _publish(params, out: Path, ledger: Ledger, rows, state, quotas, space) -> d
     shards.write_manifest(out / "manifest.parquet", frame)
     if grid:
         save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
-    return {
+    quotas = sum(s.quotas for s in states)
+    accepted = sum(s.accepted for s in states)
+    generated = sum(s.generated for s in states)
+    summary = {
         "shards": index_entries,
         "dataset": gen.dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
-        "accepted": state.accepted.tolist(),
-        "generated": state.generated,
-        "batches": state.next_batch,
-        "complete": state.done,
-        "shortfall": shortfall(state, space),
+        "accepted": accepted.tolist(),
+        "generated": generated,
+        "batches": max((s.next_batch for s in states), default=0),
+        "complete": all(s.done for s in states),
+        "shortfall": {k: v for s in states for k, v in shortfall(s, space).items()}
+        if len(states) == 1
+        else {},
         "reasons": frame["reason"].value_counts().to_dict() if len(frame) else {},
-        "samples_per_accepted": state.generated / max(1, int(state.accepted.sum())),
-        "generation_seconds": round(state.seconds, 2),
+        "samples_per_accepted": generated / max(1, int(accepted.sum())),
+        "generation_seconds": round(sum(s.seconds for s in states), 2),
     }
+    if params.model.kind == "text2image":
+        summary["cfg_scale"] = params.model.cfg_scale
+        summary["prompts"] = [
+            {
+                "prompt": p.prompt,
+                "negative_prompt": p.negative_prompt,
+                "target": t.probs.round(6).tolist(),
+                "quotas": s.quotas.tolist(),
+                "accepted": s.accepted.tolist(),
+                "generated": s.generated,
+                "complete": s.done,
+                "shortfall": shortfall(s, space),
+            }
+            for (p, t, _), s in zip(jobs, states, strict=True)
+        ]
+        summary["shortfall"] = {
+            f"prompt {k}: {cell}": v
+            for k, s in enumerate(states)
+            for cell, v in shortfall(s, space).items()
+        }
+    return summary
 
 
 def _keys_in(path: Path) -> list[str]:

@@ -147,3 +147,33 @@ def sample_text2image(
                 callback(StepInfo(i, len(timesteps), int(t), latents, h))
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False, generator=generator)[0]  # fmt: skip
     return image.clamp(-1, 1)
+
+
+@dataclass
+class PromptedModel:
+    """A text-to-image model bound to one prompt: the same ``sample`` interface as an
+    unconditional ``DiffusionModel``, so everything above the backend stays unchanged."""
+
+    model: TextToImageModel
+    prompt: str
+    negative_prompt: str | None = None
+    cfg_scale: float = 7.5
+
+    @property
+    def unet(self):
+        return self.model.unet
+
+    def sample(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
+        return sample_text2image(
+            self.model, self.prompt, n, generator, cfg_scale=self.cfg_scale,
+            negative_prompt=self.negative_prompt, **kwargs,
+        )  # fmt: skip
+
+    @property
+    def provenance(self) -> dict:
+        """Recorded per sample in the manifest (a calibration at one CFG scale does not carry)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "cfg_scale": self.cfg_scale,
+        }

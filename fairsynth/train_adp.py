@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fairsynth.adp import TrainedADP, record_trajectories, train_adp
-from fairsynth.config import Params
-from fairsynth.diffusion_model import load_diffusion_model
+import numpy as np
+import torch
+
+from fairsynth.adp import TrainedADP, Trajectories, record_trajectories, train_adp
+from fairsynth.backends import bind_prompt, load_model
+from fairsynth.config import Params, PromptConfig
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.verify import ClassifierVerifier
@@ -19,7 +22,7 @@ def train_adp_from_params(
     progress: bool = False,
     calibrate: bool = False,
 ) -> TrainedADP:
-    model = load_diffusion_model(resolve("model", params.model.path), params.model.local_files_only)
+    model = load_model(params.model)
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
     if pseudo_labeller == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
@@ -37,11 +40,7 @@ def train_adp_from_params(
     def label(images):
         return labeller.verify(images).probs
 
-    traj = record_trajectories(
-        model,
-        label,
-        n=params.adp.trajectories,
-        seed=params.adp.seed + 10_000,  # disjoint from generation seeds
+    record = dict(
         steps=params.model.steps,
         eta=params.model.eta,  # the trajectories generation will follow
         record_every=params.adp.record_every,
@@ -49,6 +48,21 @@ def train_adp_from_params(
         layer=params.model.layer,
         progress=progress,
     )
+    seed = params.adp.seed + 10_000  # disjoint from generation seeds
+    prompts = training_prompts(params)
+    if not prompts:
+        traj = record_trajectories(model, label, n=params.adp.trajectories, seed=seed, **record)
+    else:
+        # one ADP shared by all prompts: the attributes' h-space directions are shared across
+        # prompts, and neutral prompts widen the distribution the ADP sees
+        parts = []
+        share = np.array_split(np.arange(params.adp.trajectories), len(prompts))
+        for k, prompt in enumerate(prompts):
+            bound = bind_prompt(model, prompt, params.model.cfg_scale)
+            parts.append(
+                record_trajectories(bound, label, n=len(share[k]), seed=seed + 1_000 * k, **record)
+            )
+        traj = concatenate_trajectories(parts)
     trained = train_adp(
         traj, space, seed=params.adp.seed, epochs=params.adp.epochs, progress=progress
     )
@@ -58,21 +72,49 @@ def train_adp_from_params(
             "layer": params.model.layer,
             "steps": params.model.steps,
             "pseudo_labeller": str(pseudo_labeller),
+            "eta": params.model.eta,
+            **(
+                {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
+                if prompts
+                else {}
+            ),
         }
     )
     if calibrate:
         from fairsynth.calibrate import calibrate_strength, geometric
+        from fairsynth.verify import load_verifier
 
-        verifier = AttributeClassifier.load(resolve("verifier", params.verify.verifier))
+        verifier = load_verifier(params.verify)
+        # text-to-image: calibrated on the first prompt, at the configured CFG scale
+        calib_model = bind_prompt(model, prompts[0] if prompts else None, params.model.cfg_scale)
         recommended = {}
         for mode in ("distribution", "sample"):
             result = calibrate_strength(
-                model, trained, verifier, mode, geometric(1.0, 1000.0, 4),
+                calib_model, trained, verifier, mode, geometric(1.0, 1000.0, 4),
                 batch_size=params.guidance.batch_size, steps=params.model.steps,
-                loss=params.guidance.loss, progress=progress,
+                loss=params.guidance.loss, progress=progress, eta=params.model.eta,
             )  # fmt: skip
             recommended[f"{mode}_strength"] = result["chosen"]
             trained.meta.setdefault("calibration", {})[mode] = result
         trained.meta["recommended"] = recommended
     trained.save(out)
     return trained
+
+
+def training_prompts(params: Params) -> list[PromptConfig]:
+    """Text-to-image: the configured prompts plus the neutral ones; [] for unconditional."""
+    if params.model.kind != "text2image":
+        return []
+    neutral = [PromptConfig(prompt=p) for p in params.adp.neutral_prompts or []]
+    return [*(params.model.prompts or []), *neutral]
+
+
+def concatenate_trajectories(parts: list[Trajectories]) -> Trajectories:
+    if any(not torch.equal(p.timesteps, parts[0].timesteps) for p in parts):
+        raise ValueError("trajectories recorded at different timesteps cannot be joined")
+    return Trajectories(
+        torch.cat([p.h for p in parts]),
+        parts[0].timesteps,
+        {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+        np.concatenate([p.images for p in parts]),
+    )

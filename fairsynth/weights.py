@@ -41,18 +41,23 @@ def _hub_rows(what: str, repo_id: str, files: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def model_rows(path_or_id: str) -> list[dict]:
+def model_rows(path_or_id: str, kind: str = "unconditional") -> list[dict]:
     resolved = resolve("model", path_or_id)
     p = Path(resolved)
     text = str(resolved)
+    files = MODEL_FILES
+    if kind == "text2image":
+        from fairsynth.text2image import REQUIRED_FILES
+
+        files = (*REQUIRED_FILES, "tokenizer/tokenizer_config.json")
     if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        return _folder_rows(f"diffusion model {path_or_id}", p, MODEL_FILES)
-    return _hub_rows(f"diffusion model {path_or_id} (hub cache)", text, MODEL_FILES)
+        return _folder_rows(f"diffusion model {path_or_id}", p, files)
+    return _hub_rows(f"diffusion model {path_or_id} (hub cache)", text, files)
 
 
 def check_weights(params: Params, adp_made_by_pipeline: bool = False) -> list[dict]:
     """One row per needed file: what, file, path, present."""
-    rows = model_rows(params.model.path)
+    rows = model_rows(params.model.path, params.model.kind)
     if params.guidance.mode != "none" and not adp_made_by_pipeline:
         adp = Path(resolve("adp", params.adp.path))
         rows += _folder_rows(f"ADP {params.adp.path}", adp, ADP_FILES)

@@ -5,9 +5,9 @@ from diffusers import StableDiffusionPipeline
 
 from fairsynth.adp import ADP, TrainedADP, record_trajectories
 from fairsynth.attributes import AttributeSpace
+from fairsynth.dummy import build_tiny_sd
 from fairsynth.guidance import DistributionGuidance, GuidanceConfig
 from fairsynth.text2image import load_text2image, sample_text2image, split_conditional
-from tests.tiny_sd import build_tiny_sd
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
 
@@ -94,3 +94,68 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "sd").mkdir()
     with pytest.raises(FileNotFoundError, match="unet/diffusion_pytorch_model.safetensors"):
         load_text2image(tmp_path / "sd")
+
+
+def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
+    from fairsynth.config import load_params
+    from fairsynth.toyfaces.render import ATTRIBUTES
+
+    torch.manual_seed(0)
+    space = AttributeSpace.from_dict(ATTRIBUTES)
+    adp = ADP(32, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    TrainedADP(adp.eval(), space, {}).save(tmp_path / "adp")
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tiny_sd}, kind: text2image, steps: 2, eta: 0.0, cfg_scale: 4.0,\n"
+        "  prompts: [{prompt: a photo of a doctor, n: 3},\n"
+        "            {prompt: a photo of a nurse, negative_prompt: blurry, n: 2,\n"
+        "             target: {marginals: {skin: {light: 0.0, dark: 1.0}}}}]}\n"
+        f"adp: {{path: {tmp_path / 'adp'}, trajectories: 8, epochs: 1,"
+        "  neutral_prompts: [a photo of a person]}\n"
+        "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
+        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 4}}\n"
+        "verify: {confidence: 0.0}\n"
+        "generate: {n: 4, budget: 16, seed: 1}\n"
+        f"output: {{dir: {tmp_path / 'out'}, shard_size: 3}}\n"
+    )
+    return load_params(p)
+
+
+def test_pipeline_runs_unchanged_on_the_text_to_image_backend(tmp_path, tiny_sd):
+    import json
+
+    import pandas as pd
+    import webdataset as wds
+
+    from fairsynth.pipeline import stage_generate
+
+    params = _t2i_params(tmp_path, tiny_sd)
+    assert [n for _, _, n in params.jobs()] == [3, 2]
+    summary = stage_generate(params, None, progress=False)
+    out = tmp_path / "out"
+    frame = pd.read_parquet(out / "manifest.parquet")
+    assert set(frame["prompt"]) <= {"a photo of a doctor", "a photo of a nurse"}
+    assert set(frame["cfg_scale"]) == {4.0} and "negative_prompt" in frame
+    nurse = frame[(frame["prompt"] == "a photo of a nurse") & frame["accepted"]]
+    assert set(nurse["skin"]) <= {"dark"}, "the nurse prompt's own target has no light cell"
+    for job, p in zip((0, 1), summary["prompts"], strict=True):
+        acc = frame[(frame["job"] == job) & frame["accepted"]]
+        assert all(a <= q for a, q in zip(p["accepted"], p["quotas"], strict=True))
+        assert len(acc) == sum(p["accepted"])
+    seen = list(wds.WebDataset(sorted(str(s) for s in out.glob("*.tar")), shardshuffle=False,
+                               empty_check=False))  # fmt: skip
+    assert sorted(s["__key__"] for s in seen) == sorted(frame.loc[frame["accepted"], "key"])
+    meta = json.loads(seen[0]["json"])
+    assert meta["cfg_scale"] == 4.0 and meta["prompt"].startswith("a photo of a")
+
+
+def test_adp_trains_on_text_to_image_trajectories(tmp_path, tiny_sd):
+    from fairsynth.train_adp import train_adp_from_params
+
+    params = _t2i_params(tmp_path, tiny_sd)
+    trained = train_adp_from_params(params, tmp_path / "adp_t2i")
+    assert trained.meta["trajectories"] == 8
+    assert trained.meta["prompts"] == ["a photo of a doctor", "a photo of a nurse",
+                                       "a photo of a person"]  # fmt: skip
+    assert trained.meta["cfg_scale"] == 4.0
+    assert TrainedADP.load(tmp_path / "adp_t2i").model.config["in_channels"] == 32

@@ -1,6 +1,7 @@
-"""A tiny Stable Diffusion pipeline with random weights, built offline (no hub access): tiny
-UNet2DConditionModel, AutoencoderKL, CLIPTextModel and a byte-level CLIP tokenizer written by
-hand, saved with diffusers' ``save_pretrained`` (the layout of a real SD 1.5 folder)."""
+"""Tiny random "dummy components" (as diffusers' tests build them), for tests and benchmarks: a
+Stable Diffusion pipeline built offline (no hub access) from a tiny UNet2DConditionModel,
+AutoencoderKL, CLIPTextModel and a byte-level CLIP tokenizer written by hand, saved with
+diffusers' ``save_pretrained`` (the layout of a real SD 1.5 folder)."""
 
 from __future__ import annotations
 
