@@ -9,8 +9,10 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from fairsynth.backends import bind_prompt, load_model
 from fairsynth.config import ConfigError, load_params, parse_params
 from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.dummy import build_tiny_sd
 from fairsynth.sampling import batch_generator, sample_ddim
 from fairsynth.weights import MissingFiles, check_weights, require_weights
 
@@ -35,11 +37,20 @@ def _tiny_hub_layout(folder: Path) -> None:
 def test_presets_are_valid_and_load_a_model_in_their_layout(preset, tmp_path):
     params = load_params(preset)
     assert params.model.local_files_only, "presets never download at run time"
-    _tiny_hub_layout(tmp_path / "model")
-    local = dataclasses.replace(params.model, path=str(tmp_path / "model"))
-    model = load_diffusion_model(local.path, local.local_files_only)
-    x = sample_ddim(model, 2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
-    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    if params.model.kind == "text2image":
+        build_tiny_sd(tmp_path)
+        local = dataclasses.replace(params.model, path=str(tmp_path / "sd"))
+        prompt = params.model.prompts[0]
+        model = bind_prompt(load_model(local), prompt, local.cfg_scale)
+        x = model.sample(2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
+        assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
+        assert model.provenance["prompt"] == prompt.prompt
+    else:
+        _tiny_hub_layout(tmp_path / "model")
+        local = dataclasses.replace(params.model, path=str(tmp_path / "model"))
+        model = load_diffusion_model(local.path, local.local_files_only)
+        x = sample_ddim(model, 2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
+        assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
     rows = check_weights(dataclasses.replace(params, model=local))
     assert all(r["present"] for r in rows if r["what"].startswith("diffusion model"))
 
@@ -107,3 +118,13 @@ def test_pseudo_labeller_must_not_be_the_verifier():
 
 def test_require_weights_passes_on_the_toy_world():
     require_weights(load_params(ROOT / "params.yaml"), adp_made_by_pipeline=True)
+
+
+def test_weights_check_covers_the_text_to_image_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    rows = check_weights(load_params(ROOT / "configs" / "sd15-professions.yaml"))
+    files = {r["file"] for r in rows}
+    assert {"text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.safetensors", "gender_model_weights.pth",
+            "race_model_single_batch.pth"} <= files  # fmt: skip
+    assert any("hub cache" in r["what"] for r in rows)
