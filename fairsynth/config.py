@@ -242,11 +242,14 @@ class DeepfaceConfig:
 @dataclass(frozen=True)
 class VerifyConfig:
     verifier: str = "toyfaces"  # toyfaces (shipped) | a classifier folder | deepface
+    second: str | None = None  # an independent second verifier: samples must satisfy both
     confidence: float = 0.9
+    audit_n: int = 256  # labelled reference samples each verifier is audited on (0: none)
     deepface: DeepfaceConfig = field(default_factory=DeepfaceConfig)
 
     def validate(self, key: str) -> None:
         _require(0.0 <= self.confidence <= 1.0, f"{key}.confidence", "must be in [0, 1]")
+        _require(self.audit_n >= 0, f"{key}.audit_n", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -320,11 +323,19 @@ class Params:
                 f"adp.pseudo_labeller: {labeller!r} is also the verifier; the verifier must be "
                 "independent of the classifier that trains the ADP"
             )
-        if self.verify.verifier == "deepface":
+        if self.verify.second is not None and self.verify.second in (verifier, labeller):
+            raise ConfigError(
+                f"verify.second: {self.verify.second!r} must differ from the verifier and the "
+                "pseudo-labeller (an independent second opinion)"
+            )
+        if "deepface" in (self.verify.verifier, self.verify.second):
             from fairsynth.verify.deepface import attribute_maps
 
             maps = attribute_maps(self.verify.deepface.attributes)
+            first = self.verify.verifier == "deepface"
             for name, classes in self.attribute_space().attributes:
+                if name not in maps and not first:
+                    continue  # a second verifier judges the attributes it can
                 if name not in maps:
                     raise ConfigError(
                         f"verify.deepface.attributes: no mapping for attribute {name!r} "

@@ -38,6 +38,7 @@ class BatchResult:
     reasons: list[str]
     target: np.ndarray  # the batch's guidance target (remaining quota, normalised)
     seconds: float
+    second: dict[str, np.ndarray] | None = None  # the second verifier's probabilities
 
 
 @dataclass
@@ -145,7 +146,9 @@ def run_batch(
             "seconds": round(seconds, 3),
         }
     )
-    return BatchResult(b, images, cells, conf, probs, reasons, target_probs, seconds)
+    return BatchResult(
+        b, images, cells, conf, probs, reasons, target_probs, seconds, verdict.second
+    )
 
 
 def shortfall(state: GenerationState, space: AttributeSpace) -> dict[str, int]:

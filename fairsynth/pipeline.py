@@ -20,7 +20,7 @@ import pandas as pd
 from fairsynth import shards, tario
 from fairsynth.adp import TrainedADP
 from fairsynth.backends import bind_prompt, load_model
-from fairsynth.config import Params, load_params
+from fairsynth.config import ConfigError, Params, load_params
 from fairsynth.generate import (
     ACCEPTED,
     GenerationState,
@@ -33,10 +33,17 @@ from fairsynth.ledger import Ledger, OutputLock, fingerprint, ledger_dir
 from fairsynth.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
 from fairsynth.plan import plan_augment, plan_standalone
 from fairsynth.plots import distribution_bars
-from fairsynth.reference import ReferenceData, audit, read_image_folder, read_shards
+from fairsynth.reference import (
+    ReferenceData,
+    audit,
+    load_images,
+    read_image_folder,
+    read_shards,
+    verifier_confusion,
+)
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.dataset import build_reference
-from fairsynth.verify import load_verifier
+from fairsynth.verify import load_one, load_verifier
 from fairsynth.weights import require_weights
 
 AUDIT_DIR = Path("data/audit")
@@ -79,7 +86,10 @@ def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
     """Per-cell counts of the reference vs the target; JSON report and bar chart."""
     out_dir = Path(out_dir)
     target = params.build_target()
-    report = audit(load_reference(params), target)
+    data = load_reference(params)
+    report = audit(data, target)
+    if data.source != "classifier" and params.verify.audit_n > 0:
+        report["verifiers"] = audit_verifiers(params, data)
     shards.write_json(out_dir / "audit.json", report)
     distribution_bars(
         report["cells"],
@@ -88,6 +98,27 @@ def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
         f"Reference ({report['n']} samples) vs target — FD {report['fd']:.3f}",
     )
     return report
+
+
+def audit_verifiers(params: Params, data: ReferenceData) -> dict:
+    """Each configured verifier against the reference's own labels (its first
+    ``verify.audit_n`` samples): confusion matrices, per-class recall, rejections."""
+    n = min(params.verify.audit_n, len(data.keys))
+    keys = data.keys[:n]
+    images = load_images(params.reference.source, params.reference.path, keys)
+    labels = {k: np.asarray(v)[:n] for k, v in data.labels.items()}
+    space = params.attribute_space()
+    names = {"first": params.verify.verifier, "second": params.verify.second}
+    out = {"n": n}
+    for role, name in names.items():
+        if name is None:
+            continue
+        verifier = load_one(name, params.verify)
+        try:
+            out[role] = {"verifier": name, **verifier_confusion(verifier, images, labels, space)}
+        finally:
+            verifier.close()
+    return out
 
 
 def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False) -> str:
@@ -263,6 +294,13 @@ def _generate(params, audit_report, progress, on_batch, verifier) -> dict:
                 "batch_target": res.target.round(6).tolist(),
                 **provenance,
             }
+            if res.second is not None:
+                for n, p2 in res.second.items():
+                    row[f"p2_{n}"] = p2[i].round(6).tolist()
+                row["verifiers_agree"] = all(
+                    int(p2[i].argmax()) == int(res.probs[n][i].argmax())
+                    for n, p2 in res.second.items()
+                )
             batch_rows.append(row)
             if row["accepted"]:
                 meta = {
@@ -404,6 +442,9 @@ def stage_report(
             k: int(v) for k, v in frame.loc[~frame["accepted"], "reason"].value_counts().items()
         },
         "wall_seconds": index["wall_seconds"],
+        "verifier_disagreement_rate": float((~frame["verifiers_agree"].astype(bool)).mean())
+        if "verifiers_agree" in frame and len(frame)
+        else None,
         "mode": params.generate.mode,
         "guidance_mode": params.guidance.mode,
     }
@@ -460,6 +501,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = ap.parse_args(argv)
+    try:
+        return _run_stage(a)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"fairsynth: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_stage(a: argparse.Namespace) -> int:
     params = load_params(a.params)  # validated before any work starts
     if a.stage == "show":
         print(format_metrics(json.loads((REPORT_DIR / "metrics.json").read_text())))

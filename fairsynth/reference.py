@@ -170,3 +170,56 @@ def audit(data: ReferenceData, target: Target) -> dict:
         "kl_target_to_reference": kl_divergence(target.probs, frac),
         "tv": total_variation(frac, target.probs),
     }
+
+
+def load_images(source: str, path: str | Path, keys: list[str]) -> list[np.ndarray | None]:
+    """The images of ``keys`` (in that order) from an image folder or shards; an unreadable
+    image comes back as None (the verifier rejects it, the audit counts it)."""
+    want = set(keys)
+    found: dict[str, np.ndarray | None] = {}
+    path = Path(path)
+    if source == "folder":
+        for p in sorted(q for q in path.rglob("*") if q.suffix.lower() in IMAGE_EXTS):
+            for key in (p.relative_to(path).as_posix(), p.stem):
+                if key in want:
+                    try:
+                        found[key] = _load_image(p)
+                    except ValueError:
+                        found[key] = None
+    else:
+        shards = (
+            sorted(path.glob("*.tar")) if path.is_dir() else sorted(path.parent.glob(path.name))
+        )
+        for shard in shards:
+            for sample in tario.iter_shard(shard):
+                if sample["__key__"] in want and "png" in sample:
+                    try:
+                        found[sample["__key__"]] = tario.decode_png(sample["png"])
+                    except Exception:
+                        found[sample["__key__"]] = None
+            if len(found) == len(want):
+                break
+    return [found.get(k) for k in keys]
+
+
+def verifier_confusion(verifier, images: list, labels: dict[str, np.ndarray], space) -> dict:
+    """Per attribute: a confusion matrix (rows: labelled class, columns: verified class),
+    accuracy among judged samples, and how many samples the verifier rejected."""
+    verdict = verifier.verify(images)
+    judged = np.array([r is None for r in verdict.rejects])
+    out = {}
+    for name, classes in space.attributes:
+        if name not in verdict.probs:
+            continue
+        pred = verdict.probs[name].argmax(1)
+        k = len(classes)
+        m = np.zeros((k, k), dtype=int)
+        np.add.at(m, (labels[name][judged], pred[judged]), 1)
+        out[name] = {
+            "classes": list(classes),
+            "matrix": m.tolist(),
+            "accuracy": float(np.trace(m) / max(1, m.sum())),
+            "recall": {c: float(m[i, i] / max(1, m[i].sum())) for i, c in enumerate(classes)},
+            "rejected": int((~judged).sum()),
+        }
+    return out

@@ -128,3 +128,22 @@ def test_weights_check_covers_the_text_to_image_preset(tmp_path, monkeypatch):
             "unet/diffusion_pytorch_model.safetensors", "gender_model_weights.pth",
             "race_model_single_batch.pth"} <= files  # fmt: skip
     assert any("hub cache" in r["what"] for r in rows)
+
+
+def test_generate_stage_with_missing_weights_exits_nonzero_and_names_them(tmp_path, capsys):
+    import time
+
+    import yaml
+
+    from fairsynth.pipeline import main
+
+    raw = yaml.safe_load((ROOT / "configs" / "celebahq-gender.yaml").read_text())
+    raw["verify"]["deepface"]["home"] = str(tmp_path / "home")
+    raw["output"]["dir"] = str(tmp_path / "shards")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    t0 = time.time()
+    assert main(["generate", "--params", str(tmp_path / "p.yaml")]) == 2
+    assert time.time() - t0 < 10
+    err = capsys.readouterr().err
+    assert "gender_model_weights.pth" in err and str(tmp_path / "home") in err
+    assert not (tmp_path / "shards").exists()

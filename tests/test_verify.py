@@ -43,6 +43,7 @@ def test_a_crashed_worker_is_restarted_and_the_batch_retried(tmp_path):
             reply, out = client.call({}, a)  # first worker dies mid-call; the retry answers
         assert np.array_equal(out, a * 2) and len(client.crashes) == 1
         os.kill(reply["pid"], signal.SIGKILL)  # killed from outside between batches
+        client.proc.wait(timeout=10)
         with pytest.warns(UserWarning, match="worker died"):
             reply2, _ = client.call({}, a)
         assert reply2["pid"] != reply["pid"] and len(client.crashes) == 2
@@ -172,6 +173,7 @@ def test_deepface_verifier_matches_deepface_analyze(tmp_path, monkeypatch):
         assert verdict.rejects == [None] * 3
         # a worker killed between batches is replaced, and the answer does not change
         os.kill(verifier.client.pid, signal.SIGKILL)
+        verifier.client.proc.wait(timeout=10)
         with pytest.warns(UserWarning, match="worker died"):
             again = verifier.verify(images)
         np.testing.assert_allclose(again.probs["race"], verdict.probs["race"], rtol=1e-5)
@@ -196,3 +198,85 @@ def test_deepface_opencv_detector_rejects_images_without_a_face(tmp_path):
         assert verdict.rejects == [NO_FACE, NO_FACE]
     finally:
         verifier.close()
+
+
+def _toy_verifier():
+    from fairsynth.toyfaces import VERIFIER_DIR
+    from fairsynth.toyfaces.classifiers import AttributeClassifier
+
+    return ClassifierVerifier(AttributeClassifier.load(VERIFIER_DIR))
+
+
+def test_bad_images_are_rejected_per_sample_not_a_crash():
+    from fairsynth.toyfaces.render import render, sample_params
+    from fairsynth.verify import BAD_IMAGE
+
+    faces = render(sample_params(2, np.random.default_rng(0)))
+    gray = faces[1].mean(-1).astype(np.uint8)  # (32, 32): grayscale is expanded, still judged
+    batch = [faces[0], gray, np.zeros((64, 64, 3), np.uint8), faces[0].astype(np.float32),
+             "not an image", np.zeros((4, 4, 3), np.uint8)]  # fmt: skip
+    verdict = _toy_verifier().verify(batch)
+    assert verdict.rejects == [None, None, BAD_IMAGE, BAD_IMAGE, BAD_IMAGE, BAD_IMAGE]
+    assert np.allclose(verdict.probs["skin"][2], 0.5), "a rejected image gets no guess"
+
+
+def test_verifier_pair_rejects_disagreement_and_keeps_both():
+    from fairsynth.toyfaces.render import render, sample_params
+    from fairsynth.verify import DISAGREE, VerifierPair
+
+    first = _toy_verifier()
+
+    class Contrarian:
+        attributes = {"skin": ("light", "dark")}
+
+        def verify(self, images):
+            p = first.verify(images).probs["skin"][:, ::-1]  # always the other skin class
+            return Verdict({"skin": p})
+
+        def close(self):
+            pass
+
+    faces = render(sample_params(3, np.random.default_rng(1)))
+    agree = VerifierPair(first, _toy_verifier()).verify(faces)
+    assert agree.rejects == [None] * 3 and set(agree.second) == {"skin", "eyeglasses", "hair"}
+    verdict = VerifierPair(first, Contrarian()).verify(faces)
+    assert verdict.rejects == [DISAGREE] * 3
+    assert np.allclose(verdict.second["skin"], verdict.probs["skin"][:, ::-1])
+    with pytest.raises(ValueError, match="classes of 'skin' differ"):
+        Contrarian.attributes = {"skin": ("dark", "light")}
+        VerifierPair(first, Contrarian())
+
+
+def test_second_verifier_in_the_pipeline_and_the_audit(tmp_path, tiny_world):
+    import pandas as pd
+
+    from fairsynth.config import load_params
+    from fairsynth.pipeline import stage_audit, stage_generate, stage_reference, stage_report
+    from fairsynth.toyfaces import PSEUDO_LABELLER_DIR
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"reference: {{path: {tmp_path / 'ref'}, n: 40, seed: 1}}\n"
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        f"adp: {{path: {tmp_path / 'adp'}}}\n"
+        "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
+        "guidance: {mode: none, batch_size: 4}\n"
+        f"verify: {{confidence: 0.0, second: {PSEUDO_LABELLER_DIR}, audit_n: 30}}\n"
+        "generate: {n: 4, budget: 8, seed: 3}\n"
+        f"output: {{dir: {tmp_path / 'out'}}}\n"
+    )
+    params = load_params(p)
+    stage_reference(params)
+    audit = stage_audit(params, tmp_path / "audit")
+    for role in ("first", "second"):
+        skin = audit["verifiers"][role]["skin"]
+        assert np.sum(skin["matrix"]) == 30 - skin["rejected"]
+        assert skin["accuracy"] > 0.9, "both toy classifiers read clean renders right"
+    stage_generate(params, audit, progress=False)
+    frame = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert {"p2_skin", "verifiers_agree"} <= set(frame.columns)
+    assert (frame.loc[~frame["verifiers_agree"], "reason"] == "disagree").all()
+    metrics = stage_report(params, audit, tmp_path / "report")
+    assert metrics["verifier_disagreement_rate"] == pytest.approx(
+        float((~frame["verifiers_agree"]).mean())
+    )

@@ -18,12 +18,15 @@ import numpy as np
 
 NO_FACE = "no_face"
 SEVERAL_FACES = "several_faces"
+BAD_IMAGE = "bad_image"
+DISAGREE = "disagree"
 
 
 @dataclass
 class Verdict:
     probs: dict[str, np.ndarray]  # attribute -> (n, n_classes), rows sum to 1
     rejects: list[str | None] = field(default_factory=list)  # per sample: None or a reason
+    second: dict[str, np.ndarray] | None = None  # the second verifier's probabilities, if any
 
     def __post_init__(self) -> None:
         n = len(next(iter(self.probs.values()))) if self.probs else 0
@@ -41,27 +44,130 @@ class Verifier(Protocol):
     def close(self) -> None: ...
 
 
+def screen_images(images, size: int | None = None, min_size: int = 8):
+    """Split a batch into usable (h, w, 3) uint8 images and per-sample rejections.
+
+    ``images`` may be an array or a list of arrays (anything else per sample is unusable).
+    Grayscale (h, w) or (h, w, 1) images are expanded to 3 channels; RGBA loses alpha. An
+    image that is not an array of a known layout, is smaller than ``min_size``, or (when
+    ``size`` is given) is not ``size`` x ``size``, is rejected as ``bad_image``.
+    """
+    good: list[np.ndarray] = []
+    rejects: list[str | None] = []
+    for img in list(images):
+        try:
+            a = np.asarray(img)
+        except Exception:
+            a = None
+        if a is not None and a.dtype == np.uint8:
+            if a.ndim == 2:
+                a = a[:, :, None]
+            if a.ndim == 3 and a.shape[-1] == 1:
+                a = np.repeat(a, 3, axis=-1)
+            elif a.ndim == 3 and a.shape[-1] == 4:
+                a = a[:, :, :3]
+        ok = (
+            a is not None
+            and a.dtype == np.uint8
+            and a.ndim == 3
+            and a.shape[-1] == 3
+            and min(a.shape[:2]) >= min_size
+            and (size is None or a.shape[:2] == (size, size))
+        )
+        good.append(np.ascontiguousarray(a) if ok else None)
+        rejects.append(None if ok else BAD_IMAGE)
+    return good, rejects
+
+
+def uniform_probs(attributes: dict[str, tuple[str, ...]], n: int) -> dict[str, np.ndarray]:
+    return {k: np.full((n, len(v)), 1.0 / len(v)) for k, v in attributes.items()}
+
+
+def verify_screened(verifier, images, size: int | None, judge) -> Verdict:
+    """Run ``judge(list of good images) -> Verdict`` on the usable images; unusable ones get
+    ``bad_image`` and uniform probabilities (never a guess)."""
+    good, rejects = screen_images(images, size)
+    keep = [i for i, g in enumerate(good) if g is not None]
+    probs = uniform_probs(verifier.attributes, len(good))
+    if keep:
+        inner = judge(np.stack([good[i] for i in keep]))
+        for k in probs:
+            probs[k][keep] = inner.probs[k]
+        for j, i in enumerate(keep):
+            rejects[i] = inner.rejects[j]
+    return Verdict(probs, rejects)
+
+
 class ClassifierVerifier:
     """A torch attribute classifier (the toy world's verifier, or any saved classifier folder)."""
 
     def __init__(self, classifier):
         self.classifier = classifier
         self.attributes = classifier.attributes
+        # classifier folders record their input size; the toy world's are 32x32
+        self.size = int(getattr(classifier, "meta", {}).get("image_size", 32))
 
-    def verify(self, images: np.ndarray) -> Verdict:
-        return Verdict(self.classifier.predict_proba(images))
+    def verify(self, images) -> Verdict:
+        return verify_screened(
+            self, images, self.size, lambda x: Verdict(self.classifier.predict_proba(x))
+        )
 
     def close(self) -> None:
         pass
 
 
+class VerifierPair:
+    """Two independent verifiers: the first decides the cell; a sample on which they disagree
+    (on any attribute both judge) is rejected as ``disagree``. Both verdicts are recorded."""
+
+    def __init__(self, first, second):
+        shared = [k for k in first.attributes if k in second.attributes]
+        for k in shared:
+            if tuple(first.attributes[k]) != tuple(second.attributes[k]):
+                raise ValueError(
+                    f"verify.second: classes of {k!r} differ from the first verifier's "
+                    f"({list(second.attributes[k])} vs {list(first.attributes[k])})"
+                )
+        if not shared:
+            raise ValueError("verify.second judges none of the first verifier's attributes")
+        self.first, self.second, self.shared = first, second, shared
+        self.attributes = first.attributes
+
+    @property
+    def crashes(self) -> list[str]:
+        return [*getattr(self.first, "crashes", []), *getattr(self.second, "crashes", [])]
+
+    def verify(self, images) -> Verdict:
+        a, b = self.first.verify(images), self.second.verify(images)
+        rejects = []
+        for i, (ra, rb) in enumerate(zip(a.rejects, b.rejects, strict=True)):
+            if ra is not None or rb is not None:
+                rejects.append(ra or rb)
+            elif any(a.probs[k][i].argmax() != b.probs[k][i].argmax() for k in self.shared):
+                rejects.append(DISAGREE)
+            else:
+                rejects.append(None)
+        return Verdict(a.probs, rejects, second={k: b.probs[k] for k in self.shared})
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+
 def load_verifier(config) -> Verifier:
-    """The verifier named by a ``VerifyConfig``."""
-    if config.verifier == "deepface":
+    """The verifier(s) named by a ``VerifyConfig`` (a pair when ``second`` is set)."""
+    first = load_one(config.verifier, config)
+    if not config.second:
+        return first
+    return VerifierPair(first, load_one(config.second, config))
+
+
+def load_one(name: str, config) -> Verifier:
+    if name == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
 
         return DeepfaceVerifier(config.deepface)
     from fairsynth.toyfaces import resolve
     from fairsynth.toyfaces.classifiers import AttributeClassifier
 
-    return ClassifierVerifier(AttributeClassifier.load(resolve("verifier", config.verifier)))
+    return ClassifierVerifier(AttributeClassifier.load(resolve("verifier", name)))

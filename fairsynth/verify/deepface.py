@@ -202,10 +202,24 @@ class DeepfaceVerifier:
             env={"DEEPFACE_HOME": str(home), "DEEPFACE_BACKEND_ENGINE": "pytorch"},
         )
 
-    def verify(self, images: np.ndarray) -> Verdict:
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError("expected uint8 images of shape (n, h, w, 3)")
+    def verify(self, images) -> Verdict:
+        from fairsynth.verify import screen_images, uniform_probs
+
+        good, bad = screen_images(images)
+        keep = [i for i, g in enumerate(good) if g is not None]
+        probs = uniform_probs(self.attributes, len(good))
+        if keep:
+            # sizes may differ (deepface resizes each face): one call per size
+            for shape in sorted({good[i].shape for i in keep}):
+                idx = [i for i in keep if good[i].shape == shape]
+                inner = self._verify_batch(np.stack([good[i] for i in idx]))
+                for k in probs:
+                    probs[k][idx] = inner.probs[k]
+                for j, i in enumerate(idx):
+                    bad[i] = inner.rejects[j]
+        return Verdict(probs, bad)
+
+    def _verify_batch(self, images: np.ndarray) -> Verdict:
         probs = {name: [] for name in self.maps}
         rejects: list[str | None] = []
         for s in range(0, len(images), self.config.batch_size):

@@ -122,17 +122,24 @@ class WorkerClient:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-n:]
 
+    def _report_death(self, when: str) -> str:
+        code = self.proc.wait() if self.proc is not None else None
+        msg = f"{self.module} worker died {when} (exit code {code}): {self.stderr_tail(500)}"
+        self.crashes.append(msg)
+        self.proc = None
+        return msg
+
     def call(self, header: dict, array: np.ndarray | None = None):
+        if self.proc is not None and self.proc.poll() is not None:
+            msg = self._report_death("between batches")
+            warnings.warn(msg + " -- starting a new one", stacklevel=2)
         for attempt in range(self.retries + 1):
             try:
-                if self.proc is None or self.proc.poll() is not None:
+                if self.proc is None:
                     self._start()
                 reply, out = self._exchange({"op": "call", **header}, array)
             except (EOFError, BrokenPipeError, ConnectionResetError, struct.error):
-                code = self.proc.wait() if self.proc is not None else None
-                msg = f"{self.module} worker died (exit code {code}): {self.stderr_tail(500)}"
-                self.crashes.append(msg)
-                self.proc = None
+                msg = self._report_death("during a batch")
                 if attempt < self.retries:
                     warnings.warn(msg + " -- restarting it and retrying the batch", stacklevel=2)
                     continue
