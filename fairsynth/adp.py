@@ -292,6 +292,9 @@ def train_adp(
         "epochs_run": len(history),
         "val_loss_history": history,
         "label_smoothing": label_smoothing,
+        "lr": lr,
+        "dropout": dropout,
+        "weight_decay": weight_decay,
         "seconds": round(time.time() - t0, 1),
         "heldout_accuracy_by_band": accuracy,
         "label_fractions": {

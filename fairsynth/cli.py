@@ -96,8 +96,9 @@ def _cmd_train_adp(a: argparse.Namespace) -> int:
     from fairsynth.train_adp import train_adp_from_params
 
     trained = train_adp_from_params(
-        load_params(a.params), a.out, progress=True, calibrate=a.calibrate
-    )
+        load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
+        trajectories_file=a.trajectories,
+    )  # fmt: skip
     print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
     return 0
 
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--out", type=Path, default=Path("data/adp"))
     p.add_argument("--calibrate", action="store_true", help="also sweep guidance strengths")
+    p.add_argument(
+        "--trajectories", type=Path, default=None,
+        help="reuse the h_t recording in this file, or save the new recording there",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_train_adp)
 
     w = sub.add_parser("weights", help="the weight files the params need").add_subparsers(

@@ -172,11 +172,17 @@ class AdpConfig:
     trajectories: int = 2048
     record_every: int = 2
     epochs: int = 30
+    lr: float = 1e-3
+    dropout: float = 0.0
+    weight_decay: float = 1e-4
     seed: int = 0
 
     def validate(self, key: str) -> None:
         _require(self.trajectories >= 8, f"{key}.trajectories", "must be >= 8")
         _require(self.record_every >= 1, f"{key}.record_every", "must be >= 1")
+        _require(self.lr > 0, f"{key}.lr", "must be > 0")
+        _require(0.0 <= self.dropout < 1.0, f"{key}.dropout", "must be in [0, 1)")
+        _require(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
 
 
 @dataclass(frozen=True)

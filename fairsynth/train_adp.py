@@ -21,7 +21,10 @@ def train_adp_from_params(
     pseudo_labeller: str | None = None,
     progress: bool = False,
     calibrate: bool = False,
+    trajectories_file: str | Path | None = None,
 ) -> TrainedADP:
+    """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
+    with other ADP settings then skips the sampling)."""
     model = load_model(params.model)
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
     if pseudo_labeller == "deepface":
@@ -50,7 +53,14 @@ def train_adp_from_params(
     )
     seed = params.adp.seed + 10_000  # disjoint from generation seeds
     prompts = training_prompts(params)
-    if not prompts:
+    if trajectories_file is not None and Path(trajectories_file).is_file():
+        traj = Trajectories.load(trajectories_file)
+        if len(traj.h) != params.adp.trajectories:
+            raise ValueError(
+                f"{trajectories_file} holds {len(traj.h)} trajectories, adp.trajectories is "
+                f"{params.adp.trajectories}; delete it to record again"
+            )
+    elif not prompts:
         traj = record_trajectories(model, label, n=params.adp.trajectories, seed=seed, **record)
     else:
         # one ADP shared by all prompts: the attributes' h-space directions are shared across
@@ -63,9 +73,14 @@ def train_adp_from_params(
                 record_trajectories(bound, label, n=len(share[k]), seed=seed + 1_000 * k, **record)
             )
         traj = concatenate_trajectories(parts)
+    if trajectories_file is not None and not Path(trajectories_file).is_file():
+        Path(trajectories_file).parent.mkdir(parents=True, exist_ok=True)
+        traj.save(trajectories_file)
+    a = params.adp
     trained = train_adp(
-        traj, space, seed=params.adp.seed, epochs=params.adp.epochs, progress=progress
-    )
+        traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
+        weight_decay=a.weight_decay, progress=progress,
+    )  # fmt: skip
     trained.meta.update(
         {
             "base_model": str(params.model.path),

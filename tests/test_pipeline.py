@@ -129,3 +129,27 @@ def test_one_writer_per_output(tmp_path, tiny_world):
     # the holder is dead now: its lock is stale and taken over
     stage_generate(params, None, progress=False)
     assert (tmp_path / "out" / "index.json").exists() and not lock.exists()
+
+
+def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
+    import torch
+
+    from fairsynth.adp import TrainedADP
+    from fairsynth.train_adp import train_adp_from_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        "adp: {trajectories: 8, epochs: 1, dropout: 0.1, lr: 0.0005}\n"
+        "guidance: {batch_size: 4}\n"
+    )
+    params = load_params(p)
+    rec = tmp_path / "traj.safetensors"
+    first = train_adp_from_params(params, tmp_path / "a", trajectories_file=rec)
+    stamp = rec.stat().st_mtime_ns
+    train_adp_from_params(params, tmp_path / "b", trajectories_file=rec)
+    assert rec.stat().st_mtime_ns == stamp, "the recording is reused, not re-recorded"
+    assert first.meta["dropout"] == 0.1 and first.meta["lr"] == 0.0005
+    a, b = TrainedADP.load(tmp_path / "a"), TrainedADP.load(tmp_path / "b")
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
