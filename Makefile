@@ -31,16 +31,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# The main job on the embedded default: render the biased reference dataset, sample the toy
-# DDPM and print its bias report (DVC skips what is up to date).
+# The main job on the embedded default, the whole pipeline with `dvc repro` (DVC skips what is
+# up to date): render the biased reference, audit the toy DDPM's bias, train the ADP, generate
+# a balanced dataset with quota-driven distribution guidance, verify, publish, report.
 demo: $(STAMP)
-	dvc repro audit_model
-	fairsynth toyfaces show-audit data/audit_model/model_audit.json
-
-# The whole balancing pipeline: reference -> audit -> ADP -> guided generation -> report.
-pipeline: $(STAMP)
 	dvc repro
+	fairsynth toyfaces show-audit data/audit_model/model_audit.json
 	python -m fairsynth.pipeline show
+
+pipeline: demo
 
 test: $(STAMP)
 	ruff check .
