@@ -72,8 +72,11 @@ class DiffusionModel:
         self.unet.save_pretrained(path / "unet", safe_serialization=True)
         sched_dir = path / "scheduler"
         sched_dir.mkdir(exist_ok=True)
+        config = dict(self.scheduler_config)
+        if "_use_default_values" in config:  # a set in diffusers: sorted, so saves are stable
+            config["_use_default_values"] = sorted(config["_use_default_values"])
         (sched_dir / "scheduler_config.json").write_text(
-            json.dumps(self.scheduler_config, indent=2, sort_keys=True)
+            json.dumps(config, indent=2, sort_keys=True)
         )
         index = {
             "_class_name": "DDPMPipeline",
