@@ -172,9 +172,9 @@ class AdpConfig:
     trajectories: int = 2048
     record_every: int = 2
     epochs: int = 30
-    lr: float = 1e-3
-    dropout: float = 0.0
-    weight_decay: float = 1e-4
+    lr: float = 3e-4
+    dropout: float = 0.2
+    weight_decay: float = 1e-2
     seed: int = 0
 
     def validate(self, key: str) -> None:

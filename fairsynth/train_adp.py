@@ -105,7 +105,7 @@ def train_adp_from_params(
         recommended = {}
         for mode in ("distribution", "sample"):
             result = calibrate_strength(
-                calib_model, trained, verifier, mode, geometric(1.0, 1000.0, 4),
+                calib_model, trained, verifier, mode, geometric(3.0, 1000.0, 6),
                 batch_size=params.guidance.batch_size, steps=params.model.steps,
                 loss=params.guidance.loss, progress=progress, eta=params.model.eta,
             )  # fmt: skip
