@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--loss", default="chi2")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
-    ap.add_argument("--max-step", type=float, default=0.2)
+    ap.add_argument("--max-step", type=float, default=None, help="default: the calibration's")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--no-invariance", action="store_true")
     ap.add_argument("--model", default=str(DDPM_DIR))
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     adp = TrainedADP.load(a.adp)
     verifier = AttributeClassifier.load(VERIFIER_DIR)
     rec = adp.meta.get("recommended", {})
+    if a.max_step is None:
+        a.max_step = adp.meta.get("calibration", {}).get("distribution", {}).get("max_step", 0.5)
     strength = a.strength if a.strength is not None else rec.get("distribution_strength", 1.0)
     s_strength = (
         a.sample_strength if a.sample_strength is not None else rec.get("sample_strength", strength)

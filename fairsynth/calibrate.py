@@ -36,12 +36,15 @@ def calibrate_strength(
     progress: bool = False,
     eta: float = 1.0,
     layer: str | None = None,
+    max_step: float = 0.5,
 ) -> dict:
     target = target or Target.uniform(adp.space, list(adp.space.names))
     layer = layer or adp.meta.get("layer", "mid_block")
     rows = []
     for s in [0.0, *strengths]:
-        cfg = GuidanceConfig(mode=mode if s > 0 else "none", loss=loss, strength=float(s))
+        cfg = GuidanceConfig(
+            mode=mode if s > 0 else "none", loss=loss, strength=float(s), max_step=max_step
+        )
         images, _ = generate_batches(
             model, adp, target, cfg, n, seed, batch_size, steps, eta=eta, layer=layer
         )
@@ -68,6 +71,7 @@ def calibrate_strength(
         "chosen": best["strength"],
         "n": n,
         "loss": loss,
+        "max_step": max_step,
     }
 
 

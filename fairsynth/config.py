@@ -192,7 +192,7 @@ class GuidanceParams:
     strength: float = 1.0
     window: list = field(default_factory=lambda: [0.0, 1.0])
     temperature: float = 1.0
-    max_step: float = 0.1
+    max_step: float = 0.5
     batch_size: int = 64
 
     def validate(self, key: str) -> None:

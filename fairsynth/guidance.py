@@ -27,7 +27,7 @@ class GuidanceConfig:
     strength: float = 1.0
     window: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule; 0 = first (noisiest) step
     temperature: float = 1.0
-    max_step: float = 0.1  # cap on each sample's step, relative to the norm of its h (0: no cap)
+    max_step: float = 0.5  # cap on each sample's step, relative to the norm of its h (0: no cap)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
