@@ -105,7 +105,7 @@ def train_adp_from_params(
         recommended = {}
         for mode in ("distribution", "sample"):
             result = calibrate_strength(
-                calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 4),
+                calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
                 batch_size=params.guidance.batch_size, steps=params.model.steps,
                 loss=params.guidance.loss, progress=progress, eta=params.model.eta,
                 max_step=params.guidance.max_step,
