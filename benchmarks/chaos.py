@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from fairsynth import tario
-from fairsynth.config import load_params
+from fairsynth.config import load_params, yaml_load
 
 RUN = (
     "import sys; from fairsynth.config import load_params; "
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/chaos.json"))
     a = ap.parse_args(argv)
     load_params(a.params)  # validate first
-    base = yaml.safe_load(Path(a.params).read_text())
+    base = yaml_load(
+        Path(a.params).read_text()
+    )  # YAML 1.2 booleans: class names no/yes stay strings
     base["model"] = {**base.get("model", {}), "steps": a.steps}
     base["guidance"] = {**base.get("guidance", {}), "mode": a.mode, "batch_size": a.batch_size}
     base["generate"] = {**base.get("generate", {}), "n": a.n, "mode": "standalone",
