@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             if (tmp / "chaos" / "index.json").is_file() and kills >= a.kills:
                 break
         got, got_keys, index = published(tmp / "chaos")
+        generate_params = dataclasses.asdict(load_params(params).generate)
     counts = collections.Counter(got_keys)
     quotas = np.asarray(index["quotas"])
     accepted = np.asarray(index["accepted"])
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": index["complete"],
         "content_identical": got == want and got_keys == want_keys,
         "accepted": int(accepted.sum()),
-        "params": dataclasses.asdict(load_params(params).generate),
+        "params": generate_params,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
