@@ -32,7 +32,7 @@ from fairsynth.text2image import PromptedModel, load_text2image
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
 
 
-def h_shape(model: PromptedModel, layer: str, device) -> tuple[int, int]:
+def h_shape(model: PromptedModel, layer: str) -> tuple[int, int]:
     with HSpace(model.unet, layer) as hsp:
         model.sample(1, batch_generator(0, 0), steps=1)
         return int(hsp.captured.shape[1]), int(hsp.captured.shape[-1])
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             adp = TrainedADP.load(a.adp)
             adp.model.to(a.device)
         else:
-            channels, spatial = h_shape(model, a.layer, a.device)
+            channels, spatial = h_shape(model, a.layer)
             torch.manual_seed(0)
             adp = TrainedADP(ADP(channels, spatial, {"gender": 2}).eval().to(a.device), SPACE, {})
         names = adp.space.names[:1]

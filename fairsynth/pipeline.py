@@ -156,10 +156,11 @@ def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
 
 def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
     """Everything that decides which samples a run generates and accepts (not the budget)."""
+    target = params.build_target()
     return {
         "quotas": quotas.tolist(),
-        "target": params.build_target().probs.round(9).tolist(),
-        "cells": params.build_target().space.cell_names(),
+        "target": target.probs.round(9).tolist(),
+        "cells": target.space.cell_names(),
         "guidance": guidance_hash(params),
         "model_files": _files_signature(resolve("model", params.model.path)),
         "adp_files": _files_signature(resolve("adp", params.adp.path))
