@@ -26,7 +26,7 @@ def calibrate_strength(
     verifier: AttributeClassifier,
     mode: str,
     strengths: Sequence[float],
-    n: int = 128,
+    n: int = 256,
     seed: int = 4242,
     batch_size: int = 64,
     steps: int = 50,

@@ -84,6 +84,59 @@ class GenerateConfig:
         )
 
 
+SCALE_MODES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Where batches are produced (generated + verified). ``local``: in this process. ``dask``:
+    on the workers of an existing Dask cluster (``address``) or of a local cluster started for
+    the run (``n_workers`` processes, ``threads_per_worker`` each, ``resources`` per worker,
+    e.g. ``{GPU: 1}``; tasks then ask for ``task_resources``). Quotas, judging, the ledger and
+    the shards stay in the flow. ``window``: batches planned together from one residual target
+    (``fairsynth.windows``); the dataset depends on it, not on the engine or the worker count."""
+
+    mode: str = "local"
+    window: int = 8
+    address: str | None = None
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    resources: dict | None = None  # per worker, e.g. {GPU: 1}
+    task_resources: dict | None = None  # per batch task; default: {GPU: 1} if resources has GPU
+    retries: int = 2  # a batch whose worker died is run again elsewhere this many times
+
+    def validate(self, key: str) -> None:
+        _require(self.mode in SCALE_MODES, f"{key}.mode", f"must be one of {list(SCALE_MODES)}")
+        _require(self.window >= 1, f"{key}.window", "must be >= 1")
+        _require(self.n_workers >= 1, f"{key}.n_workers", "must be >= 1")
+        _require(self.threads_per_worker >= 1, f"{key}.threads_per_worker", "must be >= 1")
+        _require(self.retries >= 0, f"{key}.retries", "must be >= 0")
+        for name in ("resources", "task_resources"):
+            value = getattr(self, name)
+            _require(
+                value is None
+                or (isinstance(value, dict) and all(
+                    isinstance(k, str) and isinstance(v, int | float) and v > 0
+                    for k, v in value.items()
+                )),
+                f"{key}.{name}",
+                "must map resource names to positive numbers, e.g. {GPU: 1}",
+            )  # fmt: skip
+        if self.address is not None:
+            _require(
+                "://" in self.address,
+                f"{key}.address",
+                "must be a scheduler address such as tcp://host:8786",
+            )
+
+    def batch_resources(self) -> dict | None:
+        if self.task_resources is not None:
+            return dict(self.task_resources)
+        if self.resources and "GPU" in self.resources:
+            return {"GPU": 1}
+        return None
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = "data/synthetic"
@@ -270,6 +323,7 @@ class Params:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     seed: int = 0
 
     def attribute_space(self):

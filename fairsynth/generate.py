@@ -1,10 +1,12 @@
 """Quota-driven guided generation.
 
 Each batch is guided toward the *remaining* quota, normalised (cells already full get target
-0), every sample is judged by the verifier, and a sample is accepted only while its verified
-cell has room and the verifier is confident. Rejections are kept with a reason. The loop stops
-when every quota is met or the sample budget is spent. Batch b's noise derives from
-(seed, b) only, so any batch can be regenerated alone.
+0; see ``fairsynth.windows`` for how batches are planned), every sample is judged by the
+verifier, and a sample is accepted only while its verified cell has room and the verifier is
+confident. Rejections are kept with a reason. Producing a batch (``BatchProducer``: generate +
+verify) is separate from judging it (``judge_output``: quotas), so batches can be produced on
+other workers and judged in order here. Batch b's noise derives from (seed, b) only, so any
+batch can be regenerated alone, anywhere.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import numpy as np
 
 from fairsynth.adp import TrainedADP
 from fairsynth.attributes import AttributeSpace, Target
-from fairsynth.diffusion_model import DiffusionModel
 from fairsynth.evaluate import sample_batch
 from fairsynth.guidance import GuidanceConfig
-from fairsynth.plan import remaining_target
 from fairsynth.verify import Verdict, Verifier
+from fairsynth.windows import BatchSpec
 
 ACCEPTED = "accepted"
 LOW_CONFIDENCE = "low_confidence"
@@ -110,45 +111,71 @@ def next_batch_size(
     return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
 
 
-def run_batch(
-    model: DiffusionModel,
-    adp: TrainedADP | None,
-    verifier: Verifier,
-    space: AttributeSpace,
-    config: GuidanceConfig,
-    state: GenerationState,
-    seed: int,
-    batch_size: int,
-    steps: int,
-    confidence: float,
-    eta: float = 0.0,
-    layer: str = "mid_block",
+@dataclass
+class BatchOutput:
+    """What a worker sends back for one batch spec: the images and their verdict (not judged:
+    judging needs the global quota state, so it happens in the flow, in batch order)."""
+
+    spec: BatchSpec
+    images: np.ndarray  # uint8 NHWC
+    verdict: Verdict
+    seconds: float
+    worker: str = "local"
+    verifier_crashes: list[str] = field(default_factory=list)
+
+
+class BatchProducer:
+    """Generates and verifies batch specs: the model (bound to each job's prompt), the ADP and
+    the verifier, loaded once. Runs in the flow's process or on a worker."""
+
+    def __init__(self, models: list, adp: TrainedADP | None, verifier: Verifier,
+                 space: AttributeSpace, config: GuidanceConfig, steps: int, eta: float,
+                 layer: str, worker: str = "local"):  # fmt: skip
+        self.models, self.adp, self.verifier = models, adp, verifier
+        self.space, self.config = space, config
+        self.steps, self.eta, self.layer, self.worker = steps, eta, layer, worker
+
+    def produce(self, spec: BatchSpec) -> BatchOutput:
+        target = Target(self.space, np.asarray(spec.target, dtype=np.float64))
+        crashes_before = len(getattr(self.verifier, "crashes", []))
+        t0 = time.perf_counter()
+        images = sample_batch(
+            self.models[spec.job], self.adp, target, self.config, spec.seed, spec.batch,
+            spec.size, self.steps, self.eta, self.layer,
+        )  # fmt: skip
+        verdict = self.verifier.verify(images)
+        seconds = time.perf_counter() - t0
+        crashes = list(getattr(self.verifier, "crashes", []))[crashes_before:]
+        return BatchOutput(spec, images, verdict, seconds, self.worker, crashes)
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+def judge_output(
+    out: BatchOutput, state: GenerationState, space: AttributeSpace, confidence: float
 ) -> BatchResult:
-    """Generate, verify and judge batch ``state.next_batch`` of ``batch_size`` samples."""
-    b = state.next_batch
-    target_probs = remaining_target(state.quotas, state.accepted)
-    assert target_probs is not None, "run_batch called with every quota met"
-    target = Target(space, target_probs)
-    t0 = time.perf_counter()
-    images = sample_batch(model, adp, target, config, seed, b, batch_size, steps, eta, layer)
-    verdict = verifier.verify(images)
-    probs = verdict.probs
-    cells, conf, reasons = judge_batch(verdict, space, state.quotas, state.accepted, confidence)
-    seconds = time.perf_counter() - t0
-    state.generated += batch_size
-    state.next_batch = b + 1
-    state.seconds += seconds
+    """Accept or reject the samples of one produced batch against ``state`` (updated)."""
+    spec = out.spec
+    if spec.batch != state.next_batch:
+        raise ValueError(f"batch {spec.batch} judged out of order (expected {state.next_batch})")
+    cells, conf, reasons = judge_batch(out.verdict, space, state.quotas, state.accepted, confidence)
+    state.generated += len(out.images)
+    state.next_batch = spec.batch + 1
+    state.seconds += out.seconds
     state.history.append(
         {
-            "batch": b,
+            "batch": spec.batch,
             "accepted": reasons.count(ACCEPTED),
-            "generated": batch_size,
-            "seconds": round(seconds, 3),
+            "generated": len(out.images),
+            "seconds": round(out.seconds, 3),
+            "worker": out.worker,
         }
     )
     return BatchResult(
-        b, images, cells, conf, probs, reasons, target_probs, seconds, verdict.second
-    )
+        spec.batch, out.images, cells, conf, out.verdict.probs, reasons,
+        np.asarray(spec.target), out.seconds, out.verdict.second,
+    )  # fmt: skip
 
 
 def shortfall(state: GenerationState, space: AttributeSpace) -> dict[str, int]:

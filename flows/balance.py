@@ -13,7 +13,14 @@ from prefect import flow
 
 from fairsynth.config import load_params
 from fairsynth.toyfaces import resolve
-from tasks.pipeline import audit_task, generate_task, reference_task, report_task, train_adp_task
+from tasks.pipeline import (
+    audit_task,
+    generate_on_workers,
+    generate_task,
+    reference_task,
+    report_task,
+    train_adp_task,
+)
 
 
 @flow(name="balance")
@@ -33,8 +40,25 @@ def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict
                 params,
                 adp_out,
             )
-    generation = generate_task(params, audit_report, adp_path)
+    if params.scale.mode == "dask":
+        generation = generate_on_workers(params, audit_report, adp_path)
+    else:
+        generation = generate_task(params, audit_report, adp_path)
     return report_task(params, audit_report, generation)
+
+
+def balance_for(params_file: str = "params.yaml"):
+    """The balance flow on the task runner the params' ``scale`` asks for (DaskTaskRunner)."""
+    params = load_params(params_file)
+    if params.scale.mode == "dask":
+        from tasks.scale import dask_task_runner
+
+        return balance.with_options(task_runner=dask_task_runner(params))
+    return balance
+
+
+def run_balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict:
+    return balance_for(params_file)(params_file, adp_out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     a = ap.parse_args(argv)
     if a.serve:
-        balance.serve(name="balance-scheduled", cron=a.serve, parameters={"params_file": a.params})
+        balance_for(a.params).serve(
+            name="balance-scheduled", cron=a.serve, parameters={"params_file": a.params}
+        )
     else:
-        print(balance(a.params))
+        print(run_balance(a.params))
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ def train_adp_task(
     return stage_train_adp(params, out)
 
 
-@task(name="generate", retries=1, retry_delay_seconds=5)
-def generate_task(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
+def _progress_callback():
+    """An ``on_batch`` that keeps a Prefect progress artifact at accepted / quota."""
     total = None
     artifact_id = create_progress_artifact(
         progress=0.0, key="generation-progress", description="accepted / quota"
@@ -64,7 +64,26 @@ def generate_task(params: Params, audit_report: dict | None, adp_path: str | Non
             artifact_id=artifact_id, progress=100.0 * float(state.accepted.sum()) / total
         )
 
-    return stage_generate(params, audit_report, adp_path=adp_path, progress=True, on_batch=on_batch)
+    return on_batch
+
+
+@task(name="generate", retries=1, retry_delay_seconds=5)
+def generate_task(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
+    """Generation in this task's process (``scale.mode: local``)."""
+    return stage_generate(
+        params, audit_report, adp_path=adp_path, progress=True, on_batch=_progress_callback()
+    )
+
+
+def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
+    """Generation with batches as Prefect tasks on the flow's ``DaskTaskRunner``
+    (``scale.mode: dask``). Called in the flow body: the batch tasks are its tasks."""
+    from tasks.scale import PrefectDaskExecutor
+
+    return stage_generate(
+        params, audit_report, adp_path=adp_path, progress=True,
+        on_batch=_progress_callback(), executor=PrefectDaskExecutor(params),
+    )  # fmt: skip
 
 
 @task(name="report")

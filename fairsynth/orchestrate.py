@@ -1,0 +1,361 @@
+"""One generation run: quota-driven, windowed, crash-safe, on any executor.
+
+The flow plans a window of batch specs from the quota state (``fairsynth.windows``), an
+executor produces them (this process or Dask workers, ``fairsynth.executors``), and the
+outputs are judged here in batch order against the global quotas, each batch written to the
+ledger before the next is judged. When every quota is met the rest of the window is dropped
+unjudged. The result depends on the params (window size included), not on the executor, the
+number of workers or their order of finishing; a run killed at any moment resumes from the
+ledger and publishes the same shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth import shards, tario
+from fairsynth.attributes import AttributeSpace
+from fairsynth.config import Params
+from fairsynth.executors import Executor, ordered
+from fairsynth.generate import (
+    ACCEPTED,
+    BatchResult,
+    GenerationState,
+    judge_output,
+    shortfall,
+)
+from fairsynth.grid import save_grid
+from fairsynth.ledger import Ledger, LedgerBatch, fingerprint, ledger_dir
+from fairsynth.plan import plan_augment, plan_standalone
+from fairsynth.toyfaces import resolve
+from fairsynth.windows import BatchSpec, plan_window
+
+
+def guidance_hash(params: Params) -> str:
+    blob = json.dumps(
+        {
+            "guidance": params.guidance.__dict__,
+            "model": params.model.__dict__,
+            "adp": params.adp.__dict__,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
+    target = params.build_target()
+    if params.generate.mode == "standalone":
+        return plan_standalone(target.probs, params.generate.n)
+    if audit_report is None:
+        raise ValueError("generate.mode augment needs the reference audit (run the audit stage)")
+    if audit_report["cells"] != target.space.cell_names():
+        raise ValueError(
+            "the audit was made for other cells than the target's; re-run the audit stage"
+        )
+    return plan_augment(target.probs, np.asarray(audit_report["counts"]))
+
+
+def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
+    """Everything that decides which samples a run generates and accepts (not the budget)."""
+    target = params.build_target()
+    return {
+        "quotas": quotas.tolist(),
+        "target": target.probs.round(9).tolist(),
+        "cells": target.space.cell_names(),
+        "guidance": guidance_hash(params),
+        "model_files": _files_signature(resolve("model", params.model.path)),
+        "adp_files": _files_signature(resolve("adp", params.adp.path))
+        if params.guidance.mode != "none"
+        else None,
+        "verify": dataclasses.asdict(params.verify),
+        "verifier_files": _files_signature(resolve("verifier", params.verify.verifier))
+        if params.verify.verifier != "deepface"
+        else None,
+        "seed": params.generate.seed,
+        "dataset": params.generate.dataset,
+        "min_batch": params.generate.min_batch,
+        "window": params.scale.window,  # not the engine or the worker count: they change nothing
+    }
+
+
+def _files_signature(path: str | Path) -> list | str:
+    p = Path(path)
+    if not p.exists():
+        return str(path)  # a hub id: its name is all we know
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    return [[str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size] for f in files]
+
+
+def plan_jobs(params: Params, audit_report: dict | None) -> list[tuple]:
+    """(prompt or None, target, quotas) per generation job."""
+    jobs = params.jobs()
+    if params.model.kind != "text2image":
+        prompt, target, _ = jobs[0]
+        return [(prompt, target, plan_quotas(params, audit_report))]
+    return [(p, t, plan_standalone(t.probs, n)) for p, t, n in jobs]
+
+
+def generate_dataset(
+    params: Params,
+    audit_report: dict | None,
+    executor: Executor,
+    progress: bool = True,
+    on_batch: Callable[[GenerationState], None] | None = None,
+) -> dict:
+    """Generate until every quota is met (or the budget is spent), then publish shards and
+    the manifest from the ledger. Returns the run summary (also written as ``index.json``)."""
+    t_start = time.time()
+    out = Path(params.output.dir)
+    space = params.build_target().space
+    jobs = plan_jobs(params, audit_report)
+    (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
+    fp = generation_fingerprint(params, np.stack([q for _, _, q in jobs]))
+    ledger = Ledger(ledger_dir(out, fingerprint(fp)), fp)
+    states = [GenerationState(quotas=q.copy(), accepted=np.zeros_like(q)) for _, _, q in jobs]
+    rows: list[dict] = []
+    pending = _replay(params, ledger, states, space, rows)
+    resumed = max((s.next_batch for s in states), default=0)
+    total = int(sum(q.sum() for _, _, q in jobs))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="accepted", unit="sample")
+        bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in states)))
+        if resumed:
+            bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
+    crashes = list(getattr(executor, "crashes", []))
+    workers: set[str] = set()
+    next_batch = resumed
+    while not all(s.done for s in states):
+        specs = pending or _plan(params, states, next_batch)
+        pending = []
+        if not specs:
+            break  # budget spent
+        outputs = ordered(executor.map(specs), specs)
+        for output in outputs:
+            spec = output.spec
+            state = states[spec.job]
+            state.next_batch = spec.batch
+            res = judge_output(output, state, space, params.verify.confidence)
+            batch_rows, batch_samples = _batch_records(params, space, spec.job, res, output.spec)
+            ledger.append(res.batch, batch_rows, batch_samples)
+            rows.extend(batch_rows)
+            crashes.extend(output.verifier_crashes)
+            workers.add(output.worker)
+            next_batch = spec.batch + 1
+            if bar is not None:
+                bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
+                bar.set_postfix(generated=sum(s.generated for s in states))
+            if on_batch is not None:
+                on_batch(state)
+            if all(s.done for s in states):
+                outputs.close()  # the rest of the window is not needed (nor judged)
+                break
+    if bar is not None:
+        bar.close()
+    crashes = sorted(set(crashes) | set(getattr(executor, "crashes", [])))
+
+    summary = _publish(params, out, ledger, rows, states, jobs, space)
+    summary["resumed_at_batch"] = resumed
+    summary["verifier_crashes"] = crashes
+    summary["scale"] = {
+        "mode": params.scale.mode,
+        "window": params.scale.window,
+        "workers": sorted(workers),
+    }
+    summary["wall_seconds"] = round(time.time() - t_start, 2)
+    shards.write_json(out / "index.json", summary)  # written last: the run is complete
+    ledger.remove()
+    return summary
+
+
+def _plan(params: Params, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
+    gen = params.generate
+    return plan_window(
+        [s.quotas for s in states], [s.accepted for s in states],
+        sum(s.generated for s in states), first_batch, size=params.scale.window,
+        batch_size=params.guidance.batch_size, min_batch=gen.min_batch, budget=gen.budget,
+        seed=gen.seed,
+    )  # fmt: skip
+
+
+def _replay(params, ledger: Ledger, states, space: AttributeSpace, rows: list) -> list[BatchSpec]:
+    """Count the ledger's batches window by window, re-planning each window exactly as the
+    first run did. Returns the specs of a window the last run left unfinished."""
+    recorded = ledger.batches()
+    done: LedgerBatch | None = next(recorded, None)
+    first = 0
+    while done is not None:
+        specs = _plan(params, states, first)
+        if not specs:
+            raise ValueError(f"{ledger.path}: batch {done.batch} recorded beyond the plan")
+        for k, spec in enumerate(specs):
+            if done is None or all(s.done for s in states):
+                return specs[k:] if done is None else []
+            _check_replay(ledger, spec, done)
+            state = states[spec.job]
+            state.next_batch = spec.batch
+            state.replay(done.batch, done.rows, space.cell_names())
+            rows.extend(done.rows)
+            done = next(recorded, None)
+        first = specs[-1].batch + 1
+    return []
+
+
+def _check_replay(ledger: Ledger, spec: BatchSpec, done: LedgerBatch) -> None:
+    job = int(done.rows[0].get("job", 0)) if done.rows else -1
+    target = np.asarray(done.rows[0]["batch_target"]) if done.rows else None
+    if (
+        done.batch != spec.batch
+        or job != spec.job
+        or len(done.rows) != spec.size
+        or not np.allclose(target, spec.target, atol=1e-5)
+    ):
+        raise ValueError(
+            f"{ledger.path}: batch {done.batch} does not match the plan that replays it; "
+            "the ledger was written by another version of fairsynth: delete it to start over"
+        )
+
+
+def _batch_records(
+    params: Params, space: AttributeSpace, job: int, res: BatchResult, spec: BatchSpec
+) -> tuple[list[dict], list[dict]]:
+    """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
+    gen, config = params.generate, params.guidance
+    ghash = guidance_hash(params)
+    provenance = _provenance(params, job)
+    batch_rows, batch_samples = [], []
+    batch_rows, batch_samples = [], []
+    for i in range(len(res.images)):
+        key = shards.sample_key(gen.dataset, res.batch, i)
+        cell = int(res.cells[i])
+        classes = {n: space.classes(n)[int(res.probs[n][i].argmax())] for n in space.names}
+        row = {
+            "key": key,
+            "batch": res.batch,
+            "index": i,
+            "job": job,
+            "seed": gen.seed,
+            "cell": space.cell_names()[cell],
+            **classes,
+            **{f"p_{n}": res.probs[n][i].round(6).tolist() for n in space.names},
+            "confidence": round(float(res.confidence[i]), 6),
+            "accepted": res.reasons[i] == ACCEPTED,
+            "reason": res.reasons[i],
+            "guidance_mode": config.mode,
+            "guidance_hash": ghash,
+            "model": str(params.model.path),
+            "batch_target": res.target.round(6).tolist(),
+            **provenance,
+        }
+        if res.second is not None:
+            for n, p2 in res.second.items():
+                row[f"p2_{n}"] = p2[i].round(6).tolist()
+            row["verifiers_agree"] = all(
+                int(p2[i].argmax()) == int(res.probs[n][i].argmax()) for n, p2 in res.second.items()
+            )
+        batch_rows.append(row)
+        if row["accepted"]:
+            meta = {k: row[k] for k in ("key", "cell", "batch", "seed", "confidence", *space.names)}
+            meta.update(provenance)
+            batch_samples.append({"__key__": key, "png": res.images[i], "json": meta, "cls": cell})
+    return batch_rows, batch_samples
+
+
+def _provenance(params: Params, job: int) -> dict:
+    """Prompt settings per sample (text-to-image), as ``PromptedModel.provenance`` gives them."""
+    if params.model.kind != "text2image":
+        return {}
+    prompt = params.model.prompts[job]
+    return {
+        "prompt": prompt.prompt,
+        "negative_prompt": prompt.negative_prompt,
+        "cfg_scale": params.model.cfg_scale,
+    }
+
+
+def _publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dict:
+    """Shards from the ledger's accepted samples (streamed), then the manifest."""
+    gen = params.generate
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(f"{gen.dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
+        stale.unlink()
+    grid: list[np.ndarray] = []
+
+    def accepted_samples():
+        for done in ledger.batches():
+            for s in done.samples:
+                if len(grid) < 64:
+                    grid.append(tario.decode_png(s["png"]))
+                yield s
+
+    index_entries = shards.write_shards(
+        out, gen.dataset, accepted_samples(), params.output.shard_size
+    )
+    shard_of = {}
+    for entry in index_entries:
+        shard_of.update({k: entry["shard"] for k in _keys_in(out / entry["shard"])})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        # replayed rows come back from JSON with sorted keys: one column order for all runs
+        first = ["key", "batch", "index", "seed", "cell", *space.names]
+        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+        frame["shard"] = frame["key"].map(shard_of)
+    shards.write_manifest(out / "manifest.parquet", frame)
+    if grid:
+        save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
+    quotas = sum(s.quotas for s in states)
+    accepted = sum(s.accepted for s in states)
+    generated = sum(s.generated for s in states)
+    summary = {
+        "shards": index_entries,
+        "dataset": gen.dataset,
+        "cells": space.cell_names(),
+        "quotas": quotas.tolist(),
+        "accepted": accepted.tolist(),
+        "generated": generated,
+        "batches": max((s.next_batch for s in states), default=0),
+        "complete": all(s.done for s in states),
+        "shortfall": {k: v for s in states for k, v in shortfall(s, space).items()}
+        if len(states) == 1
+        else {},
+        "reasons": frame["reason"].value_counts().to_dict() if len(frame) else {},
+        "samples_per_accepted": generated / max(1, int(accepted.sum())),
+        "generation_seconds": round(sum(s.seconds for s in states), 2),
+    }
+    if params.model.kind == "text2image":
+        summary["cfg_scale"] = params.model.cfg_scale
+        summary["prompts"] = [
+            {
+                "prompt": p.prompt,
+                "negative_prompt": p.negative_prompt,
+                "target": t.probs.round(6).tolist(),
+                "quotas": s.quotas.tolist(),
+                "accepted": s.accepted.tolist(),
+                "generated": s.generated,
+                "complete": s.done,
+                "shortfall": shortfall(s, space),
+            }
+            for (p, t, _), s in zip(jobs, states, strict=True)
+        ]
+        summary["shortfall"] = {
+            f"prompt {k}: {cell}": v
+            for k, s in enumerate(states)
+            for cell, v in shortfall(s, space).items()
+        }
+    return summary
+
+
+def _keys_in(path: Path) -> list[str]:
+    return [s["__key__"] for s in tario.iter_shard(path)]

@@ -1,0 +1,184 @@
+"""Scale-out: window planning, and generation on a local Dask cluster of 2 worker processes
+(plain dask.distributed for DVC, prefect-dask's DaskTaskRunner for the flows), a worker killed
+mid-run included. Outputs are compared byte for byte with a run in this process."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairsynth.config import ConfigError, load_params, parse_params
+from fairsynth.generate import GenerationState, next_batch_size
+from fairsynth.windows import plan_window
+
+
+def _plan(quotas, accepted, generated=0, **kw):
+    args = dict(size=4, batch_size=64, min_batch=8, budget=10_000, seed=0)
+    args.update(kw)
+    return plan_window(
+        [np.array(q) for q in quotas], [np.array(a) for a in accepted], generated, 0, **args
+    )
+
+
+def test_window_of_one_is_the_sequential_loop():
+    for missing in ([100, 100], [10, 0], [3, 2], [40, 1]):
+        state = GenerationState(quotas=np.array(missing), accepted=np.zeros(2, int))
+        (spec,) = _plan([missing], [[0, 0]], size=1)
+        assert spec.size == next_batch_size(state, 64, 8)
+
+
+def test_window_prefers_full_batches_and_respects_budget():
+    specs = _plan([[256, 256]], [[0, 0]], size=8)
+    assert [s.size for s in specs] == [64] * 8 and [s.batch for s in specs] == list(range(8))
+    assert all(s.window == 0 and s.target == (0.5, 0.5) for s in specs)
+    tail = _plan([[256, 256]], [[256, 250]], size=8)  # 6 missing: one batch of 9, not 8 of 8
+    assert [s.size for s in tail] == [9] and tail[0].target == (0.0, 1.0)
+    assert len(_plan([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)) == 2
+    assert _plan([[256, 256]], [[0, 0]], generated=200, budget=200) == []
+    assert _plan([[5, 5]], [[5, 5]]) == []
+
+
+def test_window_serves_the_jobs_missing_most_first():
+    specs = _plan([[10, 10], [100, 100], [0, 0]], [[0, 0], [0, 0], [0, 0]], size=6)
+    assert [s.job for s in specs] == [1, 1, 1, 1, 1, 0]  # 300 wanted: 5 full batches, then job 0
+
+
+def test_scale_params_are_validated():
+    assert parse_params({}).scale.mode == "local"
+    with pytest.raises(ConfigError, match="scale.mode"):
+        parse_params({"scale": {"mode": "ray"}})
+    with pytest.raises(ConfigError, match="scale.window"):
+        parse_params({"scale": {"window": 0}})
+    with pytest.raises(ConfigError, match="scale.resources"):
+        parse_params({"scale": {"mode": "dask", "resources": {"GPU": -1}}})
+    with pytest.raises(ConfigError, match="scale.address"):
+        parse_params({"scale": {"mode": "dask", "address": "localhost"}})
+    gpu = parse_params({"scale": {"mode": "dask", "resources": {"GPU": 1}}}).scale
+    assert gpu.batch_resources() == {"GPU": 1}
+
+
+def _params(tmp_path, out, scale, n=24):
+    p = tmp_path / f"{out}.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 6}}\n"
+        f"adp: {{path: {tmp_path / 'adp'}}}\n"
+        # the random tiny world draws one skin class: a target it can meet
+        "target: {marginals: {skin: {light: 1.0, dark: 0.0}}}\n"
+        "guidance: {mode: distribution, strength: 1.0, batch_size: 4}\n"
+        "verify: {confidence: 0.0}\n"
+        f"generate: {{mode: standalone, n: {n}, budget: 400, seed: 3, min_batch: 2}}\n"
+        f"output: {{dir: {tmp_path / out}, shard_size: 8}}\n"
+        f"scale: {scale}\n"
+    )
+    return load_params(p)
+
+
+@pytest.fixture
+def local_run(tmp_path, tiny_world):
+    """The reference result: the same window, in this process, single-threaded like a worker."""
+    from fairsynth.pipeline import stage_generate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = stage_generate(_params(tmp_path, "local", "{window: 4}"), None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return summary, tmp_path / "local"
+
+
+def _assert_same_dataset(a, b):
+    fa, fb = pd.read_parquet(a / "manifest.parquet"), pd.read_parquet(b / "manifest.parquet")
+    assert list(fa.loc[fa["accepted"], "key"]) == list(fb.loc[fb["accepted"], "key"])
+    assert fa.equals(fb)
+    shards = sorted(p.name for p in a.glob("fairsynth-*.tar"))
+    assert shards == sorted(p.name for p in b.glob("fairsynth-*.tar"))
+    assert all((a / s).read_bytes() == (b / s).read_bytes() for s in shards)
+
+
+def _assert_quotas_exact(summary, out):
+    frame = pd.read_parquet(out / "manifest.parquet")
+    acc = frame[frame["accepted"]]
+    assert summary["complete"] and summary["accepted"] == summary["quotas"]
+    assert acc["key"].is_unique and frame["key"].is_unique
+    assert [int((acc["cell"] == c).sum()) for c in summary["cells"]] == summary["quotas"]
+
+
+@pytest.mark.slow
+def test_dask_workers_killed_mid_run_same_dataset(tmp_path, local_run):
+    """2 worker processes; one is SIGKILLed while it produces a batch: Dask runs that batch
+    again on a worker, the flow counts it once, and the dataset is byte-identical."""
+    from fairsynth.executors import DaskExecutor
+    from fairsynth.pipeline import stage_generate
+
+    params = _params(tmp_path, "dask", "{mode: dask, window: 4, n_workers: 2}")
+    executor = DaskExecutor(params)
+    killed = []
+
+    def kill_a_busy_worker(state):
+        if killed:
+            return
+        busy = {w: keys for w, keys in executor.client.processing().items() if keys}
+        if not busy:
+            return  # the whole window is done already: try after the next batch
+        pids = executor.client.run(os.getpid)
+        address = sorted(busy)[0]
+        os.kill(pids[address], signal.SIGKILL)
+        killed.append((address, busy[address]))
+
+    try:
+        summary = stage_generate(params, None, progress=False, on_batch=kill_a_busy_worker,
+                                 executor=executor)  # fmt: skip
+    finally:
+        executor.close()
+    assert killed, "no batch was in flight when the test tried to kill a worker"
+    _assert_quotas_exact(summary, tmp_path / "dask")
+    _assert_same_dataset(local_run[1], tmp_path / "dask")
+    assert summary["scale"]["mode"] == "dask" and len(summary["scale"]["workers"]) >= 2
+
+
+@pytest.mark.slow
+def test_prefect_dask_task_runner_same_dataset(tmp_path, local_run):
+    """The flow path: batches as Prefect tasks on a DaskTaskRunner with 2 local workers, one
+    of them SIGKILLed while it runs a batch task."""
+    from prefect import flow
+    from prefect.context import FlowRunContext
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks.pipeline import generate_on_workers
+    from tasks.scale import dask_task_runner
+
+    params = _params(tmp_path, "prefect", "{mode: dask, window: 4, n_workers: 2}")
+    killed = []
+
+    @flow(task_runner=dask_task_runner(params))
+    def generate_only():
+        client = FlowRunContext.get().task_runner.client
+        stop = threading.Event()
+
+        def kill_first_busy_worker():
+            while not stop.is_set() and not killed:
+                busy = sorted(w for w, keys in client.processing().items() if keys)
+                if busy:
+                    os.kill(client.run(os.getpid)[busy[0]], signal.SIGKILL)
+                    killed.append(busy[0])
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_first_busy_worker)
+        killer.start()
+        try:
+            return generate_on_workers(params, None, None)
+        finally:
+            stop.set()
+            killer.join()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = generate_only()
+    assert killed
+    _assert_quotas_exact(summary, tmp_path / "prefect")
+    _assert_same_dataset(local_run[1], tmp_path / "prefect")
