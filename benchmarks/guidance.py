@@ -8,6 +8,10 @@ the unguided samples are shared (they do not depend on the target). Reported per
 and soft to the target, confident fraction, a Fréchet distance on the verifier's penultimate
 features against fresh renders drawn from the target, and seconds per batch with the ratio to
 unguided. Batch-size invariance: distribution guidance at batch 16 and 128 on one scenario.
+
+Modes: ``none``, ``sample``, ``distribution`` (each batch toward the target: open loop) and
+``distribution-residual`` (each batch toward what the earlier batches lack by the ADP's own
+count: closed loop). ``--modes`` picks them (default: all four).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ SCENARIOS = {
     "hair uniform": (Target.uniform(SPACE, ["hair"]), 0.07),
     "skin x eyeglasses uniform": (Target.uniform(SPACE, ["skin", "eyeglasses"]), 0.08),
 }
+MODES = ("none", "sample", "distribution", "distribution-residual")
 DEFAULT_BIAS = {"skin": [0.8, 0.2], "eyeglasses": [0.85, 0.15], "hair": [0.6, 0.3, 0.1]}
 
 
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-step", type=float, default=None, help="default: the calibration's")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--no-invariance", action="store_true")
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
     ap.add_argument("--model", default=str(DDPM_DIR))
     ap.add_argument("--adp", default=str(ADP_DIR))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guidance.json"))
@@ -83,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def run(target: Target, mode: str, batch: int, st: float):
-        cfg = GuidanceConfig(mode=mode, loss=a.loss, strength=st, max_step=a.max_step)
+        residual = mode.endswith("-residual")
+        cfg = GuidanceConfig(mode=mode.removesuffix("-residual"), loss=a.loss, strength=st,
+                             max_step=a.max_step, residual=residual)  # fmt: skip
         images, secs = generate_batches(
             model,
             adp,
@@ -106,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         target, bar = SCENARIOS[name]
         reference = target_renders(target, a.n, seed=a.seed + 77)
         ref_feats = verifier.features(reference)
-        for mode in ("none", "sample", "distribution"):
+        for mode in ["none", *(m for m in a.modes if m != "none")]:
             if mode == "none":
                 images, sec = unguided, unguided_sec
             else:
                 images, sec = run(
-                    target, mode, a.batch_size, strength if mode == "distribution" else s_strength
+                    target, mode, a.batch_size, s_strength if mode == "sample" else strength
                 )
             r = judge(verifier, images, target, 0.9)
             rows.append({
@@ -124,16 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             })  # fmt: skip
             print(_fmt(rows[-1]), flush=True)
     invariance = []
-    if not a.no_invariance:
-        name = a.scenarios[0]
-        target = SCENARIOS[name][0]
-        base = next(r for r in rows if r["scenario"] == name and r["mode"] == "distribution")
+    name = a.scenarios[0]
+    target = SCENARIOS[name][0]
+    for mode in [m for m in a.modes if m.startswith("distribution") and not a.no_invariance]:
+        base = next(r for r in rows if r["scenario"] == name and r["mode"] == mode)
         for b in (16, 128):
-            images, _ = run(target, "distribution", b, strength)
+            images, _ = run(target, mode, b, strength)
             r = judge(verifier, images, target, 0.9)
-            invariance.append({"scenario": name, "batch_size": b, "fd_hard": r["fd_hard"],
+            invariance.append({"scenario": name, "mode": mode, "batch_size": b,
+                               "fd_hard": r["fd_hard"],
                                "delta_vs_64": r["fd_hard"] - base["fd_hard"]})  # fmt: skip
-            print(f"invariance {name}: batch {b} FD {r['fd_hard']:.4f} "
+            print(f"invariance {name} {mode}: batch {b} FD {r['fd_hard']:.4f} "
                   f"(batch {a.batch_size}: {base['fd_hard']:.4f})", flush=True)  # fmt: skip
     result = {
         "n": a.n, "steps": a.steps, "eta": a.eta, "max_step": a.max_step, "layer": adp.meta.get("layer"),
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fmt(r: dict) -> str:
-    return (f"{r['scenario']:<26} {r['mode']:<12} FD {r['fd_hard']:.3f} (soft {r['fd_soft']:.3f}) "
+    return (f"{r['scenario']:<26} {r['mode']:<21} FD {r['fd_hard']:.3f} (soft {r['fd_soft']:.3f}) "
             f"conf {r['confident_fraction']:.3f} frechet {r['frechet']:.2f} "
             f"{r['sec_per_batch']:.2f}s/batch x{r['time_ratio']:.2f}")  # fmt: skip
 
@@ -160,7 +169,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['mode']} | {r['fd_hard']:.3f} | {r['fd_soft']:.3f} | "
-            f"{'≤ ' + str(r['bar_fd']) if r['mode'] == 'distribution' else ''} | "
+            f"{'≤ ' + str(r['bar_fd']) if r['mode'].startswith('distribution') else ''} | "
             f"{r['confident_fraction']:.3f} | {r['frechet']:.2f} | {r['sec_per_batch']:.2f} | "
             f"{r['time_ratio']:.2f} |"
         )

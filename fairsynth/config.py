@@ -138,6 +138,47 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class DownstreamConfig:
+    """The fair-classifier experiment (``fairsynth.downstream``): a classifier of ``label``
+    trained on (a) the first ``reference_n`` reference samples, (b) those + the published
+    shards, (c) those + as many rejection-sampled unguided samples (same quotas); accuracy per
+    group of ``sensitive`` on a balanced test set, over ``seeds``."""
+
+    label: str = "eyeglasses"
+    sensitive: str = "skin"
+    reference_n: int = 2000
+    control_dir: str = "data/downstream/rejection"  # (c): generated once, kept by DVC
+    control_budget: int = 40  # most samples generated for (c), per sample wanted
+    out: str = "data/downstream"
+    test: str = "toyfaces"  # toyfaces (fresh renders) | labelled shards (feed sources)
+    test_per_cell: int = 250  # toyfaces test set: samples per (sensitive, label) cell
+    test_seed: int = 99
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    arch: str = "convnet"
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.002
+    num_workers: int = 0  # DataLoader workers of the feed
+
+    def check_attributes(self, names: tuple[str, ...], key: str = "downstream") -> None:
+        """Run-time check (a preset without this experiment need not name its attributes)."""
+        for role in ("label", "sensitive"):
+            value = getattr(self, role)
+            if value not in names:
+                raise ConfigError(f"{key}.{role}: {value!r} is not an attribute {list(names)}")
+
+    def validate(self, key: str) -> None:
+        _require(self.label != self.sensitive, f"{key}.sensitive", "must differ from the label")
+        _require(len(self.seeds) >= 1, f"{key}.seeds", "needs at least one seed")
+        _require(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
+        for name in ("reference_n", "control_budget", "test_per_cell", "epochs", "batch_size"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _require(self.lr > 0, f"{key}.lr", "must be > 0")
+        _require(self.num_workers >= 0, f"{key}.num_workers", "must be >= 0")
+        _require(self.arch in ("convnet", "resnet"), f"{key}.arch", "must be convnet or resnet")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     dir: str = "data/synthetic"
     shard_size: int = 256
@@ -247,6 +288,7 @@ class GuidanceParams:
     temperature: float = 1.0
     max_step: float = 0.5
     batch_size: int = 64
+    residual: bool = False  # without quotas (evaluate): guide each batch toward what is lacking
 
     def validate(self, key: str) -> None:
         from fairsynth.guidance import GuidanceConfig
@@ -273,6 +315,7 @@ class GuidanceParams:
             window=(float(self.window[0]), float(self.window[1])),
             temperature=float(self.temperature),
             max_step=float(self.max_step),
+            residual=self.residual,
         )
 
 
@@ -324,6 +367,7 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     seed: int = 0
 
     def attribute_space(self):

@@ -73,13 +73,16 @@ _LOCK = threading.Lock()
 
 def produce_on_worker(params: Params, spec: BatchSpec) -> BatchOutput:
     """The task a worker runs: its producer for these params is loaded on first use and kept
-    (one per worker process and run), then the spec is produced."""
+    (one per worker process: the latest run's), then the spec is produced."""
     key = fingerprint(dataclasses.asdict(params))
     with _LOCK:  # one load per process even with several threads per worker
         producer = _PRODUCERS.get(key)
         if producer is None:
             import torch
 
+            for stale in _PRODUCERS.values():  # a long-lived worker keeps the latest run only
+                stale.close()
+            _PRODUCERS.clear()
             torch.set_num_threads(params.scale.threads_per_worker)
             producer = build_producer(params, worker=_worker_name())
             _PRODUCERS[key] = producer

@@ -28,6 +28,9 @@ class GuidanceConfig:
     window: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule; 0 = first (noisiest) step
     temperature: float = 1.0
     max_step: float = 0.5  # cap on each sample's step, relative to the norm of its h (0: no cap)
+    # over several batches: guide each toward what the run still lacks by the ADP's count of
+    # the finished batches (closed loop), instead of toward the fixed target (open loop)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +75,7 @@ class Guidance:
         self.t: torch.Tensor | None = None
         self.active = False
         self.last_loss: float | None = None
+        self.last_probs: torch.Tensor | None = None  # ADP cell probabilities at the last edit
 
     def begin_step(self, timestep: int | torch.Tensor, index: int, total: int) -> None:
         lo, hi = self.config.window
@@ -122,6 +126,7 @@ class DistributionGuidance(Guidance):
 
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+        self.last_probs = probs.detach()
         return divergence(probs.mean(0), self.target.to(probs.device), self.config.loss)
 
 
@@ -137,6 +142,7 @@ class SampleGuidance(Guidance):
 
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+        self.last_probs = probs.detach()
         picked = probs.gather(1, self.cells.to(probs.device)[:, None]).squeeze(1)
         return -torch.log(picked.clamp_min(1e-12)).mean()
 

@@ -148,7 +148,7 @@ def generate_dataset(
             state = states[spec.job]
             state.next_batch = spec.batch
             res = judge_output(output, state, space, params.verify.confidence)
-            batch_rows, batch_samples = _batch_records(params, space, spec.job, res, output.spec)
+            batch_rows, batch_samples = _batch_records(params, space, spec.job, res)
             ledger.append(res.batch, batch_rows, batch_samples)
             rows.extend(batch_rows)
             crashes.extend(output.verifier_crashes)
@@ -229,13 +229,12 @@ def _check_replay(ledger: Ledger, spec: BatchSpec, done: LedgerBatch) -> None:
 
 
 def _batch_records(
-    params: Params, space: AttributeSpace, job: int, res: BatchResult, spec: BatchSpec
+    params: Params, space: AttributeSpace, job: int, res: BatchResult
 ) -> tuple[list[dict], list[dict]]:
     """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
     gen, config = params.generate, params.guidance
     ghash = guidance_hash(params)
     provenance = _provenance(params, job)
-    batch_rows, batch_samples = [], []
     batch_rows, batch_samples = [], []
     for i in range(len(res.images)):
         key = shards.sample_key(gen.dataset, res.batch, i)

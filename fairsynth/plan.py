@@ -49,3 +49,11 @@ def remaining_target(quotas: np.ndarray, accepted: np.ndarray) -> np.ndarray | N
     if rest.sum() == 0:
         return None
     return rest / rest.sum()
+
+
+def residual_target(target: np.ndarray, counts: np.ndarray, total: int) -> np.ndarray:
+    """What the next samples should follow so that ``total`` samples in all follow ``target``,
+    given the cell ``counts`` so far (the fixed target once nothing is lacking)."""
+    p = np.asarray(target, dtype=np.float64)
+    lack = np.maximum(p * total - np.asarray(counts, dtype=np.float64), 0.0)
+    return p if lack.sum() <= 0 else lack / lack.sum()

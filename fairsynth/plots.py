@@ -43,3 +43,39 @@ def distribution_bars(
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def group_accuracy_bars(report: dict, path: str | Path) -> Path:
+    """Accuracy per group (and the worst group) for each training dataset, with 95 % CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [*report["groups"], "worst group"]
+    settings = report["settings"]
+    k = len(settings)
+    x = np.arange(len(columns))
+    width = 0.8 / max(1, k)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    for j, (name, s) in enumerate(settings.items()):
+        stats = [s["by_group"][g] for g in report["groups"]] + [s["worst_group"]]
+        means = np.array([v["mean"] for v in stats])
+        err = np.array([[v["mean"] - (v["low"] if v["low"] is not None else v["mean"]),
+                         (v["high"] if v["high"] is not None else v["mean"]) - v["mean"]]
+                        for v in stats]).T  # fmt: skip
+        ax.bar(x + (j - (k - 1) / 2) * width, means, width, yerr=err, capsize=3, label=name)
+    low = min(v["mean"] for s in settings.values() for v in s["by_group"].values())
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_xticks(x, [f"{report['sensitive']}: {c}" if c != "worst group" else c for c in columns])
+    ax.set_ylabel(f"accuracy ({report['label']})")
+    ax.set_title(f"{report['label']} classifier per {report['sensitive']} group "
+                 f"({len(report['seeds'])} seeds, 95 % CI)")  # fmt: skip
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -47,35 +47,31 @@ def plan_window(
 ) -> list[BatchSpec]:
     """The next window's batches ([] when every quota is met or the budget is spent).
 
-    Jobs (prompts) are served in order of samples missing, largest first. A job gets about
-    ``overshoot`` x its missing samples, in as few full batches as that needs (never more than
-    the slots left, batches never below ``min_batch``): a window does not split a job's last
-    few samples into many small batches, whose batch-mean guidance would be coarse.
+    Jobs (prompts) are served in order of samples missing, largest first. Within a job the
+    window plans as the sequential loop would if every planned sample were accepted: full
+    batches while much is missing, then one of about ``overshoot`` x the rest (never below
+    ``min_batch``). So a window never plans much more than is missing; what rejections leave
+    open, the next window plans.
     """
     missing = [int(np.maximum(q - a, 0).sum()) for q, a in zip(quotas, accepted, strict=True)]
     order = sorted((k for k, m in enumerate(missing) if m > 0), key=lambda k: (-missing[k], k))
     specs: list[BatchSpec] = []
     planned = generated
     for job in order:
-        slots = size - len(specs)
-        if slots <= 0 or planned >= budget:
-            break
-        want = math.ceil(overshoot * missing[job])
-        n_batches = min(slots, max(1, math.ceil(want / batch_size)))
-        per_batch = int(min(batch_size, max(min_batch, math.ceil(want / n_batches))))
-        target = remaining_target(quotas[job], accepted[job])
-        for _ in range(n_batches):
-            if planned >= budget:
-                break
+        target = tuple(float(x) for x in remaining_target(quotas[job], accepted[job]))
+        rest = missing[job]
+        while rest > 0 and len(specs) < size and planned < budget:
+            n = int(min(batch_size, max(min_batch, math.ceil(overshoot * rest))))
             specs.append(
                 BatchSpec(
                     batch=first_batch + len(specs),
                     job=job,
-                    size=per_batch,
-                    target=tuple(float(x) for x in target),
+                    size=n,
+                    target=target,
                     seed=seed,
                     window=first_batch,
-                )
+                )  # fmt: skip
             )
-            planned += per_batch
+            planned += n
+            rest -= n
     return specs

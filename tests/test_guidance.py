@@ -185,3 +185,28 @@ def test_calibration_sweep_picks_a_strength(tiny_model):
     )
     assert [r["strength"] for r in result["rows"]] == [0.0, 1.0, 10.0]
     assert result["chosen"] in (1.0, 10.0)
+
+
+def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeypatch):
+    import fairsynth.evaluate as ev
+    from fairsynth.attributes import Target
+    from fairsynth.plan import residual_target
+
+    seen = []
+    real = ev._sample
+
+    def spy(model, adp, target, config, *args):
+        images, guidance = real(model, adp, target, config, *args)
+        seen.append((target.probs.copy(), guidance.last_probs.argmax(1).numpy()))
+        return images, guidance
+
+    monkeypatch.setattr(ev, "_sample", spy)
+    target = Target.from_marginals(SPACE, {"skin": [0.3, 0.7]})
+    config = GuidanceConfig(mode="distribution", strength=1.0, residual=True)
+    images, _ = ev.generate_batches(tiny_model, _adp(), target, config, 8, 0, 3, 2)
+    assert len(images) == 8 and [len(c) for _, c in seen] == [3, 3, 2]
+    assert np.allclose(seen[0][0], target.probs)
+    first = np.bincount(seen[0][1], minlength=2)
+    both = first + np.bincount(seen[1][1], minlength=2)
+    assert np.allclose(seen[1][0], residual_target(target.probs, first, 6))
+    assert np.allclose(seen[2][0], residual_target(target.probs, both, 8))

@@ -55,3 +55,13 @@ def test_last_batches_shrink_to_what_is_missing():
     assert next_batch_size(state, 64, min_batch=64) == 64  # fixed-size batches
     state.accepted[:] = [130, 0]  # over-full cells do not hide what others miss
     assert next_batch_size(state, 64) == 64
+
+
+def test_residual_target():
+    from fairsynth.plan import residual_target
+
+    assert np.allclose(residual_target([0.3, 0.7], [3, 0], 6), [0.0, 1.0])  # dark lacks
+    assert np.allclose(
+        residual_target([0.3, 0.7], [1, 3], 6), [0.3 * 6 - 1, 0.7 * 6 - 3] / np.float64(2.0)
+    )
+    assert np.allclose(residual_target([0.5, 0.5], [4, 4], 8), [0.5, 0.5])  # nothing lacking

@@ -36,6 +36,7 @@ def test_window_prefers_full_batches_and_respects_budget():
     specs = _plan([[256, 256]], [[0, 0]], size=8)
     assert [s.size for s in specs] == [64] * 8 and [s.batch for s in specs] == list(range(8))
     assert all(s.window == 0 and s.target == (0.5, 0.5) for s in specs)
+    assert [s.size for s in _plan([[128, 128]], [[0, 0]], size=8)] == [64] * 4  # not 1.5x
     tail = _plan([[256, 256]], [[256, 250]], size=8)  # 6 missing: one batch of 9, not 8 of 8
     assert [s.size for s in tail] == [9] and tail[0].target == (0.0, 1.0)
     assert len(_plan([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)) == 2
@@ -45,7 +46,8 @@ def test_window_prefers_full_batches_and_respects_budget():
 
 def test_window_serves_the_jobs_missing_most_first():
     specs = _plan([[10, 10], [100, 100], [0, 0]], [[0, 0], [0, 0], [0, 0]], size=6)
-    assert [s.job for s in specs] == [1, 1, 1, 1, 1, 0]  # 300 wanted: 5 full batches, then job 0
+    assert [s.job for s in specs] == [1, 1, 1, 1, 0]  # job 1 (200 missing) first, then job 0
+    assert [s.size for s in specs] == [64, 64, 64, 12, 30]  # ~what is missing, 1.5x the rest
 
 
 def test_scale_params_are_validated():

@@ -1,0 +1,76 @@
+"""The downstream flow: train the label classifier on reference / + fairsynth / + rejection
+samples over several seeds and report per-group accuracy (Fairlearn MetricFrame).
+
+python -m flows.downstream [params.yaml]
+
+Runs after the balance flow (it reads the published shards). The same library functions as
+the DVC stage ``downstream`` (``fairsynth.downstream``), as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from fairsynth.config import Params, load_params
+from fairsynth.downstream import (
+    SETTINGS,
+    build_control,
+    format_report,
+    run_one,
+    test_set,
+    write_report,
+)
+
+
+@task(name="rejection-control", retries=1, retry_delay_seconds=5)
+def control_task(params: Params) -> str:
+    return str(build_control(params))
+
+
+@task(name="train-evaluate", cache_policy=NO_CACHE)  # inputs include the test tensors
+def train_evaluate_task(params: Params, setting: str, seed: int, control: str, test) -> dict:
+    from pathlib import Path
+
+    return run_one(params, setting, seed, Path(control), test)
+
+
+@task(name="downstream-report", cache_policy=NO_CACHE)
+def report_task(params: Params, runs: list[dict], seconds: float) -> dict:
+    report = write_report(params, runs, seconds)
+    create_markdown_artifact(
+        key="downstream-fairness",
+        markdown="**Downstream fairness** (per-group accuracy, 95 % CI over seeds)\n\n```\n"
+        f"{format_report(report)}\n```\n\nPlot: `{params.downstream.out}/group_accuracy.png`\n",
+    )
+    return report
+
+
+@flow(name="downstream")
+def downstream(params_file: str = "params.yaml") -> dict:
+    params = load_params(params_file)  # validated before any work starts
+    params.downstream.check_attributes(params.attribute_space().names)
+    t0 = time.time()
+    control = control_task(params)
+    test = test_set(params)
+    runs = [
+        train_evaluate_task(params, setting, seed, control, test)
+        for setting in SETTINGS
+        for seed in params.downstream.seeds
+    ]
+    return report_task(params, runs, time.time() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="fairsynth downstream flow")
+    ap.add_argument("params", nargs="?", default="params.yaml")
+    report = downstream(ap.parse_args(argv).params)
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    main()

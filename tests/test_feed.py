@@ -1,0 +1,209 @@
+"""The training-data feed: round trip against plain webdataset, mixing with the reference,
+multi-worker loading, epochs, DVC URLs, and only accepted samples."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import webdataset as wds
+
+from fairsynth import tario
+from fairsynth.feed import Feed, expand_sources, make_loader
+from fairsynth.pipeline import stage_generate, stage_reference
+from tests.test_pipeline import _setup
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A tiny published run (toy verifier on a random tiny model) and a tiny reference."""
+    tmp = tmp_path_factory.mktemp("feed")
+    torch.manual_seed(0)
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from fairsynth.adp import ADP, TrainedADP
+    from fairsynth.attributes import AttributeSpace
+    from fairsynth.diffusion_model import DiffusionModel
+    from fairsynth.toyfaces.render import ATTRIBUTES
+
+    unet = UNet2DModel(
+        sample_size=16, in_channels=12, out_channels=12, block_out_channels=(8, 16),
+        layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8,
+    ).eval()  # fmt: skip
+    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=True)
+    DiffusionModel(unet, dict(sched.config), pixel_unshuffle=2).save(tmp / "model")
+    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp / "adp")
+    params = _setup(tmp, None, gen="{mode: standalone, n: 6, budget: 30, seed: 3, min_batch: 2}")
+    stage_reference(params)
+    stage_generate(params, None, progress=False)
+    return params, tmp
+
+
+def _keys(ds):
+    return [s["__key__"] for s in ds]
+
+
+def test_feed_round_trips_with_plain_webdataset(published):
+    params, tmp = published
+    out = tmp / "out"
+    plain = wds.WebDataset(
+        sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False, empty_check=False
+    )
+    expected = {s["__key__"]: json.loads(s["json"]) for s in plain}
+    feed = Feed(out, shuffle=0)
+    seen = list(feed)
+    assert [s["__key__"] for s in seen] == list(expected)  # same samples, same order
+    frame = pd.read_parquet(out / "manifest.parquet")
+    assert set(expected) == set(frame.loc[frame["accepted"], "key"])  # only accepted ones
+    classes = {"light": 0, "dark": 1}
+    for s in seen:
+        assert s["labels"]["skin"].item() == classes[expected[s["__key__"]]["skin"]]
+        assert s["labels"]["hair"].item() == -1  # not a guided attribute: not labelled
+        assert s["synthetic"].item() is True
+        assert s["image"].shape == (3, 32, 32) and 0.0 <= s["image"].min() <= s["image"].max() <= 1
+    # brace notation names the same shards as the folder
+    shards = sorted(p.name for p in out.glob("*.tar"))
+    brace = str(out / f"fairsynth-{{000000..{len(shards) - 1:06d}}}.tar")
+    assert expand_sources(brace) == expand_sources(out)
+
+
+def test_feed_mixes_reference_subset_and_flags_synthetic(published):
+    params, tmp = published
+    labels = pd.read_parquet(tmp / "ref" / "labels.parquet")
+    subset = set(labels["key"][:25])
+    feed = Feed(tmp / "out", reference=tmp / "ref", reference_keys=subset, shuffle=50, seed=1)
+    seen = list(feed)
+    ref = [s for s in seen if not s["synthetic"]]
+    assert {s["__key__"] for s in ref} == subset
+    by_key = labels.set_index("key")
+    hair = {"black": 0, "brown": 1, "blond": 2}
+    assert all(s["labels"]["hair"].item() == hair[by_key.loc[s["__key__"], "hair"]] for s in ref)
+    n_synth = len(list(Feed(tmp / "out", shuffle=0)))
+    assert len(seen) == 25 + n_synth
+
+
+def test_loader_workers_and_epochs(published):
+    params, tmp = published
+    feed = Feed(tmp / "out", reference=tmp / "ref", shuffle=100, seed=3)
+    everything = sorted(s["__key__"] for s in Feed(tmp / "out", reference=tmp / "ref", shuffle=0))
+    orders = []
+    for epoch in range(2):
+        feed.set_epoch(epoch)
+        keys = [k for b in make_loader(feed, batch_size=8, num_workers=2) for k in b["__key__"]]
+        assert sorted(keys) == everything  # each sample once per epoch across 2 workers
+        orders.append(keys)
+    assert orders[0] != orders[1]  # a new order each epoch
+    feed.set_epoch(1)
+    again = [k for b in make_loader(feed, batch_size=8, num_workers=2) for k in b["__key__"]]
+    assert again == orders[1]  # ... reproducible for the same seed and epoch
+    batch = next(iter(make_loader(feed, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["synthetic"].dtype == torch.bool
+
+
+def test_rejected_samples_are_not_fed(tmp_path):
+    img = np.zeros((32, 32, 3), np.uint8)
+    tario.write_shard(
+        tmp_path / "mixed-000000.tar",
+        [
+            {"__key__": "a", "png": img, "json": {"skin": "dark", "accepted": True}},
+            {"__key__": "b", "png": img, "json": {"skin": "light", "accepted": False}},
+            {"__key__": "c", "png": img, "json": {"skin": "light"}},
+        ],
+    )
+    assert [s["__key__"] for s in Feed(tmp_path, shuffle=0)] == ["a", "c"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .tar shards"):
+        Feed(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_feed_reads_dvc_tracked_shards_from_the_cache(published, tmp_path):
+    """``dvc://`` URLs: shards tracked by DVC, read through DVCFileSystem even when the
+    workspace copy is gone (as after a fresh clone with only the cache or a remote)."""
+    _, tmp = published
+    repo = tmp_path / "repo"
+    shutil.copytree(
+        tmp / "out", repo / "shards", ignore=shutil.ignore_patterns("*.parquet", "plots")
+    )
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "add", "-q", "shards"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env)
+    local = sorted(p.name for p in (repo / "shards").glob("*.tar"))
+    expected = _keys(Feed(repo / "shards", shuffle=0))
+    shutil.rmtree(repo / "shards")
+    urls = [f"dvc://shards/{name}?repo={repo}" for name in local]
+    assert _keys(Feed(urls, shuffle=0)) == expected
+
+
+def test_group_metrics_are_fairlearns_per_group_accuracy():
+    from fairsynth.downstream import group_metrics, summarize
+
+    y_true = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    y_pred = np.array([0, 1, 0, 0, 1, 1, 1, 1])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    m = group_metrics(y_true, y_pred, groups, ["light", "dark"])
+    assert m["by_group"] == {"light": 0.75, "dark": 0.75} and m["gap"] == 0.0
+    m = group_metrics(y_true, np.where(groups == 1, 1 - y_true, y_true), groups, ["light", "dark"])
+    assert m["by_group"] == {"light": 1.0, "dark": 0.0}
+    assert m["worst_group"] == 0.0 and m["gap"] == 1.0 and m["accuracy"] == 0.5
+    runs = [
+        {"setting": s, "seed": k, "accuracy": a, "worst_group": a, "gap": 0.1,
+         "by_group": {"light": a, "dark": a}}
+        for s, base in (("reference", 0.5), ("reference+fairsynth", 0.7)) for k, a in
+        enumerate([base, base + 0.1, base + 0.2])
+    ]  # fmt: skip
+    effect = summarize(runs, ["light", "dark"])["effects"]["fairsynth_vs_reference"]
+    assert effect["worst_group"]["mean"] == pytest.approx(0.2)  # paired per seed: no spread
+    assert effect["worst_group"]["low"] == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_downstream_stage_tiny(published, tmp_path):
+    import dataclasses
+
+    from fairsynth.downstream import SETTINGS, stage_downstream
+
+    params, tmp = published
+    d = dataclasses.replace(
+        params.downstream, label="skin", sensitive="eyeglasses", reference_n=25,
+        control_dir=str(tmp_path / "rejection"), control_budget=4, out=str(tmp_path / "down"),
+        test_per_cell=6, seeds=[0, 1], epochs=1, batch_size=16,
+    )  # fmt: skip
+    report = stage_downstream(dataclasses.replace(params, downstream=d), progress=False)
+    assert list(report["settings"]) == list(SETTINGS)
+    assert set(report["effects"]) == {
+        "fairsynth_vs_reference", "rejection_vs_reference", "fairsynth_vs_rejection"
+    }  # fmt: skip
+    runs = pd.read_csv(tmp_path / "down" / "runs.csv")
+    assert len(runs) == 6 and set(runs["seed"]) == {0, 1}
+    control = json.loads((tmp_path / "rejection" / "index.json").read_text())
+    assert control["quotas"] == json.loads((tmp / "out" / "index.json").read_text())["quotas"]
+    frame = pd.read_parquet(tmp_path / "rejection" / "manifest.parquet")
+    assert set(frame["guidance_mode"]) == {"none"}
+    assert (tmp_path / "down" / "group_accuracy.png").is_file()
+    assert json.loads((tmp_path / "down" / "metrics.json").read_text())["seeds"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_downstream_flow_tiny(published, tmp_path):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.downstream import downstream
+
+    params, tmp = published
+    text = (tmp / "params.yaml").read_text() + (
+        "downstream: {label: skin, sensitive: eyeglasses, reference_n: 20, control_budget: 4, "
+        f"control_dir: {tmp_path / 'rejection'}, out: {tmp_path / 'down'}, test_per_cell: 4, "
+        "seeds: [0, 1, 2], epochs: 1, batch_size: 16}\n"
+    )
+    (tmp_path / "params.yaml").write_text(text)
+    with prefect_test_harness(server_startup_timeout=120):
+        report = downstream(str(tmp_path / "params.yaml"))
+    assert report["seeds"] == [0, 1, 2] and len(report["settings"]) == 3
+    assert (tmp_path / "down" / "metrics.json").is_file()
