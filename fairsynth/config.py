@@ -155,7 +155,7 @@ class DownstreamConfig:
     test_seed: int = 99
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     arch: str = "convnet"
-    epochs: int = 8
+    steps: int = 300  # gradient steps, the same for every dataset (epochs as many as needed)
     batch_size: int = 64
     lr: float = 0.002
     num_workers: int = 0  # DataLoader workers of the feed
@@ -171,7 +171,7 @@ class DownstreamConfig:
         _require(self.label != self.sensitive, f"{key}.sensitive", "must differ from the label")
         _require(len(self.seeds) >= 1, f"{key}.seeds", "needs at least one seed")
         _require(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
-        for name in ("reference_n", "control_budget", "test_per_cell", "epochs", "batch_size"):
+        for name in ("reference_n", "control_budget", "test_per_cell", "steps", "batch_size"):
             _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
         _require(self.lr > 0, f"{key}.lr", "must be > 0")
         _require(self.num_workers >= 0, f"{key}.num_workers", "must be >= 0")

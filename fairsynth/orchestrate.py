@@ -167,6 +167,7 @@ def generate_dataset(
     crashes = sorted(set(crashes) | set(getattr(executor, "crashes", [])))
 
     summary = _publish(params, out, ledger, rows, states, jobs, space)
+    summary["fingerprint"] = fingerprint(fp)  # what decided the samples (see the ledger)
     summary["resumed_at_batch"] = resumed
     summary["verifier_crashes"] = crashes
     summary["scale"] = {
@@ -178,6 +179,12 @@ def generate_dataset(
     shards.write_json(out / "index.json", summary)  # written last: the run is complete
     ledger.remove()
     return summary
+
+
+def expected_fingerprint(params: Params, audit_report: dict | None = None) -> str:
+    """The fingerprint a complete run of these params records in its ``index.json``."""
+    quotas = np.stack([q for _, _, q in plan_jobs(params, audit_report)])
+    return fingerprint(generation_fingerprint(params, quotas))
 
 
 def _plan(params: Params, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:

@@ -173,7 +173,7 @@ def test_downstream_stage_tiny(published, tmp_path):
     d = dataclasses.replace(
         params.downstream, label="skin", sensitive="eyeglasses", reference_n=25,
         control_dir=str(tmp_path / "rejection"), control_budget=4, out=str(tmp_path / "down"),
-        test_per_cell=6, seeds=[0, 1], epochs=1, batch_size=16,
+        test_per_cell=6, seeds=[0, 1], steps=3, batch_size=16,
     )  # fmt: skip
     report = stage_downstream(dataclasses.replace(params, downstream=d), progress=False)
     assert list(report["settings"]) == list(SETTINGS)
@@ -200,7 +200,7 @@ def test_downstream_flow_tiny(published, tmp_path):
     text = (tmp / "params.yaml").read_text() + (
         "downstream: {label: skin, sensitive: eyeglasses, reference_n: 20, control_budget: 4, "
         f"control_dir: {tmp_path / 'rejection'}, out: {tmp_path / 'down'}, test_per_cell: 4, "
-        "seeds: [0, 1, 2], epochs: 1, batch_size: 16}\n"
+        "seeds: [0, 1, 2], steps: 3, batch_size: 16}\n"
     )
     (tmp_path / "params.yaml").write_text(text)
     with prefect_test_harness(server_startup_timeout=120):

@@ -184,3 +184,20 @@ def test_prefect_dask_task_runner_same_dataset(tmp_path, local_run):
     assert killed
     _assert_quotas_exact(summary, tmp_path / "prefect")
     _assert_same_dataset(local_run[1], tmp_path / "prefect")
+
+
+def test_balance_flow_runs_on_a_dask_task_runner_when_scale_says_so(tmp_path, tiny_world):
+    from prefect_dask import DaskTaskRunner
+
+    from flows.balance import balance, balance_for
+
+    dask_params = _params(tmp_path, "d", "{mode: dask, n_workers: 3, resources: {GPU: 1}}")
+    (tmp_path / "local.yaml").write_text((tmp_path / "d.yaml").read_text().replace(
+        "scale: {mode: dask, n_workers: 3, resources: {GPU: 1}}", "scale: {mode: local}"
+    ))  # fmt: skip
+    assert balance_for(str(tmp_path / "local.yaml")) is balance
+    runner = balance_for(str(tmp_path / "d.yaml")).task_runner
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_kwargs["n_workers"] == 3
+    assert runner.cluster_kwargs["resources"] == {"GPU": 1}
+    assert dask_params.scale.batch_resources() == {"GPU": 1}
