@@ -43,6 +43,8 @@ def test_dvc_repro_twice_second_is_noop(tmp_path, tiny_model):
     params["verify"]["confidence"] = 0.0
     params["generate"].update(n=6, budget=12)
     params["audit_model"].update(n=4, steps=2, batch_size=4)
+    params["downstream"].update(reference_n=20, control_budget=2, test_per_cell=4, seeds=[0, 1],
+                                steps=2, batch_size=8)  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     torch.manual_seed(0)
     _run(["git", "init", "-q"], repo)
@@ -51,6 +53,7 @@ def test_dvc_repro_twice_second_is_noop(tmp_path, tiny_model):
     assert "Running stage 'generate'" in first
     assert (repo / "data" / "report" / "metrics.json").is_file()
     assert list((repo / "data" / "shards").glob("toyfaces-*.tar"))
+    assert (repo / "data" / "downstream" / "metrics.json").is_file()
     second = _run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second
     assert "didn't change" in second or "is cached" in second or "up to date" in second.lower()
