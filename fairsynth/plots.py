@@ -67,13 +67,14 @@ def group_accuracy_bars(report: dict, path: str | Path) -> Path:
                          (v["high"] if v["high"] is not None else v["mean"]) - v["mean"]]
                         for v in stats]).T  # fmt: skip
         ax.bar(x + (j - (k - 1) / 2) * width, means, width, yerr=err, capsize=3, label=name)
-    low = min(v["mean"] for s in settings.values() for v in s["by_group"].values())
-    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    lows = [v["low"] if v["low"] is not None else v["mean"]
+            for s in settings.values() for v in (*s["by_group"].values(), s["worst_group"])]  # fmt: skip
+    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.02)
     ax.set_xticks(x, [f"{report['sensitive']}: {c}" if c != "worst group" else c for c in columns])
     ax.set_ylabel(f"accuracy ({report['label']})")
     ax.set_title(f"{report['label']} classifier per {report['sensitive']} group "
                  f"({len(report['seeds'])} seeds, 95 % CI)")  # fmt: skip
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
