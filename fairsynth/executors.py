@@ -13,7 +13,6 @@ with the same ``produce_on_worker``; ``dvc repro`` uses ``DaskExecutor`` (dask.d
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Protocol
@@ -58,10 +57,6 @@ class LocalExecutor:
     def map(self, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
         for spec in specs:
             yield self.producer.produce(spec)
-
-    @property
-    def crashes(self) -> list[str]:
-        return list(getattr(self.producer.verifier, "crashes", []))
 
     def close(self) -> None:
         self.producer.close()
@@ -139,10 +134,6 @@ class DaskExecutor:
             for future in futures:
                 future.release()
 
-    @property
-    def crashes(self) -> list[str]:
-        return []  # reported per batch (BatchOutput.verifier_crashes)
-
     def close(self) -> None:
         if self._own_client:
             self.client.close()
@@ -168,14 +159,6 @@ def make_executor(params: Params, producer: BatchProducer | None = None) -> Exec
     if params.scale.mode == "dask":
         return DaskExecutor(params)
     return LocalExecutor(producer or build_producer(params))
-
-
-def describe(params: Params) -> str:
-    s = params.scale
-    if s.mode == "local":
-        return "local"
-    where = s.address or f"local cluster {s.n_workers}x{s.threads_per_worker}"
-    return json.dumps({"dask": where, "window": s.window})
 
 
 def ordered(outputs: Iterable[BatchOutput], specs: list[BatchSpec]) -> Iterator[BatchOutput]:

@@ -11,7 +11,6 @@ batch can be regenerated alone, anywhere.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from fairsynth.attributes import AttributeSpace, Target
 from fairsynth.evaluate import sample_batch
 from fairsynth.guidance import GuidanceConfig
 from fairsynth.verify import Verdict, Verifier
-from fairsynth.windows import BatchSpec
+from fairsynth.windows import BatchSpec, tail_batch_size
 
 ACCEPTED = "accepted"
 LOW_CONFIDENCE = "low_confidence"
@@ -105,10 +104,9 @@ def judge_batch(
 def next_batch_size(
     state: GenerationState, batch_size: int, min_batch: int = 8, overshoot: float = 1.5
 ) -> int:
-    """Full batches while much is missing; near the end about ``overshoot`` x what is missing
-    (never below ``min_batch``), so the last few samples do not cost a whole batch each."""
+    """The sequential loop's next batch size (``windows.tail_batch_size`` of what is missing)."""
     missing = int(np.maximum(state.quotas - state.accepted, 0).sum())
-    return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
+    return tail_batch_size(missing, batch_size, min_batch, overshoot)
 
 
 @dataclass

@@ -134,8 +134,9 @@ def generate_dataset(
         bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in states)))
         if resumed:
             bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
-    crashes = list(getattr(executor, "crashes", []))
+    crashes: list[str] = []  # verifier crashes, as each batch reports them
     workers: set[str] = set()
+    ghash = guidance_hash(params)
     next_batch = resumed
     while not all(s.done for s in states):
         specs = pending or _plan(params, states, next_batch)
@@ -148,7 +149,7 @@ def generate_dataset(
             state = states[spec.job]
             state.next_batch = spec.batch
             res = judge_output(output, state, space, params.verify.confidence)
-            batch_rows, batch_samples = _batch_records(params, space, spec.job, res)
+            batch_rows, batch_samples = _batch_records(params, space, spec.job, res, ghash)
             ledger.append(res.batch, batch_rows, batch_samples)
             rows.extend(batch_rows)
             crashes.extend(output.verifier_crashes)
@@ -164,7 +165,6 @@ def generate_dataset(
                 break
     if bar is not None:
         bar.close()
-    crashes = sorted(set(crashes) | set(getattr(executor, "crashes", [])))
 
     summary = _publish(params, out, ledger, rows, states, jobs, space)
     summary["fingerprint"] = fingerprint(fp)  # what decided the samples (see the ledger)
@@ -236,11 +236,10 @@ def _check_replay(ledger: Ledger, spec: BatchSpec, done: LedgerBatch) -> None:
 
 
 def _batch_records(
-    params: Params, space: AttributeSpace, job: int, res: BatchResult
+    params: Params, space: AttributeSpace, job: int, res: BatchResult, ghash: str
 ) -> tuple[list[dict], list[dict]]:
     """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
     gen, config = params.generate, params.guidance
-    ghash = guidance_hash(params)
     provenance = _provenance(params, job)
     batch_rows, batch_samples = [], []
     for i in range(len(res.images)):

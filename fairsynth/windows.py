@@ -32,6 +32,12 @@ class BatchSpec:
     window: int  # the first batch of the window this batch belongs to
 
 
+def tail_batch_size(missing: int, batch_size: int, min_batch: int, overshoot: float = 1.5) -> int:
+    """A full batch while much is missing; near the end about ``overshoot`` x what is missing
+    (never below ``min_batch``), so the last few samples do not cost a whole batch each."""
+    return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
+
+
 def plan_window(
     quotas: list[np.ndarray],
     accepted: list[np.ndarray],
@@ -61,7 +67,7 @@ def plan_window(
         target = tuple(float(x) for x in remaining_target(quotas[job], accepted[job]))
         rest = missing[job]
         while rest > 0 and len(specs) < size and planned < budget:
-            n = int(min(batch_size, max(min_batch, math.ceil(overshoot * rest))))
+            n = tail_batch_size(rest, batch_size, min_batch, overshoot)
             specs.append(
                 BatchSpec(
                     batch=first_batch + len(specs),

@@ -53,7 +53,5 @@ class PrefectDaskExecutor:
             for future in futures:
                 future.wrapped_future.cancel()  # the rest of a window not needed (done ones: no-op)
 
-    crashes: list[str] = []
-
     def close(self) -> None:
         pass  # the flow's task runner owns the cluster
