@@ -15,27 +15,27 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-# torch: the CPU wheel (torch==2.13.0) where there is no CUDA; never a loose `torch` there,
-# which would pull a multi-GB CUDA build.
+# torch is pinned (torch==2.13.0) and installed first, from TORCH_INDEX_URL when it is set:
+#   make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu     # CPU-only build
+#   make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128   # a CUDA build
+# Without it pip takes its default (on PyPI a multi-GB CUDA build on Linux; a CPU wheel where
+# the machine's index or wheel cache provides one).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "CUDA found: installing torch 2.13.0 with CUDA"; \
-		$(BIN)/python -m pip install -q torch==2.13.0; \
-	else \
-		echo "no CUDA: installing the CPU build torch==2.13.0"; \
-		$(BIN)/python -m pip install -q torch==2.13.0; \
-	fi
+	$(BIN)/python -m pip install -q '$(TORCH_SPEC)' $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 # The main job on the embedded default, the whole pipeline with `dvc repro` (DVC skips what is
 # up to date): render the biased reference, audit the toy DDPM's bias, train the ADP, generate
 # a balanced dataset with quota-driven distribution guidance, verify, publish, report.
+# Both reports' stages are named: `audit_model` is not upstream of `report`.
 demo: $(STAMP)
-	dvc repro report
+	dvc repro report audit_model
 	fairsynth toyfaces show-audit data/audit_model/model_audit.json
 	python -m fairsynth.pipeline show
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +86,9 @@ class ADP(nn.Module):
         return {k: head(x) for k, head in self.heads.items()}
 
 
+ADP_FILES = ("adp.json", "adp.safetensors")
+
+
 @dataclass
 class TrainedADP:
     """An ADP with its attribute space and provenance (what the pipeline loads)."""
@@ -120,7 +122,7 @@ class TrainedADP:
     @classmethod
     def load(cls, path: str | Path) -> TrainedADP:
         path = Path(path)
-        for f in ("adp.json", "adp.safetensors"):
+        for f in ADP_FILES:
             if not (path / f).is_file():
                 raise FileNotFoundError(f"ADP folder {path} is missing {f}")
         config = json.loads((path / "adp.json").read_text())
@@ -253,7 +255,6 @@ def train_adp(
         return loss, logits
 
     best, best_state, bad, history = float("inf"), None, 0, []
-    t0 = time.time()
     epoch_iter = range(epochs)
     if progress:
         from tqdm import tqdm
@@ -295,7 +296,6 @@ def train_adp(
         "lr": lr,
         "dropout": dropout,
         "weight_decay": weight_decay,
-        "seconds": round(time.time() - t0, 1),
         "heldout_accuracy_by_band": accuracy,
         "label_fractions": {
             k: np.bincount(v.numpy(), minlength=len(space.classes(k))).tolist()

@@ -28,7 +28,7 @@ def _cmd_build_reference(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit_model(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces.audit_model import audit_model, format_report
+    from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
 
     report = audit_model(
         n=a.n,
@@ -43,8 +43,7 @@ def _cmd_audit_model(a: argparse.Namespace) -> int:
         eta=a.eta,
     )
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=2) + "\n")
+        save_report(report, a.out)
     print(json.dumps(report, indent=2) if a.json else format_report(report))
     return 0
 

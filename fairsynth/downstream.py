@@ -33,6 +33,7 @@ from fairsynth import shards
 from fairsynth.config import ConfigError, Params, load_params
 from fairsynth.feed import Feed, make_loader
 from fairsynth.orchestrate import expected_fingerprint
+from fairsynth.runlog import write_run_record
 
 SETTINGS = ("reference", "reference+fairsynth", "reference+rejection")
 EFFECTS = {
@@ -263,10 +264,10 @@ def write_report(params: Params, runs: list[dict], seconds: float) -> dict:
         "test": d.test,
         "seeds": list(d.seeds),
         **summarize(runs, groups),
-        "seconds": round(seconds, 1),
     }
     out = Path(d.out)
     shards.write_json(out / "metrics.json", report)
+    write_run_record(out, {"seconds": round(seconds, 1)})  # not in metrics.json: byte-stable
     pd.DataFrame(runs).assign(by_group=lambda f: f["by_group"].map(json.dumps)).to_csv(
         out / "runs.csv", index=False
     )

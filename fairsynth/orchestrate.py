@@ -25,6 +25,7 @@ from fairsynth import shards, tario
 from fairsynth.attributes import AttributeSpace
 from fairsynth.config import Params
 from fairsynth.executors import Executor, ordered
+from fairsynth.filehash import files_signature, local_model_path
 from fairsynth.generate import (
     ACCEPTED,
     BatchResult,
@@ -35,6 +36,7 @@ from fairsynth.generate import (
 from fairsynth.grid import save_grid
 from fairsynth.ledger import Ledger, LedgerBatch, fingerprint, ledger_dir
 from fairsynth.plan import plan_augment, plan_standalone
+from fairsynth.runlog import split_run_facts, write_run_record
 from fairsynth.toyfaces import resolve
 from fairsynth.windows import BatchSpec, plan_window
 
@@ -73,12 +75,12 @@ def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
         "target": target.probs.round(9).tolist(),
         "cells": target.space.cell_names(),
         "guidance": guidance_hash(params),
-        "model_files": _files_signature(resolve("model", params.model.path)),
-        "adp_files": _files_signature(resolve("adp", params.adp.path))
+        "model_files": files_signature(local_model_path(resolve("model", params.model.path))),
+        "adp_files": files_signature(resolve("adp", params.adp.path))
         if params.guidance.mode != "none"
         else None,
         "verify": dataclasses.asdict(params.verify),
-        "verifier_files": _files_signature(resolve("verifier", params.verify.verifier))
+        "verifier_files": files_signature(resolve("verifier", params.verify.verifier))
         if params.verify.verifier != "deepface"
         else None,
         "seed": params.generate.seed,
@@ -86,14 +88,6 @@ def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
         "min_batch": params.generate.min_batch,
         "window": params.scale.window,  # not the engine or the worker count: they change nothing
     }
-
-
-def _files_signature(path: str | Path) -> list | str:
-    p = Path(path)
-    if not p.exists():
-        return str(path)  # a hub id: its name is all we know
-    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
-    return [[str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size] for f in files]
 
 
 def plan_jobs(params: Params, audit_report: dict | None) -> list[tuple]:
@@ -176,7 +170,9 @@ def generate_dataset(
         "workers": sorted(workers),
     }
     summary["wall_seconds"] = round(time.time() - t_start, 2)
-    shards.write_json(out / "index.json", summary)  # written last: the run is complete
+    index, facts = split_run_facts(summary, extra=("scale",))  # workers vary, data does not
+    write_run_record(out, facts)  # timings and resume point: beside the output, not in it
+    shards.write_json(out / "index.json", index)  # written last: the run is complete
     ledger.remove()
     return summary
 

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from fairsynth.reference import (
     read_shards,
     verifier_confusion,
 )
+from fairsynth.runlog import read_run_record, write_run_record
 from fairsynth.toyfaces.dataset import build_reference
 from fairsynth.verify import load_one, load_verifier
 from fairsynth.weights import require_weights
@@ -113,7 +115,9 @@ def audit_verifiers(params: Params, data: ReferenceData) -> dict:
 def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False) -> str:
     from fairsynth.train_adp import train_adp_from_params
 
+    t0 = time.time()
     train_adp_from_params(params, out, progress=progress)
+    write_run_record(out, {"seconds": round(time.time() - t0, 1)})
     return str(out)
 
 
@@ -183,7 +187,6 @@ def stage_report(
         "rejections": {
             k: int(v) for k, v in frame.loc[~frame["accepted"], "reason"].value_counts().items()
         },
-        "wall_seconds": index["wall_seconds"],
         "verifier_disagreement_rate": float((~frame["verifiers_agree"].astype(bool)).mean())
         if "verifiers_agree" in frame and len(frame)
         else None,
@@ -191,6 +194,10 @@ def stage_report(
         "guidance_mode": params.guidance.mode,
     }
     shards.write_json(report_dir / "metrics.json", metrics)
+    run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
+    write_run_record(
+        report_dir, {k: run[k] for k in ("wall_seconds", "generation_seconds") if k in run}
+    )
     series = {"target": target.probs.tolist(), "after": after.tolist()}
     if audit_report:
         series = {"reference (before)": before.tolist(), **series}

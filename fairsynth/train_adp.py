@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from fairsynth.adp import TrainedADP, Trajectories, record_trajectories, train_adp
 from fairsynth.backends import bind_prompt, load_model
 from fairsynth.config import Params, PromptConfig
+from fairsynth.filehash import code_signature, files_signature, local_model_path
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.verify import ClassifierVerifier
@@ -115,6 +117,34 @@ def train_adp_from_params(
         trained.meta["recommended"] = recommended
     trained.save(out)
     return trained
+
+
+def adp_fingerprint(params: Params) -> dict:
+    """Everything the trained ADP depends on, files by content: the base model and the
+    pseudo-labeller, the ``adp`` section, the attributes, how trajectories are recorded (layer,
+    steps, eta, batch size, prompts and CFG scale) and the library code. Not the target, the
+    quotas or the output settings: the same ADP serves any of them."""
+    m = params.model
+    prompts = [[p.prompt, p.negative_prompt] for p in training_prompts(params)]
+    labeller = params.adp.pseudo_labeller
+    return {
+        "model_files": files_signature(local_model_path(resolve("model", m.path))),
+        "pseudo_labeller_files": files_signature(resolve("pseudo_labeller", labeller))
+        if labeller != "deepface"
+        else "deepface",
+        "adp": {k: v for k, v in dataclasses.asdict(params.adp).items() if k != "path"},
+        "attributes": params.attribute_space().as_dict(),
+        "recording": {
+            "kind": m.kind,
+            "layer": m.layer,
+            "steps": m.steps,
+            "eta": m.eta,
+            "batch_size": params.guidance.batch_size,
+            "cfg_scale": m.cfg_scale if prompts else None,
+            "prompts": prompts,
+        },  # fmt: skip
+        "code": code_signature(),
+    }
 
 
 def training_prompts(params: Params) -> list[PromptConfig]:

@@ -7,7 +7,6 @@ python -m flows.balance params.yaml --serve "0 3 * * *"   # scheduled (needs a P
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from prefect import flow
 
@@ -19,7 +18,7 @@ from tasks.pipeline import (
     generate_task,
     reference_task,
     report_task,
-    train_adp_task,
+    train_adp_cached,
 )
 
 
@@ -33,13 +32,7 @@ def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict
         if params.adp.path == "toyfaces" or params.adp.path != adp_out:
             adp_path = str(resolve("adp", params.adp.path))
         else:
-            adp_path = train_adp_task(
-                dataclasses.asdict(params.model),
-                dataclasses.asdict(params.adp),
-                params.attributes,
-                params,
-                adp_out,
-            )
+            adp_path = train_adp_cached(params, adp_out)
     if params.scale.mode == "dask":
         generation = generate_on_workers(params, audit_report, adp_path)
     else:

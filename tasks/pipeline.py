@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import INPUTS
 
+from fairsynth.adp import ADP_FILES
 from fairsynth.config import Params
 from fairsynth.pipeline import (
     stage_audit,
@@ -18,6 +22,7 @@ from fairsynth.pipeline import (
     stage_report,
     stage_train_adp,
 )
+from fairsynth.train_adp import adp_fingerprint
 
 
 @task(name="reference", retries=1)
@@ -42,12 +47,28 @@ def audit_task(params: Params, reference_path: str, out_dir: str = "data/audit")
     return report
 
 
-# The ADP depends only on the model, the ADP settings and the attributes: cache on those inputs.
-@task(name="train-adp", cache_policy=INPUTS, persist_result=True)
-def train_adp_task(
-    model: dict, adp: dict, attributes: dict | None, params: Params, out: str
-) -> str:
+def adp_cache_key(context, parameters: dict) -> str:
+    """What the ADP depends on (``adp_fingerprint``: model and labeller files by content, the
+    ``adp`` section, attributes, recording settings, code) and where it is written; not the
+    target, the quotas or anything else of the params."""
+    blob = json.dumps(
+        {"inputs": adp_fingerprint(parameters["params"]), "out": str(parameters["out"])},
+        sort_keys=True,
+        default=str,
+    )
+    return "train-adp-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@task(name="train-adp", cache_key_fn=adp_cache_key, persist_result=True)
+def train_adp_task(params: Params, out: str) -> str:
     return stage_train_adp(params, out)
+
+
+def train_adp_cached(params: Params, out: str) -> str:
+    """The ADP task, from the cache where it holds; trained again when the folder it names is
+    gone or incomplete (a cached path to nothing is no ADP)."""
+    present = all((Path(out) / f).is_file() for f in ADP_FILES)
+    return train_adp_task.with_options(refresh_cache=not present)(params, out)
 
 
 def _progress_callback():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from fairsynth.config import AuditModelConfig, ReferenceConfig
-from fairsynth.toyfaces.audit_model import audit_model, format_report
+from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
 from fairsynth.toyfaces.dataset import build_reference
 
 
@@ -33,8 +32,7 @@ def audit_model_task(cfg: AuditModelConfig, reference: str, out_dir: str = "data
         reference=reference,
         grid_path=out / "model_samples.png",
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model_audit.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out / "model_audit.json")
     create_markdown_artifact(
         key="toyfaces-model-audit",
         markdown="```\n" + format_report(report) + "\n```",

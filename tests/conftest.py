@@ -12,6 +12,15 @@ from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 from fairsynth.diffusion_model import DiffusionModel  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def hermetic_hash_cache(tmp_path, monkeypatch):
+    """Content hashes cached under the test's own folder, never the user's cache."""
+    from fairsynth import filehash
+
+    monkeypatch.setenv("FAIRSYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    filehash._MEMO.clear()
+
+
 @pytest.fixture
 def tiny_model() -> DiffusionModel:
     """A tiny random UNet2DModel on 2x pixel-unshuffled 32x32 images (the toy model's shape)."""

@@ -53,3 +53,45 @@ def test_scheduled_deployment_builds():
     )
     assert dep.name == "balance-scheduled"
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * *"
+
+
+@pytest.mark.slow
+def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
+    tmp_path, tiny_world, harness, monkeypatch
+):
+    import dataclasses
+    import shutil
+
+    from prefect import flow
+
+    import tasks.pipeline as tp
+    from fairsynth.config import TargetConfig
+
+    trained = []
+
+    def train(params, out, progress=False):  # stands in for the real training (seconds)
+        trained.append(params.adp.lr)
+        shutil.copytree(tiny_world[1], out, dirs_exist_ok=True)
+        return str(out)
+
+    monkeypatch.setattr(tp, "stage_train_adp", train)
+
+    @flow
+    def adp_only(params, out: str) -> str:
+        return tp.train_adp_cached(params, out)
+
+    params = _setup(tmp_path, tiny_world)
+    out = str(tmp_path / "adp_out")  # a new path per test run: no hit from an earlier run
+    assert adp_only(params, out) == out and len(trained) == 1
+    other = dataclasses.replace(
+        params,
+        target=TargetConfig(marginals={"skin": {"light": 0.2, "dark": 0.8}}),
+        generate=dataclasses.replace(params.generate, n=40),
+    )
+    adp_only(other, out)
+    assert len(trained) == 1, "a new target or generate.n retrained the ADP"
+    shutil.rmtree(out)
+    assert adp_only(other, out) == out and len(trained) == 2, "a cached path to nothing"
+    assert (tmp_path / "adp_out" / "adp.safetensors").is_file()
+    adp_only(dataclasses.replace(params, adp=dataclasses.replace(params.adp, lr=1e-3)), out)
+    assert len(trained) == 3

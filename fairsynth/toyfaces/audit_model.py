@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -109,6 +110,18 @@ def audit_model(
         save_grid(images[:64], grid_path)
         report["grid"] = str(grid_path)
     return report
+
+
+def save_report(report: dict, path: str | Path) -> None:
+    """The report as JSON (a DVC metric: only what the inputs decide) and its timings beside it
+    (``<file>.run.json``)."""
+    from fairsynth.runlog import split_run_facts, write_run_record
+
+    stable, facts = split_run_facts(report)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stable, indent=2) + "\n")
+    write_run_record(path, facts)
 
 
 def format_report(report: dict) -> str:

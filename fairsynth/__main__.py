@@ -1,0 +1,7 @@
+"""``python -m fairsynth ...`` is the ``fairsynth`` command."""
+
+import sys
+
+from fairsynth.cli import main
+
+sys.exit(main())
