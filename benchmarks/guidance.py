@@ -23,16 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fairsynth.adp import TrainedADP
 from fairsynth.attributes import AttributeSpace, Target
+from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.diffusion_model import load_diffusion_model
 from fairsynth.evaluate import generate_batches, judge
 from fairsynth.guidance import GuidanceConfig
 from fairsynth.metrics import frechet_distance
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
@@ -44,7 +45,8 @@ SCENARIOS = {
     "skin x eyeglasses uniform": (Target.uniform(SPACE, ["skin", "eyeglasses"]), 0.08),
 }
 MODES = ("none", "sample", "distribution", "distribution-residual")
-DEFAULT_BIAS = {"skin": [0.8, 0.2], "eyeglasses": [0.85, 0.15], "hair": [0.6, 0.3, 0.1]}
+QUALITY_DROP_BAR = 0.03  # confident fraction: at most this below unguided
+INVARIANCE_BAR = 0.03  # FD at batch 16 / 128 within this of batch 64
 
 
 def target_renders(target: Target, n: int, seed: int) -> np.ndarray:
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=str(DDPM_DIR))
     ap.add_argument("--adp", default=str(ADP_DIR))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guidance.json"))
+    add_bar_arguments(ap)
     a = ap.parse_args(argv)
 
     model = load_diffusion_model(a.model)
@@ -148,17 +151,43 @@ def main(argv: list[str] | None = None) -> int:
                                "delta_vs_64": r["fd_hard"] - base["fd_hard"]})  # fmt: skip
             print(f"invariance {name} {mode}: batch {b} FD {r['fd_hard']:.4f} "
                   f"(batch {a.batch_size}: {base['fd_hard']:.4f})", flush=True)  # fmt: skip
+    bars = guidance_bars(rows, invariance)
     result = {
-        "n": a.n, "steps": a.steps, "eta": a.eta, "max_step": a.max_step, "layer": adp.meta.get("layer"),
-        "seed": a.seed, "loss": a.loss, "strength": strength,
-        "sample_strength": s_strength, "threads": torch.get_num_threads(), "rows": rows,
-        "invariance": invariance, "wall_seconds": round(time.time() - t_start),
+        "n": a.n, "rows": rows, "invariance": invariance, "bars": bars_json(bars),
+        "wall_seconds": round(time.time() - t_start),
+        "settings": run_settings(
+            steps=a.steps, eta=a.eta, max_step=a.max_step, layer=adp.meta.get("layer"),
+            seed=a.seed, loss=a.loss, strength=strength, sample_strength=s_strength,
+            batch_size=a.batch_size, model=a.model, adp=a.adp,
+        ),
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
     print()
     print(table(rows))
-    return 0
+    return check_bars(bars, a.report_only)
+
+
+def guidance_bars(rows: list[dict], invariance: list[dict]) -> list[Bar]:
+    """Per scenario: distribution guidance's FD under the scenario's bar, its confident
+    fraction within the quality bar of unguided, and below sample guidance's FD; batch-size
+    invariance."""
+    bars = []
+    by = {(r["scenario"], r["mode"]): r for r in rows}
+    for (scenario, mode), r in by.items():
+        if not mode.startswith("distribution"):
+            continue
+        base = by[(scenario, "none")]
+        bars.append(Bar(f"{scenario} / {mode}: FD", r["fd_hard"], "<=", r["bar_fd"]))
+        bars.append(Bar(f"{scenario} / {mode}: confident drop", base["confident_fraction"]
+                        - r["confident_fraction"], "<=", QUALITY_DROP_BAR))  # fmt: skip
+        if (scenario, "sample") in by:
+            bars.append(Bar(f"{scenario} / {mode}: FD minus sample guidance's", r["fd_hard"]
+                            - by[(scenario, "sample")]["fd_hard"], "<=", 0.0))  # fmt: skip
+    for inv in invariance:
+        bars.append(Bar(f"invariance {inv['scenario']} / {inv['mode']} batch {inv['batch_size']}",
+                        abs(inv["delta_vs_64"]), "<=", INVARIANCE_BAR))  # fmt: skip
+    return bars
 
 
 def _fmt(r: dict) -> str:

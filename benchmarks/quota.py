@@ -17,8 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.config import load_params
 from fairsynth.pipeline import stage_generate
+
+GUIDED_BAR, RATIO_BAR = 1.3, 0.5  # generated per accepted, guided; guided / rejection
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="standalone quota total (default: params)")
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quota.json"))
+    add_bar_arguments(ap)
     a = ap.parse_args(argv)
     params = load_params(a.params)
     gen = dataclasses.replace(
@@ -52,14 +56,30 @@ def main(argv: list[str] | None = None) -> int:
     ratio = (
         results["distribution"]["samples_per_accepted"] / results["none"]["samples_per_accepted"]
     )
-    out = {"n": gen.n, "cells": params.build_target().space.cell_names(), "runs": results,
-           "guided_over_rejection": ratio}  # fmt: skip
+    g = params.guidance
+    bars = [
+        Bar("guided run complete", float(results["distribution"]["complete"]), "==", 1.0),
+        Bar("rejection run complete", float(results["none"]["complete"]), "==", 1.0),
+        Bar("generated per accepted, guided", results["distribution"]["samples_per_accepted"],
+            "<=", GUIDED_BAR),
+        Bar("guided / rejection", ratio, "<=", RATIO_BAR),
+    ]  # fmt: skip
+    out = {
+        "n": gen.n, "cells": params.build_target().space.cell_names(), "runs": results,
+        "guided_over_rejection": ratio, "bars": bars_json(bars),
+        "settings": run_settings(
+            strength=g.strength, max_step=g.max_step, loss=g.loss, window=g.window,
+            batch_size=g.batch_size, steps=params.model.steps, eta=params.model.eta,
+            scale_window=params.scale.window, min_batch=gen.min_batch, budget=gen.budget,
+            seed=gen.seed, confidence=params.verify.confidence, adp=params.adp.path,
+            target=params.build_target().probs.round(6).tolist(),
+        ),
+    }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))
     print(f"\ngenerated per accepted: guided {results['distribution']['samples_per_accepted']:.3f}, "
-          f"rejection {results['none']['samples_per_accepted']:.3f}, ratio {ratio:.3f} "
-          "(bars: guided <= 1.3, ratio <= 0.5)")  # fmt: skip
-    return 0
+          f"rejection {results['none']['samples_per_accepted']:.3f}, ratio {ratio:.3f}")  # fmt: skip
+    return check_bars(bars, a.report_only)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.config import load_params
 from fairsynth.executors import DaskExecutor
 from fairsynth.pipeline import stage_generate
+
+SPEEDUP_BAR = 0.75  # per added worker: 2 workers >= 1.5x one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adp", default=None, help="ADP path (default: params, else the shipped one)")
     ap.add_argument("--local", action="store_true", help="also run in this process")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
+    add_bar_arguments(ap)
     a = ap.parse_args(argv)
     params = load_params(a.params)
     adp_path = a.adp or (params.adp.path if Path(params.adp.path).exists() else "toyfaces")
@@ -99,20 +103,34 @@ def main(argv: list[str] | None = None) -> int:
     first = next(r for r in results if r["mode"] == "dask")
     for r in results:
         r["speedup_over_first_dask"] = r["accepted_per_second"] / first["accepted_per_second"]
+    last = [r for r in results if r["mode"] == "dask"][-1]
+    bars = [
+        Bar(
+            f"{r['mode']} x{r['workers']}: complete, same accepted keys as the first run",
+            float(r["complete"] and r["same_keys_as_first"]),
+            "==",
+            1.0,
+        )
+        for r in results
+    ]
+    if last is not first:  # more workers must be faster (measured 1.79x for 2 vs 1)
+        bars.append(Bar(f"speed-up {last['workers']} vs {first['workers']} workers",
+                        last["speedup_over_first_dask"], ">=", SPEEDUP_BAR * (last["workers"]
+                        / first["workers"])))  # fmt: skip
+    g = base.guidance
     summary = {
-        "n": a.n,
-        "window": a.window or base.scale.window,
-        "batch_size": base.guidance.batch_size,
-        "steps": base.model.steps,
-        "address": a.address,
-        "runs": results,
-    }
+        "n": a.n, "address": a.address, "runs": results, "bars": bars_json(bars),
+        "settings": run_settings(
+            window=a.window or base.scale.window, batch_size=g.batch_size, strength=g.strength,
+            max_step=g.max_step, steps=base.model.steps, eta=base.model.eta,
+            threads_per_worker=1, adp=base.adp.path,
+        ),
+    }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(summary, indent=2))
-    last = [r for r in results if r["mode"] == "dask"][-1]
     print(f"\nspeed-up {last['workers']} vs {first['workers']} worker(s): "
           f"{last['speedup_over_first_dask']:.2f}x  (written {a.out})")  # fmt: skip
-    return 0 if all(r["same_keys_as_first"] for r in results) else 1
+    return check_bars(bars, a.report_only)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,16 @@ import torch
 
 from fairsynth.adp import ADP, TrainedADP
 from fairsynth.attributes import AttributeSpace
+from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.guidance import DistributionGuidance, GuidanceConfig
 from fairsynth.hspace import HSpace
 from fairsynth.sampling import batch_generator
 from fairsynth.text2image import PromptedModel, load_text2image
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
+
+
+TIME_RATIO_BAR = 1.15  # guided / unguided seconds per image
 
 
 def h_shape(model: PromptedModel, layer: str) -> tuple[int, int]:
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strength", type=float, default=100.0)
     ap.add_argument("--layer", default="mid_block")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/text2image.json"))
+    add_bar_arguments(ap)
     a = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,23 +97,25 @@ def main(argv: list[str] | None = None) -> int:
                 times[mode].append(run(mode, b))
     per_image = {m: float(np.median(t)) / a.batch_size for m, t in times.items()}
     ratio = per_image["distribution"] / per_image["none"]
+    bars = [Bar("guided / unguided seconds per image", ratio, "<=", TIME_RATIO_BAR)]
     result = {
         "model": a.model or "tiny random SD (built here)",
-        "device": a.device,
-        "torch_threads": torch.get_num_threads(),
-        "steps": a.steps,
-        "batch_size": a.batch_size,
-        "cfg_scale": a.cfg_scale,
         "seconds_per_image": per_image,
         "batch_seconds": times,
         "guided_over_unguided": ratio,
-    }
+        "bars": bars_json(bars),
+        "settings": run_settings(
+            device=a.device, steps=a.steps, batch_size=a.batch_size, batches=a.batches,
+            cfg_scale=a.cfg_scale, strength=a.strength, max_step=config.max_step,
+            layer=a.layer, prompt=a.prompt, adp=a.adp,
+        ),
+    }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
     print(f"seconds per image: unguided {per_image['none']:.4f}, "
           f"distribution guidance {per_image['distribution']:.4f}; "
-          f"ratio {ratio:.3f} (target <= 1.15) [{result['model']}, {a.device}]")  # fmt: skip
-    return 0
+          f"ratio {ratio:.3f} [{result['model']}, {a.device}]")  # fmt: skip
+    return check_bars(bars, a.report_only)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,15 @@ class TrainedADP:
     model: ADP
     space: AttributeSpace
     meta: dict
+    order: dict[str, list[int]] | None = None  # per attribute: head columns in ``space`` order
+
+    def aligned(self, space: AttributeSpace) -> TrainedADP:
+        """This ADP with its heads' classes in ``space``'s order, matched by name (a params file
+        may list ``[dark, light]`` for an ADP trained on ``[light, dark]``). Unknown or renamed
+        classes are a ValueError naming both lists."""
+        order = space.order_from(self.space.as_dict(), "ADP")
+        ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
+        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order)
 
     def joint_probs(
         self, h: torch.Tensor, t: torch.Tensor, names: tuple[str, ...], temperature: float = 1.0
@@ -104,7 +113,12 @@ class TrainedADP:
         logits = self.model(h, t)
         out = None
         for name in names:
-            p = torch.softmax(logits[name] / temperature, dim=-1)
+            z = (
+                logits[name]
+                if not self.order or name not in self.order
+                else logits[name][:, self.order[name]]
+            )
+            p = torch.softmax(z / temperature, dim=-1)
             out = p if out is None else (out[:, :, None] * p[:, None, :]).flatten(1)
         assert out is not None
         return out

@@ -14,6 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+CELL_SEPARATOR = "|"
+_FORBIDDEN = set(CELL_SEPARATOR + "/\\")
+
+
+def check_name(label: str, where: str) -> None:
+    """Attribute and class names end up in cell names (joined by ``|``), manifest columns and
+    file names: refuse what would make two cells share a name or break a path."""
+    bad = sorted(set(label) & _FORBIDDEN) + sorted({c for c in label if not c.isprintable()})
+    if not label.strip() or label != label.strip() or bad:
+        raise ValueError(
+            f"{where}: name {label[:40]!r} must be non-empty, without surrounding spaces, and "
+            f"free of {' '.join(sorted(_FORBIDDEN))} and control characters"
+        )
+
 
 @dataclass(frozen=True)
 class AttributeSpace:
@@ -25,6 +39,8 @@ class AttributeSpace:
     def from_dict(cls, attrs: Mapping[str, Sequence[str]]) -> AttributeSpace:
         items = tuple((str(k), tuple(str(c) for c in v)) for k, v in attrs.items())
         for name, classes in items:
+            for label in (name, *classes):
+                check_name(label, f"attribute {name!r}")
             if len(classes) < 2:
                 raise ValueError(f"attribute {name!r} needs at least 2 classes")
             if len(set(classes)) != len(classes):
@@ -60,8 +76,25 @@ class AttributeSpace:
     def cells(self) -> list[tuple[str, ...]]:
         return list(itertools.product(*(c for _, c in self.attributes)))
 
+    def order_from(self, known: Mapping[str, Sequence[str]], what: str) -> dict[str, list[int]]:
+        """Per attribute of this space that ``known`` (a model's own classes) also has: the
+        indices into the model's class order that give this space's order. Class names must
+        match as sets (any order); otherwise a ValueError names both lists."""
+        order = {}
+        for name, classes in self.attributes:
+            if name not in known:
+                continue
+            theirs = [str(c) for c in known[name]]
+            if sorted(theirs) != sorted(classes):
+                raise ValueError(
+                    f"attributes.{name}: classes {list(classes)} do not match the {what}'s "
+                    f"classes {theirs} (the same names are needed, in any order)"
+                )
+            order[name] = [theirs.index(c) for c in classes]
+        return order
+
     def cell_names(self) -> list[str]:
-        return ["|".join(c) for c in self.cells()]
+        return [CELL_SEPARATOR.join(c) for c in self.cells()]
 
     def cell_index(self, labels: Mapping[str, np.ndarray]) -> np.ndarray:
         """Class indices per attribute -> flat cell index (row-major)."""

@@ -61,18 +61,26 @@ def calibrate_strength(
                 f"calibrate {mode}: strength {s:g} FD {r['fd_hard']:.3f} conf {r['confident_fraction']:.3f}",
                 flush=True,
             )
-    base = rows[0]["confident_fraction"]
-    ok = [r for r in rows[1:] if r["confident_fraction"] >= base - max_quality_drop] or rows[1:]
-    best = min(ok, key=lambda r: r["fd_hard"])
     return {
         "mode": mode,
         "target": "uniform over " + " x ".join(adp.space.names),
         "rows": rows,
-        "chosen": best["strength"],
+        "chosen": choose_strength(rows, max_quality_drop),
         "n": n,
         "loss": loss,
         "max_step": max_step,
     }
+
+
+def choose_strength(rows: list[dict], max_quality_drop: float) -> float:
+    """``rows[0]`` is unguided. Among the others whose confident fraction stays within
+    ``max_quality_drop`` of it, the strength with the lowest FD; if none does, the gentlest
+    (smallest) strength: quality is never traded for balance beyond the bound."""
+    base = rows[0]["confident_fraction"]
+    ok = [r for r in rows[1:] if r["confident_fraction"] >= base - max_quality_drop]
+    if not ok:
+        return min(r["strength"] for r in rows[1:])
+    return min(ok, key=lambda r: r["fd_hard"])["strength"]
 
 
 def geometric(lo: float, hi: float, k: int) -> list[float]:

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from fairsynth.errors import USER_ERRORS
+from fairsynth.errors import report as report_error
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -197,9 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         return a.func(a)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"fairsynth: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report_error(exc)
 
 
 if __name__ == "__main__":

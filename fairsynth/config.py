@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,8 +27,80 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_PARAMS_BYTES = 1 << 20  # a params file is a few KB
+MAX_YAML_NODES = 100_000  # after aliases are expanded: an alias bomb expands exponentially
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """Mappings refuse a repeated key (YAML would silently keep the last one)."""
+    seen: dict[object, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"duplicate key {_short(key)} (lines {seen[key]} and {line}); give each key once"
+            )
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """Nodes of the document once every alias is expanded (stops counting past ``limit``)."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in memo:
+            return memo[id(n)]
+        if id(n) in active:
+            return limit + 1  # a recursive structure: infinite once expanded
+        active.add(id(n))
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            children = n.value
+        elif isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        active.discard(id(n))
+        memo[id(n)] = total
+        return total
+
+    return size(node)
+
+
 def yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """YAML 1.2 booleans, no repeated keys, and bounded size: the document's bytes and its
+    nodes after alias expansion are checked before any object is built."""
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ConfigError(f"params: {len(text):,} bytes, more than {MAX_PARAMS_BYTES:,} allowed")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"params: more than {MAX_YAML_NODES:,} values once aliases are expanded "
+                "(an alias bomb?)"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``repr`` of a value for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class ConfigError(ValueError):
@@ -35,6 +108,7 @@ class ConfigError(ValueError):
 
 
 REFERENCE_SOURCES = ("toyfaces", "folder", "shards")
+MAX_INT = 2**53  # an integer setting above this is a typo (and overflows numpy's int64 math)
 
 
 @dataclass(frozen=True)
@@ -419,6 +493,7 @@ class Params:
         if self.target is not None:
             self.build_target()
             self.jobs()
+        self._check_no_overlap()
         if self.model.kind == "text2image" and self.generate.mode == "augment":
             raise ConfigError("generate.mode: augment is for unconditional models; use standalone")
         labeller, verifier = self.adp.pseudo_labeller, self.verify.verifier
@@ -451,6 +526,40 @@ class Params:
                         f"must be the attribute's classes {list(classes)}, in that order"
                     )
 
+    def _check_no_overlap(self) -> None:
+        """No folder a run writes may be, hold or sit inside a folder it reads (compared as
+        resolved paths, so symlinks and ``..`` do not hide it): it would overwrite its inputs."""
+        from fairsynth.toyfaces import resolve
+
+        inputs = {
+            "reference.path": self.reference.path,
+            "reference.labels": self.reference.labels,
+            "model.path": resolve("model", self.model.path),
+            "adp.path": resolve("adp", self.adp.path),
+            "adp.pseudo_labeller": resolve("pseudo_labeller", self.adp.pseudo_labeller),
+            "verify.verifier": resolve("verifier", self.verify.verifier),
+        }
+        writers = {
+            "output.dir": (self.output.dir, inputs),
+            "downstream.out": (
+                self.downstream.out,
+                {"reference.path": self.reference.path, "output.dir": self.output.dir},
+            ),
+        }
+        for out_key, (out_value, reads) in writers.items():
+            out = Path(out_value).resolve()
+            for key, value in reads.items():
+                if value is None or str(value) == "deepface":
+                    continue
+                if key == "model.path" and not Path(value).exists():
+                    continue  # a hub id
+                p = Path(value).resolve()
+                if out == p or out.is_relative_to(p) or p.is_relative_to(out):
+                    raise ConfigError(
+                        f"{out_key}: {out_value} overlaps {key} ({value}); a folder a run "
+                        "writes must not be, hold or sit inside one it reads"
+                    )
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
@@ -459,7 +568,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {str(exc)[:300]}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     return parse_params(raw)
 
 
@@ -501,26 +612,43 @@ def _coerce(tp, value, key: str):
         return _coerce(tp, value, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         (arg,) = typing.get_args(tp) or (object,)
         return [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{key}: {_short(value)} is out of range (|n| <= {MAX_INT:,})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        if not math.isfinite(value) or abs(value) > 1e300:
+            raise ConfigError(f"{key}: must be a finite number, got {_short(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_short(value)}")
         return value
+    _check_finite(value, key)
     return value
+
+
+def _check_finite(value: object, key: str) -> None:
+    """Numbers anywhere in a free-form value (targets, cells) must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
 
 
 def _require(ok: bool, key: str, message: str) -> None:

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 from fairsynth import shards
 from fairsynth.config import ConfigError, Params, load_params
+from fairsynth.errors import USER_ERRORS
+from fairsynth.errors import report as report_error
 from fairsynth.feed import Feed, make_loader
 from fairsynth.orchestrate import expected_fingerprint
 from fairsynth.runlog import write_run_record
@@ -329,9 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads((Path(params.downstream.out) / "metrics.json").read_text())
         else:
             report = stage_downstream(params)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"fairsynth: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report_error(exc)
     print(format_report(report))
     return 0
 

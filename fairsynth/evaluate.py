@@ -142,8 +142,12 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
     prompt_config, target, _ = jobs[prompt]
     model = bind_prompt(load_model(params.model), prompt_config, params.model.cfg_scale)
     config = params.guidance.to_config()
-    adp = TrainedADP.load(resolve("adp", params.adp.path)) if config.mode != "none" else None
-    verifier = load_verifier(params.verify)
+    adp = (
+        TrainedADP.load(resolve("adp", params.adp.path)).aligned(params.attribute_space())
+        if config.mode != "none"
+        else None
+    )
+    verifier = load_verifier(params.verify, params.attribute_space())
     images, seconds = generate_batches(
         model, adp, target, config, n, params.seed, params.guidance.batch_size,
         params.model.steps, params.model.eta, params.model.layer, progress,

@@ -40,8 +40,8 @@ def build_producer(params: Params, worker: str = "local") -> BatchProducer:
     config = params.guidance.to_config()
     adp = None
     if config.mode != "none":
-        adp = TrainedADP.load(resolve("adp", params.adp.path))
-    verifier = load_verifier(params.verify)
+        adp = TrainedADP.load(resolve("adp", params.adp.path)).aligned(params.attribute_space())
+    verifier = load_verifier(params.verify, params.attribute_space())
     return BatchProducer(
         models, adp, verifier, params.build_target().space, config, params.model.steps,
         params.model.eta, params.model.layer, worker,

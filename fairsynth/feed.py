@@ -24,18 +24,18 @@ an attribute a sample does not name (the verifier judged only the guided attribu
 
 from __future__ import annotations
 
-import io
 import json
+import multiprocessing
 import sys
 import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
+
+from fairsynth.tario import decode_png
 
 DVC_SCHEME = "dvc://"
 
@@ -79,6 +79,9 @@ class Feed(IterableDataset):
     ``attributes``: {name: [classes]} fixing the label indices (default: the toy world's).
     ``reference_keys``: if given, only these reference samples (e.g. a subset) are fed.
     ``shuffle``: sample shuffle buffer (0: none; shards then keep their order too).
+    ``on_error``: a sample that cannot be read (corrupt PNG, no ``.json``) is ``skip``-ped with
+    a warning naming its shard and key (counted in ``skipped``, across DataLoader workers) or
+    ``raise``-s a ValueError naming them.
     Multi-worker loading splits the shards among the DataLoader's workers.
     """
 
@@ -91,8 +94,13 @@ class Feed(IterableDataset):
         shuffle: int = 1000,
         seed: int = 0,
         reference_keys: Collection[str] | None = None,
+        on_error: str = "skip",
     ):
         super().__init__()
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error: must be 'skip' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+        self._skipped = multiprocessing.Value("i", 0)  # shared with forked DataLoader workers
         if attributes is None:
             from fairsynth.toyfaces.render import ATTRIBUTES
 
@@ -117,10 +125,48 @@ class Feed(IterableDataset):
             urls, shardshuffle=len(urls) if self.shuffle else False, detshuffle=True,
             seed=seed, empty_check=False, nodesplitter=wds.split_by_node,
         )  # fmt: skip
-        ds = ds.select(self._wanted)
+        ds.append(self._guarded(self._select))
         if self.shuffle:
             ds.append(wds.filters.detshuffle(self.shuffle, min(100, self.shuffle), seed))
-        return ds.map(self._decode)
+        ds.append(self._guarded(self._decode))
+        return ds
+
+    @property
+    def skipped(self) -> int:
+        """Unreadable samples skipped so far (all workers)."""
+        return int(self._skipped.value) if self._skipped is not None else 0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_skipped"] = None  # a shared counter only passes to forked workers
+        return state
+
+    def _select(self, sample: dict) -> dict | None:
+        return sample if self._wanted(sample) else None
+
+    def _guarded(self, fn):
+        """A pipeline stage applying ``fn`` per sample (None drops it), with ``on_error``."""
+
+        def stage(source):
+            for sample in source:
+                try:
+                    out = fn(sample)
+                except Exception as exc:
+                    where = f"{sample.get('__url__')}: sample {sample.get('__key__')!r}"
+                    why = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    if self.on_error == "raise":
+                        raise ValueError(f"{where} cannot be read ({why})") from exc
+                    # stderr, not warnings: DataLoader workers' warnings never reach the caller
+                    print(f"fairsynth: warning: {where} skipped: cannot be read ({why})",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    if self._skipped is not None:
+                        with self._skipped.get_lock():
+                            self._skipped.value += 1
+                    continue
+                if out is not None:
+                    yield out
+
+        return stage
 
     def __iter__(self) -> Iterator[dict]:
         return iter(self.pipeline())
@@ -135,7 +181,7 @@ class Feed(IterableDataset):
 
     def _decode(self, sample: dict) -> dict:
         meta = json.loads(sample["json"])
-        image = np.asarray(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
+        image = decode_png(sample["png"])
         labels = {}
         for name, classes in self.attributes.items():
             value = meta.get(name)

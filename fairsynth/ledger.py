@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ def fingerprint(obj: object) -> str:
 
 
 def ledger_dir(output_dir: str | Path, fp: str) -> Path:
-    out = Path(output_dir)
+    out = Path(output_dir).resolve()  # an alias (symlink) of the output shares its ledger
     return out.with_name(out.name + ".ledger") / fp
 
 
@@ -61,11 +63,33 @@ class Ledger:
             write_json(run, description)
 
     def batches(self) -> Iterator[LedgerBatch]:
-        """Recorded batches 0, 1, 2, ... in order, up to the first missing one."""
+        """Recorded batches 0, 1, 2, ... in order, up to the first missing one. A damaged batch
+        (truncated, corrupt, without its rows) is set aside with every later one (they are
+        generated again, to the same bytes), so a damaged file never blocks a resume."""
         b = 0
         while (self.path / BATCH_NAME.format(batch=b)).is_file():
-            yield self.read(b)
+            try:
+                batch = self.read(b)
+            except (ValueError, OSError, EOFError, tarfile.TarError, KeyError) as exc:
+                self._set_aside(b, exc)
+                return
+            yield batch
             b += 1
+
+    def _set_aside(self, first: int, why: Exception) -> None:
+        dest = self.path / "damaged"
+        dest.mkdir(exist_ok=True)
+        moved = []
+        b = first
+        while (src := self.path / BATCH_NAME.format(batch=b)).is_file():
+            os.replace(src, dest / src.name)
+            moved.append(src.name)
+            b += 1
+        print(
+            f"fairsynth: warning: {self.path / moved[0]} is damaged ({why}); set aside in {dest} "
+            f"with {len(moved) - 1} later batch(es); they are generated again",
+            file=sys.stderr,
+        )
 
     def read(self, batch: int) -> LedgerBatch:
         path = self.path / BATCH_NAME.format(batch=batch)
@@ -100,7 +124,7 @@ class OutputLock:
     """
 
     def __init__(self, output_dir: str | Path):
-        out = Path(output_dir)
+        out = Path(output_dir).resolve()  # an alias (symlink) of the output shares its lock
         self.path = out.with_name(out.name + ".lock")
         self.held = False
 

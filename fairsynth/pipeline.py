@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from fairsynth import shards
-from fairsynth.config import ConfigError, Params, load_params
+from fairsynth.config import Params, load_params
+from fairsynth.errors import USER_ERRORS
+from fairsynth.errors import report as report_error
 from fairsynth.executors import Executor, make_executor
 from fairsynth.generate import GenerationState
 from fairsynth.ledger import OutputLock
@@ -35,7 +37,7 @@ from fairsynth.reference import (
 from fairsynth.runlog import read_run_record, write_run_record
 from fairsynth.toyfaces.dataset import build_reference
 from fairsynth.verify import load_one, load_verifier
-from fairsynth.weights import require_weights
+from fairsynth.weights import check_inputs, require_weights
 
 AUDIT_DIR = Path("data/audit")
 ADP_OUT = Path("data/adp")
@@ -56,7 +58,7 @@ def load_reference(params: Params) -> ReferenceData:
     ref, space = params.reference, params.attribute_space()
     labeller = None
     if ref.labels is None:
-        verifier = load_verifier(params.verify)
+        verifier = load_verifier(params.verify, params.attribute_space())
 
         def labeller(images: np.ndarray) -> dict[str, np.ndarray]:
             verdict = verifier.verify(images)
@@ -104,7 +106,7 @@ def audit_verifiers(params: Params, data: ReferenceData) -> dict:
     for role, name in names.items():
         if name is None:
             continue
-        verifier = load_one(name, params.verify)
+        verifier = load_one(name, params.verify, space)
         try:
             out[role] = {"verifier": name, **verifier_confusion(verifier, images, labels, space)}
         finally:
@@ -141,6 +143,7 @@ def stage_generate(
             params, adp=dataclasses.replace(params.adp, path=str(adp_path))
         )
     require_weights(params)  # before anything is loaded or generated: the whole list at once
+    check_inputs(params)  # class names and step count against what the folders say
     with OutputLock(params.output.dir):
         own = executor is None
         executor = executor or make_executor(params)
@@ -252,9 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         return _run_stage(a)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"fairsynth: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report_error(exc)
 
 
 def _run_stage(a: argparse.Namespace) -> int:

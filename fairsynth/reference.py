@@ -24,6 +24,7 @@ class ReferenceData:
     keys: list[str]
     labels: dict[str, np.ndarray]  # attribute -> class index per sample
     source: str  # where the labels came from: "labels file", "shard metadata", "classifier"
+    unlabelled: int = 0  # images a labels file does not name (not in the audit)
 
 
 def _labels_from_frame(
@@ -74,21 +75,20 @@ def read_image_folder(
         if col not in frame.columns:
             raise ValueError(f"{labels_file}: needs a 'file' or 'key' column")
         frame = frame.astype({col: str})
-        present = {p.relative_to(folder).as_posix() if col == "file" else p.stem for p in files}
-        missing = sorted(set(frame[col]) - present)
-        if missing:
-            raise ValueError(
-                f"{labels_file}: {len(missing)} labelled images are not in {folder}, e.g. {missing[:3]}"
-            )
+        names = [p.relative_to(folder).as_posix() if col == "file" else p.stem for p in files]
+        frame = match_labels(frame, col, names, str(labels_file), str(folder))
         return ReferenceData(
-            list(frame[col]), _labels_from_frame(frame, space, str(labels_file)), "labels file"
+            list(frame[col]),
+            _labels_from_frame(frame, space, str(labels_file)),
+            "labels file",
+            unlabelled=len(set(names) - set(frame[col])),
         )
     if classifier is None:
         raise ValueError(f"reference folder {folder}: no labels file and no classifier to label it")
     keys, preds = [], {n: [] for n in space.names}
     for s in range(0, len(files), batch_size):
         chunk = files[s : s + batch_size]
-        images = np.stack([_load_image(p) for p in chunk])
+        images = stack_images([_load_image(p) for p in chunk], [str(p) for p in chunk])
         probs = classifier(images)
         for n in space.names:
             preds[n].append(probs[n].argmax(1))
@@ -112,21 +112,40 @@ def read_shards(
         labels_file = path / "labels.parquet"
     if labels_file is not None:
         frame = read_labels_file(labels_file)
+        if "key" not in frame.columns:
+            raise ValueError(f"{labels_file}: needs a 'key' column")
+        frame = frame.astype({"key": str})
+        names = [k for shard in shards for k in shard_keys(shard)]
+        frame = match_labels(frame, "key", names, str(labels_file), str(folder_or_pattern))
         return ReferenceData(
-            list(frame["key"].astype(str)),
+            list(frame["key"]),
             _labels_from_frame(frame, space, str(labels_file)),
             "labels file",
+            unlabelled=len(set(names) - set(frame["key"])),
         )
-    keys, metas, images = [], [], []
+    keys, metas, images, where = [], [], [], []
     for shard in shards:
         try:
             for sample in tario.iter_shard(shard):
-                keys.append(sample["__key__"])
-                metas.append(json.loads(sample["json"]) if "json" in sample else None)
-                if classifier is not None and any(m is None for m in metas[-1:]):
-                    images.append(tario.decode_png(sample["png"]))
+                key = sample["__key__"]
+                keys.append(key)
+                try:
+                    metas.append(json.loads(sample["json"]) if "json" in sample else None)
+                except ValueError as exc:
+                    raise ValueError(f"{shard}: sample {key!r}: unreadable .json ({exc})") from exc
+                if classifier is not None and metas[-1] is None:
+                    if "png" not in sample:
+                        raise ValueError(
+                            f"{shard}: sample {key!r} has no .png member (members: "
+                            f"{sorted(k for k in sample if k != '__key__')}; keys must not "
+                            "contain dots)"
+                        )
+                    images.append(tario.decode_png(sample["png"], f"{shard}: sample {key!r}"))
+                    where.append(f"{shard}: sample {key!r}")
         except (OSError, EOFError, tarfile.TarError) as exc:
             raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    if not keys:
+        raise ValueError(f"{folder_or_pattern}: the reference shards hold no samples")
     if keys and all(m is not None and all(n in m for n in space.names) for m in metas):
         frame = pd.DataFrame([{n: m[n] for n in space.names} for m in metas])
         return ReferenceData(
@@ -138,18 +157,51 @@ def read_shards(
         raise ValueError(
             f"{folder_or_pattern}: samples carry no labels and no classifier was given"
         )
-    probs = classifier(np.stack(images))
+    probs = classifier(stack_images(images, where))
     return ReferenceData(keys, {n: probs[n].argmax(1) for n in space.names}, "classifier")
 
 
-def _load_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+def shard_keys(shard: Path) -> list[str]:
+    """The sample keys of a shard, from its tar headers (nothing is decoded)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+        with tarfile.open(shard, mode="r") as tar:
+            keys = [m.name.split(".", 1)[0] for m in tar if m.isfile()]
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    return list(dict.fromkeys(keys))
+
+
+def match_labels(
+    frame: pd.DataFrame, col: str, names: list[str], labels_file: str, data: str
+) -> pd.DataFrame:
+    """Every label row must name exactly one image: no repeated rows, none without an image."""
+    repeated = frame[col][frame[col].duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(
+            f"{labels_file}: {len(repeated)} {col}(s) labelled more than once, e.g. {repeated[:3]}"
+        )
+    missing = sorted(set(frame[col]) - set(names))
+    if missing:
+        raise ValueError(
+            f"{labels_file}: {len(missing)} labelled {col}(s) are not in {data}, e.g. {missing[:3]}"
+        )
+    return frame
+
+
+def stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """One array of same-sized images; the first image of another size is named."""
+    shape = images[0].shape
+    for image, name in zip(images, names, strict=True):
+        if image.shape != shape:
+            raise ValueError(
+                f"{name}: image of {image.shape[1]}x{image.shape[0]} pixels; the reference's "
+                f"images must all have one size ({shape[1]}x{shape[0]}, as {names[0]})"
+            )
+    return np.stack(images)
+
+
+def _load_image(path: Path) -> np.ndarray:
+    return tario.open_image(path, str(path))
 
 
 def audit(data: ReferenceData, target: Target) -> dict:
@@ -162,6 +214,7 @@ def audit(data: ReferenceData, target: Target) -> dict:
     return {
         "n": int(counts.sum()),
         "label_source": data.source,
+        "unlabelled_images": data.unlabelled,
         "cells": target.space.cell_names(),
         "counts": counts.tolist(),
         "fractions": frac.round(6).tolist(),

@@ -19,6 +19,8 @@ from PIL import Image
 
 FIXED_MTIME = 1_700_000_000  # any fixed value; identical runs must give identical bytes
 TMP_SUFFIX = ".tmp"
+MAX_MEMBER_BYTES = 64 << 20  # a member declaring more is refused before it is read
+MAX_IMAGE_PIXELS = 4096 * 4096  # an image with more is refused before it is decoded
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -28,9 +30,25 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+def decode_png(data: bytes, name: str = "image") -> np.ndarray:
+    """RGB uint8 pixels; an image over ``MAX_IMAGE_PIXELS`` is refused from its header, before
+    the pixels are decoded (a small file can declare gigabytes of pixels)."""
+    return open_image(io.BytesIO(data), name)
+
+
+def open_image(source, name: str) -> np.ndarray:
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(source) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{name}: image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS:,}"
+                )
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{name}: not a readable image ({exc})") from exc
 
 
 def encode_member(value: object) -> bytes:
@@ -104,6 +122,11 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
             if "/" in name or "\\" in name or name.startswith(".") or "." not in name:
                 raise ValueError(f"{path}: unsafe or malformed member name {name!r}")
             key, ext = name.split(".", 1)
+            if info.size > MAX_MEMBER_BYTES:
+                raise ValueError(
+                    f"{path}: member {name!r} declares {info.size:,} bytes "
+                    f"(limit {MAX_MEMBER_BYTES:,}); refused before reading"
+                )
             fh = tar.extractfile(info)
             assert fh is not None
             data = fh.read()

@@ -14,7 +14,7 @@ from fairsynth.config import Params, PromptConfig
 from fairsynth.filehash import code_signature, files_signature, local_model_path
 from fairsynth.toyfaces import resolve
 from fairsynth.toyfaces.classifiers import AttributeClassifier
-from fairsynth.verify import ClassifierVerifier
+from fairsynth.verify import AlignedVerifier, ClassifierVerifier
 
 
 def train_adp_from_params(
@@ -41,6 +41,7 @@ def train_adp_from_params(
     missing = [n for n in space.names if n not in labeller.attributes]
     if missing:
         raise ValueError(f"the pseudo-labeller does not label attribute(s) {missing}")
+    labeller = AlignedVerifier(labeller, space)  # labels in the params' class order
 
     def label(images):
         return labeller.verify(images).probs
@@ -101,7 +102,7 @@ def train_adp_from_params(
         from fairsynth.calibrate import calibrate_strength, geometric
         from fairsynth.verify import load_verifier
 
-        verifier = load_verifier(params.verify)
+        verifier = load_verifier(params.verify, params.attribute_space())
         # text-to-image: calibrated on the first prompt, at the configured CFG scale
         calib_model = bind_prompt(model, prompts[0] if prompts else None, params.model.cfg_scale)
         recommended = {}

@@ -92,6 +92,32 @@ def require_weights(params: Params, adp_made_by_pipeline: bool = False) -> None:
         raise MissingFiles(missing)
 
 
+def check_inputs(params: Params) -> None:
+    """What the model, ADP and verifier folders say about themselves, checked against the
+    params before anything is loaded: class names (matched by name, any order) and the step
+    count the scheduler allows. A ValueError names the key and both sides."""
+    import json
+
+    space = params.attribute_space()
+    sources = []
+    if params.guidance.mode != "none":
+        sources.append(("ADP", Path(resolve("adp", params.adp.path)) / "adp.json"))
+    for name in (params.verify.verifier, params.verify.second):
+        if name not in (None, "deepface"):
+            sources.append((f"verifier {name}", Path(resolve("verifier", name)) / "config.json"))
+    for what, file in sources:
+        if file.is_file():
+            space.order_from(json.loads(file.read_text()).get("attributes", {}), what)
+    scheduler = Path(resolve("model", params.model.path)) / "scheduler" / "scheduler_config.json"
+    if scheduler.is_file():
+        trained = int(json.loads(scheduler.read_text()).get("num_train_timesteps", 1000))
+        if params.model.steps > trained:
+            raise ValueError(
+                f"model.steps: {params.model.steps} is more than the scheduler's "
+                f"{trained} training timesteps ({scheduler})"
+            )
+
+
 def format_rows(rows: list[dict]) -> str:
     lines = []
     for r in rows:

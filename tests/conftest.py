@@ -1,9 +1,13 @@
 import os
+import tempfile
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# hermetic: never the user's Hugging Face cache (read when huggingface_hub is first imported)
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="fairsynth-test-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -18,6 +22,7 @@ def hermetic_hash_cache(tmp_path, monkeypatch):
     from fairsynth import filehash
 
     monkeypatch.setenv("FAIRSYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path / "deepface-home"))  # never the user's
     filehash._MEMO.clear()
 
 

@@ -66,14 +66,25 @@ def test_fd_with_missing_classes_counting_zero():
 
 
 def test_evaluate_against_target_soft_and_hard():
-    rng = np.random.default_rng(0)
-    per = {k: rng.dirichlet(np.ones(len(c)), 500) for k, c in SPACE.attributes}
+    # four samples over skin x eyeglasses, by hand: cells light|no, light|yes, dark|no, dark|yes
+    per = {
+        "skin": np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]),
+        "eyeglasses": np.array([[0.7, 0.3], [0.4, 0.6], [0.5, 0.5], [1.0, 0.0]]),
+        "hair": np.full((4, 3), 1 / 3),
+    }
     t = Target.uniform(SPACE, ["skin", "eyeglasses"])
     r = evaluate_against_target(per, t)
-    assert sum(r["counts"]) == 500 and len(r["hard"]) == 4
+    # argmax classes: (light, no), (light, yes), (dark, no: a tie goes to the first), (light, no)
+    assert r["counts"] == [2, 1, 1, 0]
+    assert r["hard"] == [0.5, 0.25, 0.25, 0.0]
+    assert r["fd_hard"] == pytest.approx(np.sqrt(0.25**2 + 0 + 0 + 0.25**2))
+    # soft: the mean over samples of the product of the two attributes' probabilities
+    soft = np.array([0.63 + 0.32 + 0.15 + 0.6, 0.27 + 0.48 + 0.15 + 0.0,
+                     0.07 + 0.08 + 0.35 + 0.4, 0.03 + 0.12 + 0.35 + 0.0]) / 4  # fmt: skip
+    assert np.allclose(r["soft"], soft.round(6))
+    assert r["fd_soft"] == pytest.approx(np.sqrt(((soft - 0.25) ** 2).sum()), abs=1e-6)
     joint = joint_from_per_attribute(per, t.space)
-    assert np.allclose(joint.sum(1), 1)
-    assert r["fd_soft"] == pytest.approx(fairness_discrepancy(joint.mean(0), t.probs), abs=1e-5)
+    assert np.allclose(joint[0], [0.63, 0.27, 0.07, 0.03])
 
 
 def test_frechet_distance_zero_for_same_and_grows():

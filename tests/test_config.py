@@ -1,11 +1,22 @@
+from pathlib import Path
+
 import pytest
 
 from fairsynth.config import ConfigError, load_params, parse_params
 
 
 def test_repo_params_load():
-    p = load_params("params.yaml")
-    assert p.reference.n >= 1 and p.audit_model.steps >= 1
+    from fairsynth.config import yaml_load
+
+    root = Path(__file__).resolve().parents[1]  # not the working directory
+    raw = yaml_load((root / "params.yaml").read_text())
+    p = load_params(root / "params.yaml")
+    assert (
+        p.reference.n == raw["reference"]["n"]
+        and p.audit_model.steps == raw["audit_model"]["steps"]
+    )
+    assert p.guidance.strength == raw["guidance"]["strength"] and p.model.layer == "mid_block"
+    assert p.attribute_space().as_dict() == raw["attributes"]
 
 
 @pytest.mark.parametrize(

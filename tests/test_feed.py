@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,8 @@ def test_feed_reads_dvc_tracked_shards_from_the_cache(published, tmp_path):
         tmp / "out", repo / "shards", ignore=shutil.ignore_patterns("*.parquet", "plots")
     )
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "add", "-q", "shards"]):
+    dvc = [sys.executable, "-m", "dvc"]  # this interpreter's DVC, whatever is on PATH
+    for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"], [*dvc, "add", "-q", "shards"]):
         subprocess.run(cmd, cwd=repo, check=True, env=env)
     local = sorted(p.name for p in (repo / "shards").glob("*.tar"))
     expected = _keys(Feed(repo / "shards", shuffle=0))
@@ -207,3 +209,22 @@ def test_downstream_flow_tiny(published, tmp_path):
         report = downstream(str(tmp_path / "params.yaml"))
     assert report["seeds"] == [0, 1, 2] and len(report["settings"]) == 3
     assert (tmp_path / "down" / "metrics.json").is_file()
+
+
+def test_feed_labels_index_the_given_classes(tmp_path):
+    """Dark and light samples: the label index is the class's position in ``attributes``."""
+    from fairsynth.toyfaces.render import render_batch
+
+    images, _ = render_batch(4, seed=2)
+    skins = ["dark", "light", "dark", "light"]
+    tario.write_shard(tmp_path / "s-000000.tar", [
+        {"__key__": f"k{i}", "png": im, "json": {"skin": sk, "eyeglasses": "yes"}, "cls": 0}
+        for i, (im, sk) in enumerate(zip(images, skins, strict=True))
+    ])  # fmt: skip
+    got = {s["__key__"]: s["labels"]["skin"].item() for s in Feed(tmp_path, shuffle=0)}
+    assert got == {"k0": 1, "k1": 0, "k2": 1, "k3": 0}
+    reordered = Feed(tmp_path, attributes={"skin": ["dark", "light"]}, shuffle=0)
+    assert {s["__key__"]: s["labels"]["skin"].item() for s in reordered} == {
+        "k0": 0, "k1": 1, "k2": 0, "k3": 1
+    }  # fmt: skip
+    assert all(s["labels"]["eyeglasses"].item() == 1 for s in Feed(tmp_path, shuffle=0))

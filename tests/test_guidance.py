@@ -75,20 +75,35 @@ def test_window_and_zero_strength_leave_h_alone():
     assert torch.equal(g0.edit(h), h)
 
 
-def test_guided_sampling_differentiates_h_only(tiny_model):
+def test_guided_sampling_edits_h_by_its_gradient_only(tiny_model):
     adp = _adp()
+    adp_weights = {k: v.clone() for k, v in adp.model.state_dict().items()}
+    unet_weights = {k: v.clone() for k, v in tiny_model.unet.state_dict().items()}
     base = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3)
     zero = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
     assert torch.equal(
         sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=zero), base
     )
-    strong = DistributionGuidance(
-        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=50.0)
-    )
+    config = GuidanceConfig(strength=50.0, max_step=0.0)  # no trust region: the raw step
+    strong = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), config)
     guided = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=strong)
     assert not torch.allclose(guided, base)
-    assert all(p.grad is None for p in tiny_model.unet.parameters())
-    assert all(p.grad is None for p in adp.model.parameters())
+    # neither network learns anything while guiding
+    assert all(torch.equal(v, adp_weights[k]) for k, v in adp.model.state_dict().items())
+    assert all(torch.equal(v, unet_weights[k]) for k, v in tiny_model.unet.state_dict().items())
+    # one edit, by hand: h - strength * N * d/dh chi2(mean_i softmax(ADP(h_i, t)), q)
+    torch.manual_seed(3)
+    h = torch.randn(4, 16, 8, 8)
+    strong.begin_step(500, 1, 3)
+    edited = strong.edit(h)
+    leaf = h.clone().requires_grad_(True)
+    with torch.enable_grad():
+        p = torch.softmax(adp.model(leaf, torch.as_tensor(500))["skin"], -1).mean(0)
+        q = torch.tensor([0.0, 1.0])
+        chi2 = ((p - q) ** 2 / torch.tensor([1e-3, 1.0])).sum()
+        (grad,) = torch.autograd.grad(chi2, leaf)
+    assert grad.abs().max() > 0
+    assert torch.allclose(edited, h - 50.0 * 4 * grad, atol=1e-5)
 
 
 def test_divergences_tolerate_zero_target_cells():
@@ -141,12 +156,34 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
     assert all((again.labels[k] == traj.labels[k]).all() for k in traj.labels)
     trained = train_adp(traj, SPACE, epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
     bands = trained.meta["heldout_accuracy_by_band"]
-    assert bands and all(0 <= b["skin"] <= 1 for b in bands)
+    assert [b["n"] for b in bands] and sum(b["n"] for b in bands) == 2 * 2  # 15 % of 12 -> 2
     trained.save(tmp_path / "adp")
     loaded = TrainedADP.load(tmp_path / "adp")
     h, t = torch.randn(3, 16, 8, 8), torch.tensor(250)
     assert torch.allclose(trained.model(h, t)["skin"], loaded.model(h, t)["skin"])
     assert loaded.space == SPACE
+
+
+def test_the_adp_learns_a_label_that_h_carries():
+    """Labels that are a function of h (the sign of channel 0's mean): the held-out accuracy
+    the ADP reports must be high; with labels independent of h it must stay near chance."""
+    from fairsynth.adp import Trajectories
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(160, 2, 16, 8, 8, generator=gen)
+    sign = (h[:, :, 0].mean(dim=(1, 2, 3)) > 0).long()
+    h[:, :, 0] += torch.where(sign > 0, 1.0, -1.0)[:, None, None, None]  # a clear signal
+    labels = {"skin": sign.numpy(), "hair": np.zeros(160, int)}
+    traj = Trajectories(
+        h.half(), torch.tensor([750, 250]), labels, np.zeros((160, 4, 4, 3), np.uint8)
+    )
+    trained = train_adp(traj, SPACE, epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)
+    accuracy = [b["skin"] for b in trained.meta["heldout_accuracy_by_band"]]
+    assert min(accuracy) >= 0.9, accuracy
+    noise = {"skin": np.random.default_rng(1).integers(0, 2, 160), "hair": labels["hair"]}
+    blind = train_adp(Trajectories(h.half(), traj.timesteps, noise, traj.images), SPACE,
+                      epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)  # fmt: skip
+    assert max(b["skin"] for b in blind.meta["heldout_accuracy_by_band"]) <= 0.75
 
 
 def test_trust_region_caps_each_sample_step():
@@ -168,7 +205,7 @@ def test_trust_region_caps_each_sample_step():
 
 
 def test_calibration_sweep_picks_a_strength(tiny_model):
-    from fairsynth.calibrate import calibrate_strength
+    from fairsynth.calibrate import calibrate_strength, choose_strength
     from fairsynth.toyfaces import VERIFIER_DIR
     from fairsynth.toyfaces.classifiers import AttributeClassifier
 
@@ -184,7 +221,22 @@ def test_calibration_sweep_picks_a_strength(tiny_model):
         steps=2,
     )
     assert [r["strength"] for r in result["rows"]] == [0.0, 1.0, 10.0]
-    assert result["chosen"] in (1.0, 10.0)
+    assert result["chosen"] == choose_strength(result["rows"], 0.03)
+
+
+def test_the_strength_rule_takes_the_lowest_fd_that_keeps_quality():
+    from fairsynth.calibrate import choose_strength
+
+    rows = [
+        {"strength": 0.0, "fd_hard": 0.40, "confident_fraction": 1.00},
+        {"strength": 10.0, "fd_hard": 0.30, "confident_fraction": 0.99},
+        {"strength": 100.0, "fd_hard": 0.10, "confident_fraction": 0.98},
+        {"strength": 1000.0, "fd_hard": 0.01, "confident_fraction": 0.80},  # quality lost
+    ]
+    assert choose_strength(rows, 0.03) == 100.0
+    assert choose_strength(rows, 0.25) == 1000.0
+    ruined = [rows[0], *({**r, "confident_fraction": 0.5} for r in rows[1:])]
+    assert choose_strength(ruined, 0.03) == 10.0  # none keeps quality: the gentlest
 
 
 def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeypatch):

@@ -26,10 +26,13 @@ def _plan(quotas, accepted, generated=0, **kw):
 
 
 def test_window_of_one_is_the_sequential_loop():
-    for missing in ([100, 100], [10, 0], [3, 2], [40, 1]):
+    # by hand, batch 64, min_batch 8: a full batch while much is missing, else ceil(1.5 x
+    # missing), never below 8
+    for missing, size in (([100, 100], 64), ([10, 0], 15), ([3, 2], 8), ([40, 1], 62)):
         state = GenerationState(quotas=np.array(missing), accepted=np.zeros(2, int))
         (spec,) = _plan([missing], [[0, 0]], size=1)
-        assert spec.size == next_batch_size(state, 64, 8)
+        assert spec.size == size
+        assert next_batch_size(state, 64, 8) == size  # the sequential helper agrees
 
 
 def test_window_prefers_full_batches_and_respects_budget():

@@ -44,12 +44,19 @@ def test_shipped_ddpm_loads_like_a_model_id():
 
 
 @pytest.mark.slow
-def test_shipped_ddpm_draws_faces():
-    """A short run: samples are confidently classified faces (the full audit is the CLI's)."""
+def test_shipped_ddpm_draws_faces_with_the_reference_bias():
+    """A short run (64 samples, 20 steps; the full audit is the CLI's, 1,000 at 50 steps:
+    max |diff| 0.048): confidently classified faces, in the reference's proportions."""
     from fairsynth.toyfaces.audit_model import audit_model
+    from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 
-    report = audit_model(n=32, seed=1, steps=20, batch_size=32, reference=None, grid_path=None)
-    assert report["confident_fraction"] >= 0.7, report
+    report = audit_model(n=64, seed=1, steps=20, batch_size=64, reference=None, grid_path=None)
+    assert report["confident_fraction"] >= 0.95, report
+    skin = report["attributes"]["skin"]
+    assert skin["reference"]["dark"] == pytest.approx(DEFAULT_BIAS["skin"][1])
+    # 64 samples: a fraction's standard error is ~0.05; the bias is 20 % dark, 15 % glasses
+    assert report["max_abs_diff"] <= 0.15, report["attributes"]
+    assert skin["model"]["dark"] < 0.4 and report["attributes"]["eyeglasses"]["model"]["yes"] < 0.35
 
 
 def test_verifier_confidence_means_a_clear_face():

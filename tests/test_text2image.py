@@ -109,7 +109,7 @@ def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
         f"model: {{path: {tiny_sd}, kind: text2image, steps: 2, eta: 0.0, cfg_scale: 4.0,\n"
         "  prompts: [{prompt: a photo of a doctor, n: 3},\n"
         "            {prompt: a photo of a nurse, negative_prompt: blurry, n: 2,\n"
-        "             target: {marginals: {skin: {light: 0.0, dark: 1.0}}}}]}\n"
+        "             target: {marginals: {skin: {light: 1.0, dark: 0.0}}}}]}\n"
         f"adp: {{path: {tmp_path / 'adp'}, trajectories: 8, epochs: 1,"
         "  neutral_prompts: [a photo of a person]}\n"
         "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
@@ -136,8 +136,13 @@ def test_pipeline_runs_unchanged_on_the_text_to_image_backend(tmp_path, tiny_sd)
     frame = pd.read_parquet(out / "manifest.parquet")
     assert set(frame["prompt"]) <= {"a photo of a doctor", "a photo of a nurse"}
     assert set(frame["cfg_scale"]) == {4.0} and "negative_prompt" in frame
+    # the nurse prompt has its own target (all light; what this random tiny world draws, so
+    # its quota fills), the doctor prompt the top-level one (50/50)
+    assert summary["prompts"][1]["quotas"] == [2, 0]
+    assert sorted(summary["prompts"][0]["quotas"]) == [1, 2]
     nurse = frame[(frame["prompt"] == "a photo of a nurse") & frame["accepted"]]
-    assert set(nurse["skin"]) <= {"dark"}, "the nurse prompt's own target has no light cell"
+    assert len(nurse) == 2 and set(nurse["skin"]) == {"light"}
+    assert summary["prompts"][1]["complete"]
     for job, p in zip((0, 1), summary["prompts"], strict=True):
         acc = frame[(frame["job"] == job) & frame["accepted"]]
         assert all(a <= q for a, q in zip(p["accepted"], p["quotas"], strict=True))

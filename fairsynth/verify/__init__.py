@@ -154,20 +154,60 @@ class VerifierPair:
         self.second.close()
 
 
-def load_verifier(config) -> Verifier:
-    """The verifier(s) named by a ``VerifyConfig`` (a pair when ``second`` is set)."""
-    first = load_one(config.verifier, config)
+class AlignedVerifier:
+    """A verifier whose probabilities come in the params' class order, matched by name: a
+    classifier trained on ``[light, dark]`` judges for ``attributes: {skin: [dark, light]}``
+    without inverting the labels."""
+
+    def __init__(self, inner, space):
+        self.inner = inner
+        self.order = space.order_from(inner.attributes, "verifier")
+        self.attributes = {
+            k: tuple(space.classes(k)) if k in self.order else tuple(v)
+            for k, v in inner.attributes.items()
+        }
+
+    def __getattr__(self, name: str):  # crashes, size, ... of the wrapped verifier
+        if name == "inner":  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _reorder(self, probs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        if probs is None:
+            return None
+        return {k: p[:, self.order[k]] if k in self.order else p for k, p in probs.items()}
+
+    def verify(self, images) -> Verdict:
+        v = self.inner.verify(images)
+        return Verdict(self._reorder(v.probs), v.rejects, self._reorder(v.second))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def load_verifier(config, space=None) -> Verifier:
+    """The verifier(s) named by a ``VerifyConfig`` (a pair when ``second`` is set), with their
+    classes in ``space``'s order when a space is given."""
+    first = load_one(config.verifier, config, space)
     if not config.second:
         return first
-    return VerifierPair(first, load_one(config.second, config))
+    return VerifierPair(first, load_one(config.second, config, space))
 
 
-def load_one(name: str, config) -> Verifier:
+def load_one(name: str, config, space=None) -> Verifier:
     if name == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
 
-        return DeepfaceVerifier(config.deepface)
-    from fairsynth.toyfaces import resolve
-    from fairsynth.toyfaces.classifiers import AttributeClassifier
+        verifier = DeepfaceVerifier(config.deepface)
+    else:
+        from fairsynth.toyfaces import resolve
+        from fairsynth.toyfaces.classifiers import AttributeClassifier
 
-    return ClassifierVerifier(AttributeClassifier.load(resolve("verifier", name)))
+        verifier = ClassifierVerifier(AttributeClassifier.load(resolve("verifier", name)))
+    if space is None:
+        return verifier
+    try:
+        return AlignedVerifier(verifier, space)
+    except ValueError:
+        verifier.close()
+        raise
