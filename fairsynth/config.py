@@ -35,8 +35,14 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     """Mappings refuse a repeated key (YAML would silently keep the last one)."""
     seen: dict[object, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base`: merged keys may be overridden, that is its point
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError(f"line {line}: a mapping key must be a plain value") from None
         if key in seen:
             raise ConfigError(
                 f"duplicate key {_short(key)} (lines {seen[key]} and {line}); give each key once"
@@ -538,12 +544,19 @@ class Params:
             "adp.path": resolve("adp", self.adp.path),
             "adp.pseudo_labeller": resolve("pseudo_labeller", self.adp.pseudo_labeller),
             "verify.verifier": resolve("verifier", self.verify.verifier),
+            "verify.second": resolve("verifier", self.verify.second)
+            if self.verify.second
+            else None,
         }
         writers = {
             "output.dir": (self.output.dir, inputs),
             "downstream.out": (
                 self.downstream.out,
                 {"reference.path": self.reference.path, "output.dir": self.output.dir},
+            ),
+            "downstream.control_dir": (
+                self.downstream.control_dir,
+                {**inputs, "output.dir": self.output.dir},
             ),
         }
         for out_key, (out_value, reads) in writers.items():
@@ -628,7 +641,7 @@ def _coerce(tp, value, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {_short(value)}")
-        if not math.isfinite(value) or abs(value) > 1e300:
+        if abs(value) > 1e300 or not math.isfinite(value):
             raise ConfigError(f"{key}: must be a finite number, got {_short(value)}")
         return float(value)
     if tp is str:

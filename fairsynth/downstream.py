@@ -124,7 +124,9 @@ def test_set(params: Params) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         images = render(sample_params(len(grid), rng, labels=labels))
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
         return x, labels
-    feed = Feed(None, reference=d.test, attributes=dict(space.attributes), shuffle=0)
+    feed = Feed(
+        None, reference=d.test, attributes=dict(space.attributes), shuffle=0, on_error="raise"
+    )
     xs, labels = [], {d.sensitive: [], d.label: []}
     for batch in make_loader(feed, batch_size=256):
         xs.append(batch["image"])
@@ -151,6 +153,7 @@ def train_classifier(
     feed = Feed(
         synthetic, reference=params.reference.path, attributes=dict(space.attributes),
         shuffle=2000, seed=seed, reference_keys=set(reference_keys(params)),
+        on_error="raise",  # an experiment on silently fewer samples would mislead
     )  # fmt: skip
     loader = make_loader(feed, batch_size=d.batch_size, num_workers=d.num_workers)
     torch.manual_seed(seed)

@@ -66,10 +66,22 @@ _PRODUCERS: dict[str, BatchProducer] = {}
 _LOCK = threading.Lock()
 
 
+def weights_signature(params: Params) -> list:
+    """The model, ADP and verifier files of a run, by content."""
+    from fairsynth.filehash import files_signature, local_model_path
+
+    paths = [local_model_path(resolve("model", params.model.path)), resolve("adp", params.adp.path)]
+    for name in (params.verify.verifier, params.verify.second):
+        if name not in (None, "deepface"):
+            paths.append(resolve("verifier", name))
+    return [files_signature(p) for p in paths]
+
+
 def produce_on_worker(params: Params, spec: BatchSpec) -> BatchOutput:
     """The task a worker runs: its producer for these params is loaded on first use and kept
     (one per worker process: the latest run's), then the spec is produced."""
-    key = fingerprint(dataclasses.asdict(params))
+    # the weights by content too: a long-lived worker must not keep weights retrained in place
+    key = fingerprint([dataclasses.asdict(params), weights_signature(params)])
     with _LOCK:  # one load per process even with several threads per worker
         producer = _PRODUCERS.get(key)
         if producer is None:

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-_MEMO: dict[str, tuple[int, int, str]] = {}
+_MEMO: dict[str, tuple] = {}
 
 
 def cache_file() -> Path:
@@ -28,11 +28,12 @@ def sha256_of(path: str | Path) -> str:
     """The file's sha256 (hex), from the cache when its size and mtime are unchanged."""
     p = Path(path).resolve()
     st = p.stat()
-    key, stamp = str(p), (st.st_size, st.st_mtime_ns)
+    # ctime and inode too: `cp -p` or a tar extract can restore an mtime, not those
+    key, stamp = str(p), (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     hit = _MEMO.get(key) or _load_cache().get(key)
-    if hit is not None and tuple(hit[:2]) == stamp:
+    if hit is not None and tuple(hit[:-1]) == stamp:
         _MEMO[key] = tuple(hit)
-        return hit[2]
+        return hit[-1]
     digest = _hash(p)
     _MEMO[key] = (*stamp, digest)
     _store(key, [*stamp, digest])

@@ -83,6 +83,9 @@ def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
         "verifier_files": files_signature(resolve("verifier", params.verify.verifier))
         if params.verify.verifier != "deepface"
         else None,
+        "second_verifier_files": files_signature(resolve("verifier", params.verify.second))
+        if params.verify.second not in (None, "deepface")
+        else None,
         "seed": params.generate.seed,
         "dataset": params.generate.dataset,
         "min_batch": params.generate.min_batch,

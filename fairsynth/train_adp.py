@@ -116,6 +116,7 @@ def train_adp_from_params(
             recommended[f"{mode}_strength"] = result["chosen"]
             trained.meta.setdefault("calibration", {})[mode] = result
         trained.meta["recommended"] = recommended
+    trained.meta["inputs_fingerprint"] = adp_inputs_hash(params)  # what made it, checked on reuse
     trained.save(out)
     return trained
 
@@ -146,6 +147,25 @@ def adp_fingerprint(params: Params) -> dict:
         },  # fmt: skip
         "code": code_signature(),
     }
+
+
+def adp_inputs_hash(params: Params) -> str:
+    """``adp_fingerprint`` as one sha256 (recorded in ``adp.json`` as ``inputs_fingerprint``)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(adp_fingerprint(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def recorded_inputs(folder: str | Path) -> str | None:
+    """The ``inputs_fingerprint`` an ADP folder records, or None (no ADP, or none recorded)."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / "adp.json").read_text()).get("inputs_fingerprint")
+    except (OSError, ValueError):
+        return None
 
 
 def training_prompts(params: Params) -> list[PromptConfig]:

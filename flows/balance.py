@@ -11,7 +11,6 @@ import argparse
 from prefect import flow
 
 from fairsynth.config import load_params
-from fairsynth.toyfaces import resolve
 from tasks.pipeline import (
     audit_task,
     generate_on_workers,
@@ -30,7 +29,7 @@ def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict
     adp_path = None
     if params.guidance.mode != "none":
         if params.adp.path == "toyfaces" or params.adp.path != adp_out:
-            adp_path = str(resolve("adp", params.adp.path))
+            adp_path = None  # the params' own ADP, named as they name it (it is in the hashes)
         else:
             adp_path = train_adp_cached(params, adp_out)
     if params.scale.mode == "dask":

@@ -22,7 +22,7 @@ from fairsynth.pipeline import (
     stage_report,
     stage_train_adp,
 )
-from fairsynth.train_adp import adp_fingerprint
+from fairsynth.train_adp import adp_inputs_hash, recorded_inputs
 
 
 @task(name="reference", retries=1)
@@ -51,11 +51,8 @@ def adp_cache_key(context, parameters: dict) -> str:
     """What the ADP depends on (``adp_fingerprint``: model and labeller files by content, the
     ``adp`` section, attributes, recording settings, code) and where it is written; not the
     target, the quotas or anything else of the params."""
-    blob = json.dumps(
-        {"inputs": adp_fingerprint(parameters["params"]), "out": str(parameters["out"])},
-        sort_keys=True,
-        default=str,
-    )
+    out = str(Path(parameters["out"]).resolve())
+    blob = json.dumps({"inputs": adp_inputs_hash(parameters["params"]), "out": out})
     return "train-adp-" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -66,9 +63,11 @@ def train_adp_task(params: Params, out: str) -> str:
 
 def train_adp_cached(params: Params, out: str) -> str:
     """The ADP task, from the cache where it holds; trained again when the folder it names is
-    gone or incomplete (a cached path to nothing is no ADP)."""
+    gone, incomplete, or holds an ADP made from other inputs (another run, or ``dvc repro``
+    with other params, wrote it since: a cached path is only as good as what it points to)."""
     present = all((Path(out) / f).is_file() for f in ADP_FILES)
-    return train_adp_task.with_options(refresh_cache=not present)(params, out)
+    current = present and recorded_inputs(out) == adp_inputs_hash(params)
+    return train_adp_task.with_options(refresh_cache=not current)(params, out)
 
 
 def _progress_callback():

@@ -1,6 +1,7 @@
 """Flows under one Prefect test harness per session (a temporary local server)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,8 +78,13 @@ def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     trained = []
 
     def train(params, out, progress=False):  # stands in for the real training (seconds)
+        from fairsynth.train_adp import adp_inputs_hash
+
         trained.append(params.adp.lr)
         shutil.copytree(tiny_world[1], out, dirs_exist_ok=True)
+        meta = json.loads((Path(out) / "adp.json").read_text())
+        meta["inputs_fingerprint"] = adp_inputs_hash(params)  # as train_adp_from_params does
+        (Path(out) / "adp.json").write_text(json.dumps(meta))
         return str(out)
 
     monkeypatch.setattr(tp, "stage_train_adp", train)
@@ -100,5 +106,12 @@ def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     shutil.rmtree(out)
     assert adp_only(other, out) == out and len(trained) == 2, "a cached path to nothing"
     assert (tmp_path / "adp_out" / "adp.safetensors").is_file()
-    adp_only(dataclasses.replace(params, adp=dataclasses.replace(params.adp, lr=1e-3)), out)
+    other_lr = dataclasses.replace(params, adp=dataclasses.replace(params.adp, lr=1e-3))
+    adp_only(other_lr, out)
     assert len(trained) == 3
+    # A, then B into the same folder, then A again: A's cache entry names a folder that now
+    # holds B's ADP, so A trains again
+    adp_only(params, out)
+    assert trained == [params.adp.lr, params.adp.lr, 1e-3, params.adp.lr]
+    adp_only(params, out)
+    assert len(trained) == 4  # and now it holds A's: a hit

@@ -212,6 +212,22 @@ def test_bad_numbers_and_repeated_keys_are_refused(tmp_path, text, match):
         load_params(_params(tmp_path, text))
 
 
+def test_merge_keys_still_work_and_may_override():
+    from fairsynth.config import yaml_load
+
+    doc = yaml_load("a: &b {x: 1, y: 1}\nc: {<<: *b, y: 2}\n")
+    assert doc["c"] == {"x": 1, "y": 2}
+    with pytest.raises(ConfigError, match="a mapping key must be a plain value"):
+        yaml_load("? [1, 2]\n: x\n")
+
+
+def test_a_huge_integer_where_a_number_is_read_names_the_key():
+    from fairsynth.config import parse_params
+
+    with pytest.raises(ConfigError, match="guidance.strength: must be a finite number"):
+        parse_params({"guidance": {"strength": 10**400}})
+
+
 def test_an_alias_bomb_is_refused_fast_and_briefly(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
