@@ -56,3 +56,17 @@ def test_cli_rejects_non_positive_n():
         text=True,
     )
     assert r.returncode == 2 and "positive" in r.stderr
+
+
+def test_python_dash_m_fairsynth_is_the_command():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "fairsynth", "--help"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and r.stdout.startswith("usage: fairsynth")
+    bad = subprocess.run([sys.executable, "-m", "fairsynth", "weights", "check", "--params",
+                          "/nonexistent.yaml"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("fairsynth: error: ")
+    assert "Traceback" not in bad.stderr
