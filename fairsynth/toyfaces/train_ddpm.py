@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fairsynth.diffusion_model import DiffusionModel
 from fairsynth.toyfaces.dataset import load_reference_images
+from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments, save_state
 
 UNET_CONFIG = dict(
     sample_size=16,
@@ -85,7 +86,7 @@ def train(
         meta = json.loads((state_dir / "meta.json").read_text())
         unet.load_state_dict(load_file(state_dir / "model.safetensors"))
         ema = load_file(state_dir / "ema.safetensors")
-        _load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
+        load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
         print(f"resumed at step {meta['step']}", flush=True)
     segments = meta.setdefault("lr_segments", [[0, lr]])
     if segments[-1][1] != lr:
@@ -161,35 +162,9 @@ def export_ema(state_dir: Path, out: Path) -> None:
 
 
 def _save_state(state_dir: Path, unet, ema, opt, meta) -> None:
-    tmp = state_dir.with_name(state_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
-    moments = {}
-    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        st = opt.state.get(p)
-        if st:
-            moments[f"{i}.exp_avg"] = st["exp_avg"].contiguous()
-            moments[f"{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
-    save_file(moments, tmp / "optim.safetensors")
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    old = state_dir.with_name(state_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_optimizer(opt, moments: dict[str, torch.Tensor], step: int) -> None:
-    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        if f"{i}.exp_avg" in moments:
-            opt.state[p] = {
-                "step": torch.tensor(float(step)),
-                "exp_avg": moments[f"{i}.exp_avg"],
-                "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
-            }
+    save_state(
+        state_dir, {"model": unet.state_dict(), "ema": ema, "optim": optimizer_moments(opt)}, meta
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from fairsynth.dummy import bytes_to_unicode
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.render import ATTRIBUTES, FaceParams, render, sample_params
+from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments, save_state
 
 # Class probabilities per prompt, in ATTRIBUTES order (skin: light, dark; eyeglasses: no, yes;
 # hair: black, brown, blond). Attributes are drawn independently within a prompt.
@@ -244,44 +245,6 @@ def load_vae(root: Path) -> AutoencoderKL:
 # --- state ---------------------------------------------------------------------------------
 
 
-def _save_state(state_dir: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:
-    """Write ``<name>.safetensors`` files and meta.json to a temp folder, then swap it in."""
-    tmp = state_dir.with_name(state_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, sd in tensors.items():
-        save_file({k: v.detach().contiguous() for k, v in sd.items()}, tmp / f"{name}.safetensors")
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    old = state_dir.with_name(state_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _optimizer_moments(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    moments = {}
-    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        st = opt.state.get(p)
-        if st:
-            moments[f"{i}.exp_avg"] = st["exp_avg"]
-            moments[f"{i}.exp_avg_sq"] = st["exp_avg_sq"]
-    return moments
-
-
-def _load_optimizer(
-    opt: torch.optim.Optimizer, moments: dict[str, torch.Tensor], step: int
-) -> None:
-    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        if f"{i}.exp_avg" in moments:
-            opt.state[p] = {
-                "step": torch.tensor(float(step)),
-                "exp_avg": moments[f"{i}.exp_avg"],
-                "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
-            }
-
-
 def _set_lr(opt: torch.optim.Optimizer, lr: float, step: int, warmup: int) -> None:
     for group in opt.param_groups:
         group["lr"] = lr * min(1.0, (step + 1) / warmup)
@@ -322,7 +285,7 @@ def train_vae(
     if (state_dir / "meta.json").is_file():
         meta = json.loads((state_dir / "meta.json").read_text())
         vae.load_state_dict(load_file(state_dir / "model.safetensors"))
-        _load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
+        load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
         print(f"[vae] resumed at step {meta['step']}", flush=True)
     # The cosine schedule spans the total steps; record where that total changed.
     schedule = meta.setdefault("total_steps_segments", [[0, steps]])
@@ -352,8 +315,8 @@ def train_vae(
             meta["seconds"] += time.time() - t_start
             meta["scaling_factor"] = latent_scaling_factor(vae, seed)
             vae.train()
-            moments = _optimizer_moments(opt)
-            _save_state(state_dir, {"model": vae.state_dict(), "optim": moments}, meta)
+            moments = optimizer_moments(opt)
+            save_state(state_dir, {"model": vae.state_dict(), "optim": moments}, meta)
             t_start = time.time()
 
 
@@ -461,7 +424,7 @@ def train_unet(
         meta = json.loads((state_dir / "meta.json").read_text())
         unet.load_state_dict(load_file(state_dir / "model.safetensors"))
         ema = load_file(state_dir / "ema.safetensors")
-        _load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
+        load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
         print(f"[unet] resumed at step {meta['step']}", flush=True)
     segments = meta.setdefault("lr_segments", [[0, lr]])
     if segments[-1][1] != lr:
@@ -489,8 +452,8 @@ def train_unet(
             _log(meta, window, t_start, "unet")
         if meta["step"] % checkpoint_every == 0 or meta["step"] == steps:
             meta["seconds"] += time.time() - t_start
-            tensors = {"model": unet.state_dict(), "ema": ema, "optim": _optimizer_moments(opt)}
-            _save_state(state_dir, tensors, meta)
+            tensors = {"model": unet.state_dict(), "ema": ema, "optim": optimizer_moments(opt)}
+            save_state(state_dir, tensors, meta)
             if export is not None and (meta["step"] % export_every == 0 or meta["step"] == steps):
                 export_pipeline(root, export)
                 print(f"[unet] exported step {meta['step']} to {export}", flush=True)
