@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	dvc repro report audit_model
 	fairsynth toyfaces show-audit data/audit_model/model_audit.json
-	python -m fairsynth.pipeline show
+	python -m fairsynth.app.stages show
 
 pipeline: demo
 
@@ -45,7 +45,7 @@ pipeline: demo
 # sampled control generates ~9x the samples of the balanced set: ~30 min on a 2-core CPU).
 downstream: $(STAMP)
 	dvc repro downstream
-	python -m fairsynth.downstream --show
+	python -m fairsynth.experiments.downstream --show
 
 test: $(STAMP)
 	ruff check .

@@ -3,7 +3,7 @@ uninterrupted run.
 
     python benchmarks/chaos.py [--kills 20] [--params params.yaml] [--steps 10] [--n 64]
 
-Runs the generation stage (``fairsynth.pipeline.stage_generate``, the one DVC and Prefect run)
+Runs the generation stage (``fairsynth.app.stages.stage_generate``, the one DVC and Prefect run)
 in a subprocess; once the subprocess holds the output lock, it is killed after a random delay
 within the generation's duration, then started again, until ``--kills`` kills have landed and a
 run has completed. Prints: kills survived, samples lost, duplicates, quota errors, and whether the
@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fairsynth import tario
-from fairsynth.config import load_params, yaml_load
+from fairsynth.app.config import load_params, yaml_load
+from fairsynth.data import tario
 
 RUN = (
-    "import sys; from fairsynth.config import load_params; "
-    "from fairsynth.pipeline import stage_generate; "
+    "import sys; from fairsynth.app.config import load_params; "
+    "from fairsynth.app.stages import stage_generate; "
     "stage_generate(load_params(sys.argv[1]), None, progress=False)"
 )
 

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fairsynth.adp import TrainedADP
-from fairsynth.attributes import AttributeSpace, Target
-from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.diffusion_model import load_diffusion_model
-from fairsynth.evaluate import generate_batches, judge
-from fairsynth.guidance import GuidanceConfig
-from fairsynth.metrics import frechet_distance
+from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+from fairsynth.app.evaluate import judge
+from fairsynth.core.attributes import AttributeSpace, Target
+from fairsynth.core.metrics import frechet_distance
+from fairsynth.diffusion.unconditional import load_diffusion_model
+from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.guide import GuidanceConfig
+from fairsynth.guidance.guided import generate_batches
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS

@@ -17,9 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.config import load_params
-from fairsynth.pipeline import stage_generate
+from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+from fairsynth.app.config import load_params
+from fairsynth.app.stages import stage_generate
 
 GUIDED_BAR, RATIO_BAR = 1.3, 0.5  # generated per accepted, guided; guided / rejection
 

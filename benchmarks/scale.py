@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.config import load_params
-from fairsynth.executors import DaskExecutor
-from fairsynth.pipeline import stage_generate
+from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+from fairsynth.app.config import load_params
+from fairsynth.app.stages import stage_generate
+from fairsynth.run.executors import DaskExecutor
 
 SPEEDUP_BAR = 0.75  # per added worker: 2 workers >= 1.5x one
 

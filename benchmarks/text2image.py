@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fairsynth.adp import ADP, TrainedADP
-from fairsynth.attributes import AttributeSpace
-from fairsynth.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.guidance import DistributionGuidance, GuidanceConfig
-from fairsynth.hspace import HSpace
-from fairsynth.sampling import batch_generator
-from fairsynth.text2image import PromptedModel, load_text2image
+from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.diffusion.hspace import HSpace
+from fairsynth.diffusion.sampling import batch_generator
+from fairsynth.diffusion.text2image import PromptedModel, load_text2image
+from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = a.model
         if path is None:
-            from fairsynth.dummy import build_tiny_sd
+            from fairsynth.diffusion.dummy import build_tiny_sd
 
             build_tiny_sd(Path(tmp))
             path = str(Path(tmp) / "sd")

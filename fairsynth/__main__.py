@@ -2,6 +2,6 @@
 
 import sys
 
-from fairsynth.cli import main
+from fairsynth.app.cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ import argparse
 
 from prefect import flow
 
-from fairsynth.config import load_params
+from fairsynth.app.config import load_params
 from tasks.pipeline import (
     audit_task,
     generate_on_workers,

@@ -4,7 +4,7 @@ samples over several seeds and report per-group accuracy (Fairlearn MetricFrame)
 python -m flows.downstream [params.yaml]
 
 Runs after the balance flow (it reads the published shards). The same library functions as
-the DVC stage ``downstream`` (``fairsynth.downstream``), as Prefect tasks.
+the DVC stage ``downstream`` (``fairsynth.experiments.downstream``), as Prefect tasks.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fairsynth.config import Params, load_params
-from fairsynth.downstream import (
+from fairsynth.app.config import Params, load_params
+from fairsynth.experiments.downstream import (
     SETTINGS,
     build_control,
     format_report,

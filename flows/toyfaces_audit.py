@@ -9,7 +9,7 @@ import sys
 
 from prefect import flow
 
-from fairsynth.config import load_params
+from fairsynth.app.config import load_params
 from tasks.toyfaces import audit_model_task, build_reference_task
 
 

@@ -1,4 +1,4 @@
-"""Prefect tasks of the balancing pipeline: each wraps one stage function of fairsynth.pipeline."""
+"""Prefect tasks of the balancing pipeline: each wraps one stage function of fairsynth.app.stages."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from fairsynth.adp import ADP_FILES
-from fairsynth.config import Params
-from fairsynth.pipeline import (
+from fairsynth.app.config import Params
+from fairsynth.app.stages import (
     stage_audit,
     stage_generate,
     stage_reference,
     stage_report,
     stage_train_adp,
 )
-from fairsynth.train_adp import adp_inputs_hash, recorded_inputs
+from fairsynth.app.train_adp import adp_inputs_hash, recorded_inputs
+from fairsynth.guidance.adp import ADP_FILES
 
 
 @task(name="reference", retries=1)

@@ -1,5 +1,5 @@
 """Generation on Dask workers through Prefect: prefect-dask's ``DaskTaskRunner`` runs one
-Prefect task per batch spec (``fairsynth.executors.produce_on_worker``); the flow judges the
+Prefect task per batch spec (``fairsynth.run.executors.produce_on_worker``); the flow judges the
 results in batch order (quotas, ledger, shards stay in the flow's process)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
-from fairsynth.config import Params
-from fairsynth.executors import local_cluster_kwargs, produce_on_worker
-from fairsynth.generate import BatchOutput
-from fairsynth.windows import BatchSpec
+from fairsynth.app.config import Params
+from fairsynth.run.executors import local_cluster_kwargs, produce_on_worker
+from fairsynth.run.produce import BatchOutput
+from fairsynth.run.windows import BatchSpec
 
 
 def dask_task_runner(params: Params) -> DaskTaskRunner:
@@ -37,7 +37,7 @@ def produce_batch_task(params: Params, spec: BatchSpec) -> BatchOutput:
 
 
 class PrefectDaskExecutor:
-    """``fairsynth.executors.Executor`` on the flow's ``DaskTaskRunner`` (call inside the flow)."""
+    """``fairsynth.run.executors.Executor`` on the flow's ``DaskTaskRunner`` (call inside the flow)."""
 
     def __init__(self, params: Params):
         self.params = params

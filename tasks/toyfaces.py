@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from fairsynth.config import AuditModelConfig, ReferenceConfig
+from fairsynth.app.config import AuditModelConfig, ReferenceConfig
 from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
 from fairsynth.toyfaces.dataset import build_reference
 

@@ -13,13 +13,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
-from fairsynth.diffusion_model import DiffusionModel  # noqa: E402
+from fairsynth.diffusion.unconditional import DiffusionModel
 
 
 @pytest.fixture(autouse=True)
 def hermetic_hash_cache(tmp_path, monkeypatch):
     """Content hashes cached under the test's own folder, never the user's cache."""
-    from fairsynth import filehash
+    from fairsynth.core import filehash
 
     monkeypatch.setenv("FAIRSYNTH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path / "deepface-home"))  # never the user's
@@ -48,8 +48,8 @@ def tiny_model() -> DiffusionModel:
 @pytest.fixture
 def tiny_world(tmp_path, tiny_model):
     """The tiny model and a random ADP over the toy attributes, saved as folders; returns both paths."""
-    from fairsynth.adp import ADP, TrainedADP
-    from fairsynth.attributes import AttributeSpace
+    from fairsynth.core.attributes import AttributeSpace
+    from fairsynth.guidance.adp import ADP, TrainedADP
     from fairsynth.toyfaces.render import ATTRIBUTES
 
     tiny_model.save(tmp_path / "model")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fairsynth.attributes import AttributeSpace, Target, joint_from_per_attribute
-from fairsynth.metrics import (
+from fairsynth.core.attributes import AttributeSpace, Target, joint_from_per_attribute
+from fairsynth.core.metrics import (
     evaluate_against_target,
     fairness_discrepancy,
     frechet_distance,

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from fairsynth.cli import main
+from fairsynth.app.cli import main
 
 
 def test_audit_model_cli_json(tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_cli_clear_error_for_missing_model(tmp_path, capsys):
 
 def test_cli_rejects_non_positive_n():
     r = subprocess.run(
-        [sys.executable, "-m", "fairsynth.cli", "toyfaces", "audit-model", "--n", "0"],
+        [sys.executable, "-m", "fairsynth.app.cli", "toyfaces", "audit-model", "--n", "0"],
         capture_output=True,
         text=True,
     )

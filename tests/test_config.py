@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from fairsynth.config import ConfigError, load_params, parse_params
+from fairsynth.app.config import ConfigError, load_params, parse_params
 
 
 def test_repo_params_load():
-    from fairsynth.config import yaml_load
+    from fairsynth.app.config import yaml_load
 
     root = Path(__file__).resolve().parents[1]  # not the working directory
     raw = yaml_load((root / "params.yaml").read_text())

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from fairsynth.diffusion_model import load_diffusion_model
-from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.diffusion.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.diffusion.unconditional import load_diffusion_model
 
 
 def test_save_load_round_trip(tmp_path, tiny_model):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairsynth.adp import ADP, TrainedADP  # noqa: F401
-from fairsynth.config import yaml_load
+from fairsynth.app.config import yaml_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +68,7 @@ def test_dvc_repro_twice_second_is_noop(tmp_path, tiny_model):
     assert "changed" not in status, f"the flow run undid dvc repro:\n{status}"
 
     # a module the generate stage imports (not listed by name) changes: DVC notices
-    with open(repo / "fairsynth" / "sampling.py", "a") as fh:
+    with open(repo / "fairsynth" / "diffusion" / "sampling.py", "a") as fh:
         fh.write("\n# touched\n")
     status = _run([sys.executable, "-m", "dvc", "status"], repo)
     assert "generate:" in status and "modified:" in status and "fairsynth" in status, status
@@ -80,7 +79,7 @@ def _stage_module(cmd: str) -> str:
     if words[:2] == ["python", "-m"]:
         return words[2]
     assert words[0] == "fairsynth", cmd
-    return "fairsynth.cli"
+    return "fairsynth.app.cli"
 
 
 def test_each_stage_depends_on_every_module_it_imports():

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fairsynth.cli import main
+from fairsynth.app.cli import main
 from fairsynth.toyfaces.render import ATTRIBUTES
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from fairsynth import tario
-from fairsynth.feed import Feed, expand_sources, make_loader
-from fairsynth.pipeline import stage_generate, stage_reference
+from fairsynth.app.stages import stage_generate, stage_reference
+from fairsynth.data import tario
+from fairsynth.data.feed import Feed, expand_sources, make_loader
 from tests.test_pipeline import _setup
 
 
@@ -26,9 +26,9 @@ def published(tmp_path_factory):
     torch.manual_seed(0)
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from fairsynth.adp import ADP, TrainedADP
-    from fairsynth.attributes import AttributeSpace
-    from fairsynth.diffusion_model import DiffusionModel
+    from fairsynth.core.attributes import AttributeSpace
+    from fairsynth.diffusion.unconditional import DiffusionModel
+    from fairsynth.guidance.adp import ADP, TrainedADP
     from fairsynth.toyfaces.render import ATTRIBUTES
 
     unet = UNet2DModel(
@@ -144,7 +144,7 @@ def test_feed_reads_dvc_tracked_shards_from_the_cache(published, tmp_path):
 
 
 def test_group_metrics_are_fairlearns_per_group_accuracy():
-    from fairsynth.downstream import group_metrics, summarize
+    from fairsynth.experiments.downstream import group_metrics, summarize
 
     y_true = np.array([0, 1, 1, 0, 1, 0, 1, 1])
     y_pred = np.array([0, 1, 0, 0, 1, 1, 1, 1])
@@ -169,7 +169,7 @@ def test_group_metrics_are_fairlearns_per_group_accuracy():
 def test_downstream_stage_tiny(published, tmp_path):
     import dataclasses
 
-    from fairsynth.downstream import SETTINGS, stage_downstream
+    from fairsynth.experiments.downstream import SETTINGS, stage_downstream
 
     params, tmp = published
     d = dataclasses.replace(

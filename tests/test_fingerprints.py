@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 from safetensors.torch import load_file, save_file
 
-from fairsynth import filehash
-from fairsynth.config import TargetConfig
-from fairsynth.pipeline import stage_generate
+from fairsynth.app.config import TargetConfig
+from fairsynth.app.stages import stage_generate
+from fairsynth.core import filehash
 from tests.test_pipeline import _Crash, _setup
 
 

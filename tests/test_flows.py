@@ -73,12 +73,12 @@ def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     from prefect import flow
 
     import tasks.pipeline as tp
-    from fairsynth.config import TargetConfig
+    from fairsynth.app.config import TargetConfig
 
     trained = []
 
     def train(params, out, progress=False):  # stands in for the real training (seconds)
-        from fairsynth.train_adp import adp_inputs_hash
+        from fairsynth.app.train_adp import adp_inputs_hash
 
         trained.append(params.adp.lr)
         shutil.copytree(tiny_world[1], out, dirs_exist_ok=True)

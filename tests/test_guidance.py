@@ -2,17 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from fairsynth.adp import ADP, TrainedADP, record_trajectories, train_adp
-from fairsynth.attributes import AttributeSpace
-from fairsynth.guidance import (
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.core.quotas import largest_remainder
+from fairsynth.diffusion.sampling import batch_generator, sample_ddim
+from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.guide import (
     DistributionGuidance,
     GuidanceConfig,
     SampleGuidance,
     assign_cells,
     divergence,
-    largest_remainder,
 )
-from fairsynth.sampling import batch_generator, sample_ddim
+from fairsynth.guidance.training import train_adp
+from fairsynth.guidance.trajectories import record_trajectories
 
 SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"], "hair": ["black", "brown", "blond"]})
 
@@ -167,7 +169,7 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
 def test_the_adp_learns_a_label_that_h_carries():
     """Labels that are a function of h (the sign of channel 0's mean): the held-out accuracy
     the ADP reports must be high; with labels independent of h it must stay near chance."""
-    from fairsynth.adp import Trajectories
+    from fairsynth.guidance.trajectories import Trajectories
 
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(160, 2, 16, 8, 8, generator=gen)
@@ -205,7 +207,7 @@ def test_trust_region_caps_each_sample_step():
 
 
 def test_calibration_sweep_picks_a_strength(tiny_model):
-    from fairsynth.calibrate import calibrate_strength, choose_strength
+    from fairsynth.app.calibrate import calibrate_strength, choose_strength
     from fairsynth.toyfaces import VERIFIER_DIR
     from fairsynth.toyfaces.classifiers import AttributeClassifier
 
@@ -225,7 +227,7 @@ def test_calibration_sweep_picks_a_strength(tiny_model):
 
 
 def test_the_strength_rule_takes_the_lowest_fd_that_keeps_quality():
-    from fairsynth.calibrate import choose_strength
+    from fairsynth.app.calibrate import choose_strength
 
     rows = [
         {"strength": 0.0, "fd_hard": 0.40, "confident_fraction": 1.00},
@@ -240,9 +242,9 @@ def test_the_strength_rule_takes_the_lowest_fd_that_keeps_quality():
 
 
 def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeypatch):
-    import fairsynth.evaluate as ev
-    from fairsynth.attributes import Target
-    from fairsynth.plan import residual_target
+    import fairsynth.guidance.guided as ev
+    from fairsynth.core.attributes import Target
+    from fairsynth.core.quotas import residual_target
 
     seen = []
     real = ev._sample

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fairsynth import tario
-from fairsynth.attributes import AttributeSpace
-from fairsynth.config import ConfigError, load_params
-from fairsynth.pipeline import main as pipeline_main
-from fairsynth.pipeline import stage_generate
-from fairsynth.reference import read_image_folder, read_shards
+from fairsynth.app.config import ConfigError, load_params
+from fairsynth.app.stages import main as pipeline_main
+from fairsynth.app.stages import stage_generate
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.data import tario
+from fairsynth.data.reference import read_image_folder, read_shards
 from fairsynth.toyfaces import VERIFIER_DIR
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import build_reference
@@ -51,7 +51,7 @@ def test_reordered_classes_keep_their_meaning(tmp_path):
     images, labels = render_batch(64, seed=11)
     reversed_space = AttributeSpace.from_dict({"skin": ["dark", "light"], **{
         k: v for k, v in ATTRIBUTES.items() if k != "skin"}})  # fmt: skip
-    from fairsynth.config import VerifyConfig
+    from fairsynth.app.config import VerifyConfig
 
     aligned = load_verifier(VerifyConfig(), reversed_space)
     plain = ClassifierVerifier(AttributeClassifier.load(VERIFIER_DIR))
@@ -66,7 +66,7 @@ def test_reordered_classes_keep_their_meaning(tmp_path):
 
 
 def test_adp_heads_follow_the_params_class_order(tiny_world):
-    from fairsynth.adp import TrainedADP
+    from fairsynth.guidance.adp import TrainedADP
 
     adp = TrainedADP.load(tiny_world[1])
     reordered = AttributeSpace.from_dict(
@@ -213,7 +213,7 @@ def test_bad_numbers_and_repeated_keys_are_refused(tmp_path, text, match):
 
 
 def test_merge_keys_still_work_and_may_override():
-    from fairsynth.config import yaml_load
+    from fairsynth.app.config import yaml_load
 
     doc = yaml_load("a: &b {x: 1, y: 1}\nc: {<<: *b, y: 2}\n")
     assert doc["c"] == {"x": 1, "y": 2}
@@ -222,7 +222,7 @@ def test_merge_keys_still_work_and_may_override():
 
 
 def test_a_huge_integer_where_a_number_is_read_names_the_key():
-    from fairsynth.config import parse_params
+    from fairsynth.app.config import parse_params
 
     with pytest.raises(ConfigError, match="guidance.strength: must be a finite number"):
         parse_params({"guidance": {"strength": 10**400}})
@@ -377,7 +377,7 @@ def damaged_shards(tmp_path):
 
 
 def test_the_feed_skips_unreadable_samples_naming_them(damaged_shards, capfd):
-    from fairsynth.feed import Feed, make_loader
+    from fairsynth.data.feed import Feed, make_loader
 
     feed = Feed(damaged_shards, shuffle=0)
     loader = make_loader(feed, batch_size=2, num_workers=2)
@@ -389,7 +389,7 @@ def test_the_feed_skips_unreadable_samples_naming_them(damaged_shards, capfd):
 
 
 def test_the_feed_can_fail_naming_the_sample(damaged_shards):
-    from fairsynth.feed import Feed, make_loader
+    from fairsynth.data.feed import Feed, make_loader
 
     feed = Feed(damaged_shards, shuffle=0, on_error="raise")
     with pytest.raises(Exception, match=r"syn-00000[01].tar: sample 's[25]' cannot be read"):
@@ -397,7 +397,7 @@ def test_the_feed_can_fail_naming_the_sample(damaged_shards):
 
 
 def test_os_errors_keep_the_file_name():
-    from fairsynth.errors import message
+    from fairsynth.app.errors import message
 
     exc = OSError(28, "No space left on device")
     exc.filename = "/data/out/x.tar"

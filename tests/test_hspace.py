@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from fairsynth.hspace import HSpace, resolve_layer
+from fairsynth.diffusion.hspace import HSpace, resolve_layer
 
 
 def _tiny_cond_unet():
@@ -62,7 +62,7 @@ def test_other_layer_and_bad_layer(tiny_model):
 
 
 def test_perturbation_sensitivity_measures_h_say(tiny_model):
-    from fairsynth.hspace import perturbation_sensitivity
+    from fairsynth.diffusion.sampling import perturbation_sensitivity
 
     none = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=0.0)
     some = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=4.0)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from fairsynth import tario
+from fairsynth.data import tario
 
 
 def test_shards_through_torch_dataloader(tmp_path):

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import webdataset as wds
 
-from fairsynth.config import load_params
-from fairsynth.pipeline import stage_audit, stage_generate, stage_reference, stage_report
+from fairsynth.app.config import load_params
+from fairsynth.app.stages import stage_audit, stage_generate, stage_reference, stage_report
 
 
 def _setup(
@@ -137,8 +137,8 @@ def test_one_writer_per_output(tmp_path, tiny_world):
 def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
     import torch
 
-    from fairsynth.adp import TrainedADP
-    from fairsynth.train_adp import train_adp_from_params
+    from fairsynth.app.train_adp import train_adp_from_params
+    from fairsynth.guidance.adp import TrainedADP
 
     p = tmp_path / "params.yaml"
     p.write_text(

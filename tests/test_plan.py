@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fairsynth.plan import plan_augment, plan_standalone, remaining_target
+from fairsynth.core.quotas import plan_augment, plan_standalone, remaining_target
 
 
 def test_standalone_sums_exactly():
@@ -44,7 +44,7 @@ def test_remaining_target():
 
 
 def test_last_batches_shrink_to_what_is_missing():
-    from fairsynth.generate import GenerationState, next_batch_size
+    from fairsynth.run.judge import GenerationState, next_batch_size
 
     state = GenerationState(quotas=np.array([100, 100]), accepted=np.array([0, 0]))
     assert next_batch_size(state, 64) == 64
@@ -58,7 +58,7 @@ def test_last_batches_shrink_to_what_is_missing():
 
 
 def test_residual_target():
-    from fairsynth.plan import residual_target
+    from fairsynth.core.quotas import residual_target
 
     assert np.allclose(residual_target([0.3, 0.7], [3, 0], 6), [0.0, 1.0])  # dark lacks
     assert np.allclose(

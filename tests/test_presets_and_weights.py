@@ -9,12 +9,12 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from fairsynth.backends import bind_prompt, load_model
-from fairsynth.config import ConfigError, load_params, parse_params
-from fairsynth.diffusion_model import load_diffusion_model
-from fairsynth.dummy import build_tiny_sd
-from fairsynth.sampling import batch_generator, sample_ddim
-from fairsynth.weights import MissingFiles, check_weights, require_weights
+from fairsynth.app.config import ConfigError, load_params, parse_params
+from fairsynth.app.weights import MissingFiles, check_weights, require_weights
+from fairsynth.diffusion.backends import bind_prompt, load_model
+from fairsynth.diffusion.dummy import build_tiny_sd
+from fairsynth.diffusion.sampling import batch_generator, sample_ddim
+from fairsynth.diffusion.unconditional import load_diffusion_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -63,8 +63,8 @@ def test_hub_id_is_read_from_the_local_cache_only(tmp_path):
     (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
     code = (
         "import json\n"
-        "from fairsynth.weights import model_rows\n"
-        "from fairsynth.diffusion_model import load_diffusion_model\n"
+        "from fairsynth.app.weights import model_rows\n"
+        "from fairsynth.diffusion.unconditional import load_diffusion_model\n"
         "rows = model_rows('google/ddpm-celebahq-256') + model_rows('someone/not-cached')\n"
         "m = load_diffusion_model('google/ddpm-celebahq-256', local_files_only=True)\n"
         "print(json.dumps({'present': [r['present'] for r in rows], 'size': m.image_size}))\n"
@@ -91,7 +91,7 @@ def test_weights_check_lists_what_is_missing_and_generation_stops(tmp_path):
     missing = {r["file"] for r in rows if not r["present"]}
     assert {"gender_model_weights.pth", "race_model_single_batch.pth", "adp.json"} <= missing
     assert "haarcascade_frontalface_default.xml" not in missing  # shipped with fairsynth
-    from fairsynth.pipeline import stage_generate
+    from fairsynth.app.stages import stage_generate
 
     with pytest.raises(MissingFiles) as err:
         stage_generate(params, None, progress=False)
@@ -101,7 +101,7 @@ def test_weights_check_lists_what_is_missing_and_generation_stops(tmp_path):
 
 
 def test_cli_weights_check_exit_code(tmp_path, capsys):
-    from fairsynth.cli import main
+    from fairsynth.app.cli import main
 
     assert (
         main(["weights", "check", "--params", str(ROOT / "configs" / "celebahq-gender.yaml")]) == 1
@@ -135,7 +135,7 @@ def test_generate_stage_with_missing_weights_exits_nonzero_and_names_them(tmp_pa
 
     import yaml
 
-    from fairsynth.pipeline import main
+    from fairsynth.app.stages import main
 
     raw = yaml.safe_load((ROOT / "configs" / "celebahq-gender.yaml").read_text())
     raw["verify"]["deepface"]["home"] = str(tmp_path / "home")

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fairsynth.attributes import AttributeSpace, Target
-from fairsynth.reference import audit, read_image_folder, read_shards
+from fairsynth.core.attributes import AttributeSpace, Target
+from fairsynth.data.reference import audit, read_image_folder, read_shards
 from fairsynth.toyfaces.dataset import build_reference
 from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
 

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairsynth.config import load_params
-from fairsynth.pipeline import stage_generate
+from fairsynth.app.config import load_params
+from fairsynth.app.stages import stage_generate
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = (
-    "import sys; from fairsynth.config import load_params; "
-    "from fairsynth.pipeline import stage_generate; "
+    "import sys; from fairsynth.app.config import load_params; "
+    "from fairsynth.app.stages import stage_generate; "
     "stage_generate(load_params(sys.argv[1]), None, progress=False)"
 )
 

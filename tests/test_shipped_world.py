@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fairsynth.diffusion_model import load_diffusion_model
+from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.toyfaces import DDPM_DIR, PSEUDO_LABELLER_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.classifiers import AttributeClassifier, accuracy_on_fresh_renders
 from fairsynth.toyfaces.render import ATTRIBUTES, render_batch

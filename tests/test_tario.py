@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fairsynth import tario
+from fairsynth.data import tario
 
 
 def _samples(n):

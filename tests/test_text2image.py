@@ -3,11 +3,12 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from fairsynth.adp import ADP, TrainedADP, record_trajectories
-from fairsynth.attributes import AttributeSpace
-from fairsynth.dummy import build_tiny_sd
-from fairsynth.guidance import DistributionGuidance, GuidanceConfig
-from fairsynth.text2image import load_text2image, sample_text2image, split_conditional
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.diffusion.dummy import build_tiny_sd
+from fairsynth.diffusion.text2image import load_text2image, sample_text2image, split_conditional
+from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
+from fairsynth.guidance.trajectories import record_trajectories
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
 
@@ -97,7 +98,7 @@ def test_missing_files_are_named(tmp_path):
 
 
 def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
-    from fairsynth.config import load_params
+    from fairsynth.app.config import load_params
     from fairsynth.toyfaces.render import ATTRIBUTES
 
     torch.manual_seed(0)
@@ -127,7 +128,7 @@ def test_pipeline_runs_unchanged_on_the_text_to_image_backend(tmp_path, tiny_sd)
     import pandas as pd
     import webdataset as wds
 
-    from fairsynth.pipeline import stage_generate
+    from fairsynth.app.stages import stage_generate
 
     params = _t2i_params(tmp_path, tiny_sd)
     assert [n for _, _, n in params.jobs()] == [3, 2]
@@ -155,7 +156,7 @@ def test_pipeline_runs_unchanged_on_the_text_to_image_backend(tmp_path, tiny_sd)
 
 
 def test_adp_trains_on_text_to_image_trajectories(tmp_path, tiny_sd):
-    from fairsynth.train_adp import train_adp_from_params
+    from fairsynth.app.train_adp import train_adp_from_params
 
     params = _t2i_params(tmp_path, tiny_sd)
     trained = train_adp_from_params(params, tmp_path / "adp_t2i")

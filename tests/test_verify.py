@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairsynth.config import ConfigError, parse_params
+from fairsynth.app.config import ConfigError, parse_params
 from fairsynth.verify import NO_FACE, ClassifierVerifier, Verdict, load_verifier
 from fairsynth.verify.deepface import (
     RACE_LABELS,
@@ -250,8 +250,8 @@ def test_verifier_pair_rejects_disagreement_and_keeps_both():
 def test_second_verifier_in_the_pipeline_and_the_audit(tmp_path, tiny_world):
     import pandas as pd
 
-    from fairsynth.config import load_params
-    from fairsynth.pipeline import stage_audit, stage_generate, stage_reference, stage_report
+    from fairsynth.app.config import load_params
+    from fairsynth.app.stages import stage_audit, stage_generate, stage_reference, stage_report
     from fairsynth.toyfaces import PSEUDO_LABELLER_DIR
 
     p = tmp_path / "params.yaml"

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairsynth.diffusion_model import DiffusionModel, load_diffusion_model
-from fairsynth.grid import save_grid
-from fairsynth.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.data.grid import save_grid
+from fairsynth.diffusion.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_model
 from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS, LABELS_FILE
@@ -115,7 +115,7 @@ def audit_model(
 def save_report(report: dict, path: str | Path) -> None:
     """The report as JSON (a DVC metric: only what the inputs decide) and its timings beside it
     (``<file>.run.json``)."""
-    from fairsynth.runlog import split_run_facts, write_run_record
+    from fairsynth.data.runlog import split_run_facts, write_run_record
 
     stable, facts = split_run_facts(report)
     path = Path(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairsynth import tario
+from fairsynth.data import tario
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 
 DEFAULT_BIAS: dict[str, tuple[float, ...]] = {

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
-from fairsynth.diffusion_model import DiffusionModel
+from fairsynth.diffusion.unconditional import DiffusionModel
 from fairsynth.toyfaces.dataset import load_reference_images
 from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments, save_state
 

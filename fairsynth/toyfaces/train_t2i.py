@@ -44,7 +44,7 @@ from diffusers import (
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from fairsynth.dummy import bytes_to_unicode
+from fairsynth.diffusion.dummy import bytes_to_unicode
 from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.render import ATTRIBUTES, FaceParams, render, sample_params
 from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments, save_state

@@ -1,0 +1,208 @@
+"""The ``fairsynth`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fairsynth.app.errors import USER_ERRORS
+from fairsynth.app.errors import report as report_error
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _cmd_build_reference(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces.dataset import build_reference
+
+    labels = build_reference(a.out, n=a.n, seed=a.seed, progress=not a.quiet)
+    fr = {
+        name: labels[name].value_counts(normalize=True).round(4).to_dict()
+        for name in ("skin", "eyeglasses", "hair")
+    }
+    print(json.dumps({"out": str(a.out), "n": len(labels), "fractions": fr}, indent=2))
+    return 0
+
+
+def _cmd_audit_model(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
+
+    report = audit_model(
+        n=a.n,
+        seed=a.seed,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        model_path=a.model,
+        verifier_path=a.verifier,
+        reference=a.reference,
+        grid_path=a.grid,
+        progress=not a.json,
+        eta=a.eta,
+    )
+    if a.out is not None:
+        save_report(report, a.out)
+    print(json.dumps(report, indent=2) if a.json else format_report(report))
+    return 0
+
+
+def _cmd_check_classifiers(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces import PSEUDO_LABELLER_DIR, VERIFIER_DIR
+    from fairsynth.toyfaces.classifiers import AttributeClassifier, accuracy_on_fresh_renders
+
+    out = {}
+    for role, path in (("pseudo_labeller", PSEUDO_LABELLER_DIR), ("verifier", VERIFIER_DIR)):
+        out[role] = accuracy_on_fresh_renders(AttributeClassifier.load(path), n=a.n, seed=a.seed)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_show_audit(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces.audit_model import format_report
+
+    if not a.file.is_file():
+        raise FileNotFoundError(
+            f"no audit report at {a.file}; run `fairsynth toyfaces audit-model --out {a.file}`"
+        )
+    print(format_report(json.loads(a.file.read_text())))
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+    from fairsynth.app.evaluate import evaluate
+
+    report = evaluate(load_params(a.params), a.n, progress=not a.json)
+    if a.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"mode {report['mode']}: FD hard {report['fd_hard']:.4f}, soft {report['fd_soft']:.4f}"
+        )
+        for cell, t, h in zip(report["cells"], report["target"], report["hard"], strict=True):
+            print(f"  {cell:<24} target {t:.3f}  got {h:.3f}")
+        print(
+            f"confident fraction {report['confident_fraction']:.3f}, "
+            f"{report['seconds_per_batch']:.2f} s/batch"
+        )
+    return 0
+
+
+def _cmd_train_adp(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+    from fairsynth.app.train_adp import train_adp_from_params
+
+    trained = train_adp_from_params(
+        load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
+        trajectories_file=a.trajectories,
+    )  # fmt: skip
+    print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
+    return 0
+
+
+def _cmd_weights_check(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+    from fairsynth.app.weights import check_weights, format_rows
+
+    rows = check_weights(load_params(a.params))
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_rows(rows))
+    missing = sum(not r["present"] for r in rows)
+    if missing and not a.json:
+        print(f"{missing} file(s) missing: runs with these params stop before generating")
+    return 1 if missing else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
+
+    ap = argparse.ArgumentParser(
+        prog="fairsynth", description="Fair synthetic data with diffusion models"
+    )
+    ap.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="sample with guidance and judge against the target")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--n", type=_positive_int, default=512)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--out", type=Path, default=Path("data/adp"))
+    p.add_argument("--calibrate", action="store_true", help="also sweep guidance strengths")
+    p.add_argument(
+        "--trajectories", type=Path, default=None,
+        help="reuse the h_t recording in this file, or save the new recording there",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_train_adp)
+
+    w = sub.add_parser("weights", help="the weight files the params need").add_subparsers(
+        dest="weights_command", required=True
+    )
+    p = w.add_parser("check", help="list needed weight files, where expected, whether present")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_weights_check)
+
+    toy = sub.add_parser("toyfaces", help="the embedded toy-faces world").add_subparsers(
+        dest="toy_command", required=True
+    )
+    p = toy.add_parser("build-reference", help="render the biased reference dataset")
+    p.add_argument("--out", type=Path, default=Path("data/reference"))
+    p.add_argument("--n", type=_positive_int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_build_reference)
+
+    p = toy.add_parser(
+        "audit-model", help="sample the toy DDPM and compare its bias to the reference"
+    )
+    p.add_argument("--n", type=_positive_int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--model", type=Path, default=DDPM_DIR)
+    p.add_argument("--verifier", type=Path, default=VERIFIER_DIR)
+    p.add_argument("--reference", type=Path, default=Path("data/reference"))
+    p.add_argument("--grid", type=Path, default=Path("data/audit/model_samples.png"))
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_audit_model)
+
+    p = toy.add_parser("show-audit", help="print a saved audit-model report as a table")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_show_audit)
+
+    p = toy.add_parser(
+        "check-classifiers", help="accuracy of the shipped classifiers on fresh renders"
+    )
+    p.add_argument("--n", type=_positive_int, default=5000)
+    p.add_argument("--seed", type=int, default=987_654)
+    p.set_defaults(func=_cmd_check_classifiers)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.threads is not None:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    try:
+        return a.func(a)
+    except USER_ERRORS as exc:
+        return report_error(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Record h_t trajectories of the base model, pseudo-label them, train and save the ADP."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fairsynth.app.config import Params, PromptConfig
+from fairsynth.core.filehash import code_signature, files_signature, local_model_path
+from fairsynth.diffusion.backends import bind_prompt, load_model
+from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.training import train_adp
+from fairsynth.guidance.trajectories import Trajectories, record_trajectories
+from fairsynth.toyfaces import resolve
+from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.verify import AlignedVerifier, ClassifierVerifier
+
+
+def train_adp_from_params(
+    params: Params,
+    out: str | Path,
+    pseudo_labeller: str | None = None,
+    progress: bool = False,
+    calibrate: bool = False,
+    trajectories_file: str | Path | None = None,
+) -> TrainedADP:
+    """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
+    with other ADP settings then skips the sampling)."""
+    model = load_model(params.model)
+    pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
+    if pseudo_labeller == "deepface":
+        from fairsynth.verify.deepface import DeepfaceVerifier
+
+        labeller = DeepfaceVerifier(params.verify.deepface)
+    else:
+        labeller = ClassifierVerifier(
+            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
+        )
+    space = params.attribute_space()
+    missing = [n for n in space.names if n not in labeller.attributes]
+    if missing:
+        raise ValueError(f"the pseudo-labeller does not label attribute(s) {missing}")
+    labeller = AlignedVerifier(labeller, space)  # labels in the params' class order
+
+    def label(images):
+        return labeller.verify(images).probs
+
+    record = dict(
+        steps=params.model.steps,
+        eta=params.model.eta,  # the trajectories generation will follow
+        record_every=params.adp.record_every,
+        batch_size=params.guidance.batch_size,
+        layer=params.model.layer,
+        progress=progress,
+    )
+    seed = params.adp.seed + 10_000  # disjoint from generation seeds
+    prompts = training_prompts(params)
+    if trajectories_file is not None and Path(trajectories_file).is_file():
+        traj = Trajectories.load(trajectories_file)
+        if len(traj.h) != params.adp.trajectories:
+            raise ValueError(
+                f"{trajectories_file} holds {len(traj.h)} trajectories, adp.trajectories is "
+                f"{params.adp.trajectories}; delete it to record again"
+            )
+    elif not prompts:
+        traj = record_trajectories(model, label, n=params.adp.trajectories, seed=seed, **record)
+    else:
+        # one ADP shared by all prompts: the attributes' h-space directions are shared across
+        # prompts, and neutral prompts widen the distribution the ADP sees
+        parts = []
+        share = np.array_split(np.arange(params.adp.trajectories), len(prompts))
+        for k, prompt in enumerate(prompts):
+            bound = bind_prompt(model, prompt, params.model.cfg_scale)
+            parts.append(
+                record_trajectories(bound, label, n=len(share[k]), seed=seed + 1_000 * k, **record)
+            )
+        traj = concatenate_trajectories(parts)
+    if trajectories_file is not None and not Path(trajectories_file).is_file():
+        Path(trajectories_file).parent.mkdir(parents=True, exist_ok=True)
+        traj.save(trajectories_file)
+    a = params.adp
+    trained = train_adp(
+        traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
+        weight_decay=a.weight_decay, progress=progress,
+    )  # fmt: skip
+    trained.meta.update(
+        {
+            "base_model": str(params.model.path),
+            "layer": params.model.layer,
+            "steps": params.model.steps,
+            "pseudo_labeller": str(pseudo_labeller),
+            "eta": params.model.eta,
+            **(
+                {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
+                if prompts
+                else {}
+            ),
+        }
+    )
+    if calibrate:
+        from fairsynth.app.calibrate import calibrate_strength, geometric
+        from fairsynth.verify import load_verifier
+
+        verifier = load_verifier(params.verify, params.attribute_space())
+        # text-to-image: calibrated on the first prompt, at the configured CFG scale
+        calib_model = bind_prompt(model, prompts[0] if prompts else None, params.model.cfg_scale)
+        recommended = {}
+        for mode in ("distribution", "sample"):
+            result = calibrate_strength(
+                calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
+                batch_size=params.guidance.batch_size, steps=params.model.steps,
+                loss=params.guidance.loss, progress=progress, eta=params.model.eta,
+                max_step=params.guidance.max_step,
+            )  # fmt: skip
+            recommended[f"{mode}_strength"] = result["chosen"]
+            trained.meta.setdefault("calibration", {})[mode] = result
+        trained.meta["recommended"] = recommended
+    trained.meta["inputs_fingerprint"] = adp_inputs_hash(params)  # what made it, checked on reuse
+    trained.save(out)
+    return trained
+
+
+def adp_fingerprint(params: Params) -> dict:
+    """Everything the trained ADP depends on, files by content: the base model and the
+    pseudo-labeller, the ``adp`` section, the attributes, how trajectories are recorded (layer,
+    steps, eta, batch size, prompts and CFG scale) and the library code. Not the target, the
+    quotas or the output settings: the same ADP serves any of them."""
+    m = params.model
+    prompts = [[p.prompt, p.negative_prompt] for p in training_prompts(params)]
+    labeller = params.adp.pseudo_labeller
+    return {
+        "model_files": files_signature(local_model_path(resolve("model", m.path))),
+        "pseudo_labeller_files": files_signature(resolve("pseudo_labeller", labeller))
+        if labeller != "deepface"
+        else "deepface",
+        "adp": {k: v for k, v in dataclasses.asdict(params.adp).items() if k != "path"},
+        "attributes": params.attribute_space().as_dict(),
+        "recording": {
+            "kind": m.kind,
+            "layer": m.layer,
+            "steps": m.steps,
+            "eta": m.eta,
+            "batch_size": params.guidance.batch_size,
+            "cfg_scale": m.cfg_scale if prompts else None,
+            "prompts": prompts,
+        },  # fmt: skip
+        "code": code_signature(),
+    }
+
+
+def adp_inputs_hash(params: Params) -> str:
+    """``adp_fingerprint`` as one sha256 (recorded in ``adp.json`` as ``inputs_fingerprint``)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(adp_fingerprint(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def recorded_inputs(folder: str | Path) -> str | None:
+    """The ``inputs_fingerprint`` an ADP folder records, or None (no ADP, or none recorded)."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / "adp.json").read_text()).get("inputs_fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def training_prompts(params: Params) -> list[PromptConfig]:
+    """Text-to-image: the configured prompts plus the neutral ones; [] for unconditional."""
+    if params.model.kind != "text2image":
+        return []
+    neutral = [PromptConfig(prompt=p) for p in params.adp.neutral_prompts or []]
+    return [*(params.model.prompts or []), *neutral]
+
+
+def concatenate_trajectories(parts: list[Trajectories]) -> Trajectories:
+    if any(not torch.equal(p.timesteps, parts[0].timesteps) for p in parts):
+        raise ValueError("trajectories recorded at different timesteps cannot be joined")
+    return Trajectories(
+        torch.cat([p.h for p in parts]),
+        parts[0].timesteps,
+        {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+        np.concatenate([p.images for p in parts]),
+    )

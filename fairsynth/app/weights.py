@@ -1,0 +1,126 @@
+"""Which weight files a configuration needs, where they are expected, and whether they are there.
+
+``fairsynth weights check`` prints this; generation runs it first and stops with the list when
+anything is missing, before loading or generating anything. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fairsynth.app.config import Params
+from fairsynth.guidance.adp import ADP_FILES
+from fairsynth.toyfaces import resolve
+
+MODEL_FILES = (
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "scheduler/scheduler_config.json",
+)
+CLASSIFIER_FILES = ("config.json", "model.safetensors")
+
+
+def _folder_rows(what: str, folder: Path, files: tuple[str, ...]) -> list[dict]:
+    return [
+        {"what": what, "file": f, "path": str(folder / f), "present": (folder / f).is_file()}
+        for f in files
+    ]
+
+
+def _hub_rows(what: str, repo_id: str, files: tuple[str, ...]) -> list[dict]:
+    """Files of a hub model in the local Hugging Face cache (never fetched)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    rows = []
+    for f in files:
+        hit = try_to_load_from_cache(repo_id, f)
+        present = isinstance(hit, str)
+        where = hit if present else f"{HF_HUB_CACHE} ({repo_id}/{f})"
+        rows.append({"what": what, "file": f, "path": where, "present": present})
+    return rows
+
+
+def model_rows(path_or_id: str, kind: str = "unconditional") -> list[dict]:
+    resolved = resolve("model", path_or_id)
+    p = Path(resolved)
+    text = str(resolved)
+    files = MODEL_FILES
+    if kind == "text2image":
+        from fairsynth.diffusion.text2image import REQUIRED_FILES
+
+        files = (*REQUIRED_FILES, "tokenizer/tokenizer_config.json")
+    if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        return _folder_rows(f"diffusion model {path_or_id}", p, files)
+    return _hub_rows(f"diffusion model {path_or_id} (hub cache)", text, files)
+
+
+def check_weights(params: Params, adp_made_by_pipeline: bool = False) -> list[dict]:
+    """One row per needed file: what, file, path, present."""
+    rows = model_rows(params.model.path, params.model.kind)
+    if params.guidance.mode != "none" and not adp_made_by_pipeline:
+        adp = Path(resolve("adp", params.adp.path))
+        rows += _folder_rows(f"ADP {params.adp.path}", adp, ADP_FILES)
+    if params.verify.verifier == "deepface":
+        from fairsynth.verify.deepface import required_files
+
+        rows += required_files(params.verify.deepface)
+    else:
+        folder = Path(resolve("verifier", params.verify.verifier))
+        rows += _folder_rows(f"verifier {params.verify.verifier}", folder, CLASSIFIER_FILES)
+    return rows
+
+
+class MissingFiles(FileNotFoundError):
+    def __init__(self, missing: list[dict]):
+        lines = "\n".join(f"  - {r['what']}: {r['path']}" for r in missing)
+        super().__init__(
+            f"missing files, nothing was generated:\n{lines}\n"
+            "(`fairsynth weights check` lists what the params need; nothing is downloaded at run "
+            "time unless model.local_files_only is false or verify.deepface.allow_download is true)"
+        )
+        self.missing = missing
+
+
+def require_weights(params: Params, adp_made_by_pipeline: bool = False) -> None:
+    missing = [r for r in check_weights(params, adp_made_by_pipeline) if not r["present"]]
+    if params.model.local_files_only is False:
+        missing = [r for r in missing if "hub cache" not in r["what"]]
+    if params.verify.deepface.allow_download:
+        missing = [r for r in missing if not r["what"].startswith(("deepface", "opencv"))]
+    if missing:
+        raise MissingFiles(missing)
+
+
+def check_inputs(params: Params) -> None:
+    """What the model, ADP and verifier folders say about themselves, checked against the
+    params before anything is loaded: class names (matched by name, any order) and the step
+    count the scheduler allows. A ValueError names the key and both sides."""
+    import json
+
+    space = params.attribute_space()
+    sources = []
+    if params.guidance.mode != "none":
+        sources.append(("ADP", Path(resolve("adp", params.adp.path)) / "adp.json"))
+    for name in (params.verify.verifier, params.verify.second):
+        if name not in (None, "deepface"):
+            sources.append((f"verifier {name}", Path(resolve("verifier", name)) / "config.json"))
+    for what, file in sources:
+        if file.is_file():
+            space.order_from(json.loads(file.read_text()).get("attributes", {}), what)
+    scheduler = Path(resolve("model", params.model.path)) / "scheduler" / "scheduler_config.json"
+    if scheduler.is_file():
+        trained = int(json.loads(scheduler.read_text()).get("num_train_timesteps", 1000))
+        if params.model.steps > trained:
+            raise ValueError(
+                f"model.steps: {params.model.steps} is more than the scheduler's "
+                f"{trained} training timesteps ({scheduler})"
+            )
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        mark = "ok     " if r["present"] else "MISSING"
+        lines.append(f"{mark}  {r['what']}: {r['path']}")
+    return "\n".join(lines)

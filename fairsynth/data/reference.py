@@ -1,0 +1,278 @@
+"""Reference datasets: readers (image folder + labels file, webdataset shards) and the audit."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth.data import tario
+from fairsynth.core.attributes import AttributeSpace, Target
+from fairsynth.core.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+Classifier = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass
+class ReferenceData:
+    keys: list[str]
+    labels: dict[str, np.ndarray]  # attribute -> class index per sample
+    source: str  # where the labels came from: "labels file", "shard metadata", "classifier"
+    unlabelled: int = 0  # images a labels file does not name (not in the audit)
+
+
+def _labels_from_frame(
+    frame: pd.DataFrame, space: AttributeSpace, where: str
+) -> dict[str, np.ndarray]:
+    out = {}
+    for name, classes in space.attributes:
+        if name not in frame.columns:
+            raise ValueError(f"{where}: no column {name!r} (columns: {list(frame.columns)})")
+        values = frame[name].astype(str)
+        unknown = sorted(set(values) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"{where}: column {name!r} has unknown class(es) {unknown[:5]}; known: {list(classes)}"
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        out[name] = values.map(index).to_numpy(dtype=np.int64)
+    return out
+
+
+def read_labels_file(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str)
+    raise ValueError(f"labels file {path} must be .csv or .parquet")
+
+
+def read_image_folder(
+    folder: str | Path,
+    space: AttributeSpace,
+    labels_file: str | Path | None = None,
+    classifier: Classifier | None = None,
+    batch_size: int = 512,
+) -> ReferenceData:
+    """An image folder; labels from ``labels_file`` (columns ``file`` or ``key`` + one per
+    attribute) or, where absent, from ``classifier`` on the decoded images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"reference folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ValueError(f"reference folder {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+    if labels_file is not None:
+        frame = read_labels_file(labels_file)
+        col = "file" if "file" in frame.columns else "key"
+        if col not in frame.columns:
+            raise ValueError(f"{labels_file}: needs a 'file' or 'key' column")
+        frame = frame.astype({col: str})
+        names = [p.relative_to(folder).as_posix() if col == "file" else p.stem for p in files]
+        frame = match_labels(frame, col, names, str(labels_file), str(folder))
+        return ReferenceData(
+            list(frame[col]),
+            _labels_from_frame(frame, space, str(labels_file)),
+            "labels file",
+            unlabelled=len(set(names) - set(frame[col])),
+        )
+    if classifier is None:
+        raise ValueError(f"reference folder {folder}: no labels file and no classifier to label it")
+    keys, preds = [], {n: [] for n in space.names}
+    for s in range(0, len(files), batch_size):
+        chunk = files[s : s + batch_size]
+        images = stack_images([_load_image(p) for p in chunk], [str(p) for p in chunk])
+        probs = classifier(images)
+        for n in space.names:
+            preds[n].append(probs[n].argmax(1))
+        keys += [p.stem for p in chunk]
+    return ReferenceData(keys, {n: np.concatenate(v) for n, v in preds.items()}, "classifier")
+
+
+def read_shards(
+    folder_or_pattern: str | Path,
+    space: AttributeSpace,
+    classifier: Classifier | None = None,
+    labels_file: str | Path | None = None,
+) -> ReferenceData:
+    """webdataset shards: labels from a labels file, else each sample's ``.json`` member, else the
+    classifier."""
+    path = Path(folder_or_pattern)
+    shards = sorted(path.glob("*.tar")) if path.is_dir() else sorted(path.parent.glob(path.name))
+    if not shards:
+        raise ValueError(f"no webdataset shards (*.tar) at {folder_or_pattern}")
+    if labels_file is None and path.is_dir() and (path / "labels.parquet").is_file():
+        labels_file = path / "labels.parquet"
+    if labels_file is not None:
+        frame = read_labels_file(labels_file)
+        if "key" not in frame.columns:
+            raise ValueError(f"{labels_file}: needs a 'key' column")
+        frame = frame.astype({"key": str})
+        names = [k for shard in shards for k in shard_keys(shard)]
+        frame = match_labels(frame, "key", names, str(labels_file), str(folder_or_pattern))
+        return ReferenceData(
+            list(frame["key"]),
+            _labels_from_frame(frame, space, str(labels_file)),
+            "labels file",
+            unlabelled=len(set(names) - set(frame["key"])),
+        )
+    keys, metas, images, where = [], [], [], []
+    for shard in shards:
+        try:
+            for sample in tario.iter_shard(shard):
+                key = sample["__key__"]
+                keys.append(key)
+                try:
+                    metas.append(json.loads(sample["json"]) if "json" in sample else None)
+                except ValueError as exc:
+                    raise ValueError(f"{shard}: sample {key!r}: unreadable .json ({exc})") from exc
+                if classifier is not None and metas[-1] is None:
+                    if "png" not in sample:
+                        raise ValueError(
+                            f"{shard}: sample {key!r} has no .png member (members: "
+                            f"{sorted(k for k in sample if k != '__key__')}; keys must not "
+                            "contain dots)"
+                        )
+                    images.append(tario.decode_png(sample["png"], f"{shard}: sample {key!r}"))
+                    where.append(f"{shard}: sample {key!r}")
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    if not keys:
+        raise ValueError(f"{folder_or_pattern}: the reference shards hold no samples")
+    if keys and all(m is not None and all(n in m for n in space.names) for m in metas):
+        frame = pd.DataFrame([{n: m[n] for n in space.names} for m in metas])
+        return ReferenceData(
+            keys,
+            _labels_from_frame(frame, space, f"{folder_or_pattern} (.json members)"),
+            "shard metadata",
+        )
+    if classifier is None:
+        raise ValueError(
+            f"{folder_or_pattern}: samples carry no labels and no classifier was given"
+        )
+    probs = classifier(stack_images(images, where))
+    return ReferenceData(keys, {n: probs[n].argmax(1) for n in space.names}, "classifier")
+
+
+def shard_keys(shard: Path) -> list[str]:
+    """The sample keys of a shard, from its tar headers (nothing is decoded)."""
+    try:
+        with tarfile.open(shard, mode="r") as tar:
+            keys = [m.name.split(".", 1)[0] for m in tar if m.isfile()]
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    return list(dict.fromkeys(keys))
+
+
+def match_labels(
+    frame: pd.DataFrame, col: str, names: list[str], labels_file: str, data: str
+) -> pd.DataFrame:
+    """Every label row must name exactly one image: no repeated rows, none without an image."""
+    repeated = frame[col][frame[col].duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(
+            f"{labels_file}: {len(repeated)} {col}(s) labelled more than once, e.g. {repeated[:3]}"
+        )
+    missing = sorted(set(frame[col]) - set(names))
+    if missing:
+        raise ValueError(
+            f"{labels_file}: {len(missing)} labelled {col}(s) are not in {data}, e.g. {missing[:3]}"
+        )
+    return frame
+
+
+def stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """One array of same-sized images; the first image of another size is named."""
+    shape = images[0].shape
+    for image, name in zip(images, names, strict=True):
+        if image.shape != shape:
+            raise ValueError(
+                f"{name}: image of {image.shape[1]}x{image.shape[0]} pixels; the reference's "
+                f"images must all have one size ({shape[1]}x{shape[0]}, as {names[0]})"
+            )
+    return np.stack(images)
+
+
+def _load_image(path: Path) -> np.ndarray:
+    return tario.open_image(path, str(path))
+
+
+def audit(data: ReferenceData, target: Target) -> dict:
+    """Per-cell counts and fractions of the reference over the target's cells, and distances."""
+    if not data.keys:
+        raise ValueError("the reference dataset is empty")
+    cells = target.space.cell_index({n: data.labels[n] for n in target.space.names})
+    counts = cell_counts(cells, target.space.n_cells)
+    frac = counts / counts.sum()
+    return {
+        "n": int(counts.sum()),
+        "label_source": data.source,
+        "unlabelled_images": data.unlabelled,
+        "cells": target.space.cell_names(),
+        "counts": counts.tolist(),
+        "fractions": frac.round(6).tolist(),
+        "target": target.probs.round(6).tolist(),
+        "fd": fairness_discrepancy(frac, target.probs),
+        "kl_target_to_reference": kl_divergence(target.probs, frac),
+        "tv": total_variation(frac, target.probs),
+    }
+
+
+def load_images(source: str, path: str | Path, keys: list[str]) -> list[np.ndarray | None]:
+    """The images of ``keys`` (in that order) from an image folder or shards; an unreadable
+    image comes back as None (the verifier rejects it, the audit counts it)."""
+    want = set(keys)
+    found: dict[str, np.ndarray | None] = {}
+    path = Path(path)
+    if source == "folder":
+        for p in sorted(q for q in path.rglob("*") if q.suffix.lower() in IMAGE_EXTS):
+            for key in (p.relative_to(path).as_posix(), p.stem):
+                if key in want:
+                    try:
+                        found[key] = _load_image(p)
+                    except ValueError:
+                        found[key] = None
+    else:
+        shards = (
+            sorted(path.glob("*.tar")) if path.is_dir() else sorted(path.parent.glob(path.name))
+        )
+        for shard in shards:
+            for sample in tario.iter_shard(shard):
+                if sample["__key__"] in want and "png" in sample:
+                    try:
+                        found[sample["__key__"]] = tario.decode_png(sample["png"])
+                    except Exception:
+                        found[sample["__key__"]] = None
+            if len(found) == len(want):
+                break
+    return [found.get(k) for k in keys]
+
+
+def verifier_confusion(verifier, images: list, labels: dict[str, np.ndarray], space) -> dict:
+    """Per attribute: a confusion matrix (rows: labelled class, columns: verified class),
+    accuracy among judged samples, and how many samples the verifier rejected."""
+    verdict = verifier.verify(images)
+    judged = np.array([r is None for r in verdict.rejects])
+    out = {}
+    for name, classes in space.attributes:
+        if name not in verdict.probs:
+            continue
+        pred = verdict.probs[name].argmax(1)
+        k = len(classes)
+        m = np.zeros((k, k), dtype=int)
+        np.add.at(m, (labels[name][judged], pred[judged]), 1)
+        out[name] = {
+            "classes": list(classes),
+            "matrix": m.tolist(),
+            "accuracy": float(np.trace(m) / max(1, m.sum())),
+            "recall": {c: float(m[i, i] / max(1, m[i].sum())) for i, c in enumerate(classes)},
+            "rejected": int((~judged).sum()),
+        }
+    return out

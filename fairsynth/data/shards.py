@@ -1,0 +1,95 @@
+"""Publishing accepted samples: webdataset shards, the manifest ledger and the index.
+
+Shards are ``<out>/<dataset>-%06d.tar`` with members ``<key>.png``, ``<key>.json`` and
+``<key>.cls`` (the cell index); keys contain no dots; headers are fixed so the same samples give
+the same bytes; each shard is written under a temporary name and renamed when complete.
+The manifest (``manifest.parquet``) has one row per generated sample, accepted or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth.data import tario
+
+SHARD_NAME = "{dataset}-{index:06d}.tar"
+
+
+def sample_key(dataset: str, batch: int, index: int) -> str:
+    key = f"{dataset}_b{batch:06d}_i{index:04d}"
+    tario.check_key(key)
+    return key
+
+
+def write_shards(
+    out_dir: str | Path,
+    dataset: str,
+    samples: Iterable[dict],
+    shard_size: int,
+) -> list[dict]:
+    """Write samples (``__key__``, ``png``, ``json``, ``cls``) into shards of ``shard_size``;
+    returns one index entry per shard (name, count, sha256)."""
+    if shard_size < 1:
+        raise ValueError("output.shard_size must be >= 1")
+    out_dir = Path(out_dir)
+    entries, chunk, index = [], [], 0
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == shard_size:
+            entries.append(_flush(out_dir, dataset, index, chunk))
+            chunk, index = [], index + 1
+    if chunk:
+        entries.append(_flush(out_dir, dataset, index, chunk))
+    return entries
+
+
+def _flush(out_dir: Path, dataset: str, index: int, chunk: list[dict]) -> dict:
+    name = SHARD_NAME.format(dataset=dataset, index=index)
+    tario.write_shard(out_dir / name, chunk)
+    return {"shard": name, "samples": len(chunk), "sha256": sha256_file(out_dir / name)}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + tario.TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_manifest(path: str | Path, frame: pd.DataFrame) -> None:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    write_atomic(path, buf.getvalue())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    return tario.encode_png(image)

@@ -1,0 +1,179 @@
+"""Text-to-image backend: Distribution Guidance inside a Stable Diffusion denoising loop.
+
+The loop is diffusers' ``StableDiffusionPipeline`` loop (same prompt encoding, latents, scheduler
+step and VAE decode; with guidance strength 0 it gives the pipeline's images), with one change:
+a hook on the UNet's ``mid_block`` sees the classifier-free-guidance batch [unconditional,
+conditional] and lets the guidance edit the **conditional half only**. The batch statistics
+(the ADP's mean prediction) are over the conditional samples; the unconditional half, which the
+official code mixes in, is left alone.
+
+A calibration (strength, ADP) is tied to the CFG scale it was made at; the manifest records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from fairsynth.diffusion.hspace import HSpace
+from fairsynth.diffusion.sampling import StepInfo
+
+if TYPE_CHECKING:
+    from fairsynth.guidance.guide import Guidance
+
+REQUIRED_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "scheduler/scheduler_config.json",
+)
+
+
+@dataclass
+class TextToImageModel:
+    """A Stable Diffusion pipeline's components, sampled with a fixed prompt per call."""
+
+    pipe: StableDiffusionPipeline
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def image_size(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
+
+
+def load_text2image(
+    path_or_id: str | Path, local_files_only: bool = True, device: str | torch.device = "cpu"
+) -> TextToImageModel:
+    """A diffusers Stable Diffusion folder or hub id (safetensors only, no remote code, no safety
+    checker: the verifier judges every image)."""
+    path = Path(path_or_id)
+    if path.exists():
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        tok = path / "tokenizer"
+        if not (tok / "tokenizer.json").is_file() and not (
+            (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
+        ):
+            missing.append("tokenizer/tokenizer.json (or vocab.json + merges.txt)")
+        if missing:
+            raise FileNotFoundError(
+                f"text-to-image model folder {path} is missing {', '.join(missing)} "
+                "(safetensors weights are required; pickle checkpoints are not loaded)"
+            )
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(path_or_id),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        use_safetensors=True,
+        local_files_only=local_files_only,
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.eval().requires_grad_(False)
+    return TextToImageModel(pipe)
+
+
+def split_conditional(edit: Callable[[torch.Tensor], torch.Tensor], n: int):
+    """An h edit for a CFG batch [uncond (n), cond (n)]: ``edit`` sees and changes the
+    conditional half only."""
+
+    def cfg_edit(h: torch.Tensor) -> torch.Tensor:
+        if h.shape[0] != 2 * n:
+            return edit(h)  # no CFG: the whole batch is conditional
+        return torch.cat([h[:n], edit(h[n:])])
+
+    return cfg_edit
+
+
+@torch.no_grad()
+def sample_text2image(
+    model: TextToImageModel,
+    prompt: str,
+    n: int,
+    generator: torch.Generator,
+    steps: int = 50,
+    cfg_scale: float = 7.5,
+    negative_prompt: str | None = None,
+    eta: float = 0.0,
+    guidance: Guidance | None = None,
+    layer: str = "mid_block",
+    callback: Callable[[StepInfo], None] | None = None,
+) -> torch.Tensor:
+    """``n`` images in [-1, 1], (n, 3, H, W), for one prompt. ``callback`` gets each step's
+    latents and the conditional half of h (``StepInfo.h``)."""
+    if steps < 1 or n < 1:
+        raise ValueError("steps and n must be >= 1")
+    pipe = model.pipe
+    device = pipe.unet.device
+    cfg = cfg_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+    cond, uncond = pipe.encode_prompt(prompt, device, n, cfg, negative_prompt)
+    embeds = torch.cat([uncond, cond]) if cfg else cond
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps, device=device)
+    size = model.image_size
+    shape = (n, pipe.unet.config.in_channels, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor)  # fmt: skip
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype)
+    latents = latents * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    with HSpace(pipe.unet, layer) as hsp:
+        if guidance is not None:
+            hsp.edit = split_conditional(guidance.edit, n)
+        for i, t in enumerate(timesteps):
+            if guidance is not None:
+                guidance.begin_step(t, i, len(timesteps))
+            x_in = torch.cat([latents] * 2) if cfg else latents
+            x_in = scheduler.scale_model_input(x_in, t)
+            eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            if cfg:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + cfg_scale * (eps_c - eps_u)
+            latents = scheduler.step(eps, t, latents, eta=eta, generator=generator, return_dict=False)[0]  # fmt: skip
+            if callback is not None:
+                h = hsp.captured
+                h = h[n:] if cfg and h is not None and h.shape[0] == 2 * n else h
+                callback(StepInfo(i, len(timesteps), int(t), latents, h))
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False, generator=generator)[0]  # fmt: skip
+    return image.clamp(-1, 1)
+
+
+@dataclass
+class PromptedModel:
+    """A text-to-image model bound to one prompt: the same ``sample`` interface as an
+    unconditional ``DiffusionModel``, so everything above the backend stays unchanged."""
+
+    model: TextToImageModel
+    prompt: str
+    negative_prompt: str | None = None
+    cfg_scale: float = 7.5
+
+    @property
+    def unet(self):
+        return self.model.unet
+
+    def sample(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
+        return sample_text2image(
+            self.model, self.prompt, n, generator, cfg_scale=self.cfg_scale,
+            negative_prompt=self.negative_prompt, **kwargs,
+        )  # fmt: skip
+
+    @property
+    def provenance(self) -> dict:
+        """Recorded per sample in the manifest (a calibration at one CFG scale does not carry)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "cfg_scale": self.cfg_scale,
+        }

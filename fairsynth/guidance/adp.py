@@ -1,0 +1,150 @@
+"""The Attribute Distribution Predictor: h_t (+ timestep) -> per-attribute class probabilities.
+
+Trained on h_t recorded along sampling trajectories of the base model, labelled by the
+pseudo-labeller on the finished images (``record_trajectories`` + ``train_adp``). Saved as
+safetensors + a JSON config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fairsynth.core.attributes import AttributeSpace
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs.to(t.device)[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ADP(nn.Module):
+    """Small conv + MLP over h_t, FiLM-conditioned on the timestep, one head per attribute."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        spatial: int,
+        heads: dict[str, int],
+        width: int = 64,
+        hidden: int = 256,
+        t_dim: int = 64,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.config = dict(
+            in_channels=in_channels,
+            spatial=spatial,
+            heads=dict(heads),
+            width=width,
+            hidden=hidden,
+            t_dim=t_dim,
+            dropout=dropout,
+        )
+        groups = math.gcd(8, in_channels)
+        self.reduce = nn.Sequential(
+            nn.GroupNorm(groups, in_channels),
+            nn.Conv2d(in_channels, width, 1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, stride=2 if spatial > 4 else 1, padding=1),
+            nn.SiLU(),
+        )
+        out_spatial = (spatial + 1) // 2 if spatial > 4 else spatial
+        self.fc = nn.Linear(width * out_spatial * out_spatial, hidden)
+        self.t_mlp = nn.Sequential(
+            nn.Linear(t_dim, hidden), nn.SiLU(), nn.Linear(hidden, 2 * hidden)
+        )
+        self.body = nn.Sequential(
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+        )
+        self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in heads.items()})
+        self.t_dim = t_dim
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        if t.ndim == 0:
+            t = t.expand(h.shape[0])
+        x = self.fc(self.reduce(h.float()).flatten(1))
+        scale, shift = self.t_mlp(timestep_embedding(t, self.t_dim)).chunk(2, dim=-1)
+        x = self.body(x * (1 + scale) + shift)
+        return {k: head(x) for k, head in self.heads.items()}
+
+
+ADP_FILES = ("adp.json", "adp.safetensors")
+
+
+@dataclass
+class TrainedADP:
+    """An ADP with its attribute space and provenance (what the pipeline loads)."""
+
+    model: ADP
+    space: AttributeSpace
+    meta: dict
+    order: dict[str, list[int]] | None = None  # per attribute: head columns in ``space`` order
+
+    def aligned(self, space: AttributeSpace) -> TrainedADP:
+        """This ADP with its heads' classes in ``space``'s order, matched by name (a params file
+        may list ``[dark, light]`` for an ADP trained on ``[light, dark]``). Unknown or renamed
+        classes are a ValueError naming both lists."""
+        order = space.order_from(self.space.as_dict(), "ADP")
+        ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
+        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order)
+
+    def joint_probs(
+        self, h: torch.Tensor, t: torch.Tensor, names: tuple[str, ...], temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Per-sample probabilities over the cells of ``names`` (product of per-attribute heads)."""
+        logits = self.model(h, t)
+        out = None
+        for name in names:
+            z = (
+                logits[name]
+                if not self.order or name not in self.order
+                else logits[name][:, self.order[name]]
+            )
+            p = torch.softmax(z / temperature, dim=-1)
+            out = p if out is None else (out[:, :, None] * p[:, None, :]).flatten(1)
+        assert out is not None
+        return out
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in self.model.state_dict().items()},
+            path / "adp.safetensors",
+        )
+        config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
+        (path / "adp.json").write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedADP:
+        path = Path(path)
+        for f in ADP_FILES:
+            if not (path / f).is_file():
+                raise FileNotFoundError(f"ADP folder {path} is missing {f}")
+        config = json.loads((path / "adp.json").read_text())
+        model = ADP(**config.pop("model"))
+        model.load_state_dict(load_file(path / "adp.safetensors"))
+        model.eval().requires_grad_(False)
+        space = AttributeSpace.from_dict(config.pop("attributes"))
+        return cls(model, space, config)
+
+
+
+
+
+
+
+

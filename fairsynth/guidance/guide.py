@@ -1,0 +1,158 @@
+"""Guidance in h-space: ``none``, ``sample`` (per-sample, toward an assigned cell) and
+``distribution`` (the batch-mean ADP prediction toward a target distribution).
+
+The gradient is taken with respect to h_t only, through the ADP (never through the UNet), and
+the step is h <- h - strength * N * dD/dh. Since the batch mean carries a factor 1/N, the factor
+N makes the per-sample step independent of the batch size. Each sample's step is capped at
+``max_step`` times the norm of its h (a trust region), which keeps strong guidance stable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fairsynth.core.quotas import largest_remainder
+from fairsynth.guidance.adp import TrainedADP
+
+MODES = ("none", "sample", "distribution")
+LOSSES = ("chi2", "kl", "l2")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    mode: str = "distribution"
+    loss: str = "chi2"
+    strength: float = 1.0
+    window: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule; 0 = first (noisiest) step
+    temperature: float = 1.0
+    max_step: float = 0.5  # cap on each sample's step, relative to the norm of its h (0: no cap)
+    # over several batches: guide each toward what the run still lacks by the ADP's count of
+    # the finished batches (closed loop), instead of toward the fixed target (open loop)
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"guidance.mode must be one of {MODES}, got {self.mode!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"guidance.loss must be one of {LOSSES}, got {self.loss!r}")
+        if not np.isfinite(self.strength) or self.strength < 0:
+            raise ValueError("guidance.strength must be a finite number >= 0")
+        lo, hi = self.window
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError("guidance.window must be [start, end] with 0 <= start <= end <= 1")
+        if not self.temperature > 0:
+            raise ValueError("guidance.temperature must be > 0")
+        if not np.isfinite(self.max_step) or self.max_step < 0:
+            raise ValueError("guidance.max_step must be a finite number >= 0")
+
+
+def divergence(p: torch.Tensor, q: torch.Tensor, kind: str, eps: float = 1e-3) -> torch.Tensor:
+    """D(p, q) for the batch prediction p and the target q (cells with q = 0 allowed).
+
+    chi2: Pearson chi-square with q floored at ``eps`` (a full cell still pulls p to 0 without
+    dividing by zero); kl: KL(q || p) (0 log 0 = 0); l2: squared Euclidean distance.
+    """
+    if kind == "chi2":
+        return ((p - q) ** 2 / q.clamp_min(eps)).sum()
+    if kind == "kl":
+        mask = q > 0
+        return (q[mask] * (torch.log(q[mask]) - torch.log(p[mask].clamp_min(1e-12)))).sum()
+    if kind == "l2":
+        return ((p - q) ** 2).sum()
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
+class Guidance:
+    """Base: call ``begin_step`` before each UNet call; ``edit`` is the h-space hook's edit."""
+
+    def __init__(self, adp: TrainedADP, names: tuple[str, ...], config: GuidanceConfig):
+        missing = [n for n in names if n not in adp.space.names]
+        if missing:
+            raise ValueError(f"the ADP does not predict attribute(s) {missing}")
+        self.adp, self.names, self.config = adp, tuple(names), config
+        self.t: torch.Tensor | None = None
+        self.active = False
+        self.last_loss: float | None = None
+        self.last_probs: torch.Tensor | None = None  # ADP cell probabilities at the last edit
+
+    def begin_step(self, timestep: int | torch.Tensor, index: int, total: int) -> None:
+        lo, hi = self.config.window
+        frac = index / max(1, total - 1) if total > 1 else 0.0
+        self.active = self.config.strength > 0 and lo <= frac <= hi
+        self.t = torch.as_tensor(timestep)
+
+    def loss(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def edit(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return h
+        with torch.enable_grad():
+            leaf = h.detach().requires_grad_(True)
+            loss = self.loss(leaf)
+            (grad,) = torch.autograd.grad(loss, leaf)
+        self.last_loss = float(loss.detach())
+        step = self.config.strength * h.shape[0] * grad
+        if self.config.max_step > 0:
+            # A trust region per sample: far from the target (or with a divergence whose gradient
+            # is steep there, as chi-square's is for small target cells) a raw step can throw h
+            # off the manifold and the decoder draws mush. Near the target steps stay unclipped.
+            dims = tuple(range(1, h.ndim))
+            limit = self.config.max_step * torch.linalg.vector_norm(
+                h.detach().float(), dim=dims, keepdim=True
+            )
+            norm = torch.linalg.vector_norm(step.float(), dim=dims, keepdim=True)
+            step = step * torch.clamp(limit / norm.clamp_min(1e-12), max=1.0).to(step.dtype)
+        return (h - step).to(h.dtype)
+
+
+class DistributionGuidance(Guidance):
+    """Batch-level: D(mean_i softmax(ADP(h_i, t) / T), target)."""
+
+    def __init__(
+        self, adp: TrainedADP, names: tuple[str, ...], target: np.ndarray, config: GuidanceConfig
+    ):
+        super().__init__(adp, names, config)
+        self.set_target(target)
+
+    def set_target(self, target: np.ndarray) -> None:
+        q = torch.as_tensor(np.asarray(target, dtype=np.float32))
+        n_cells = int(np.prod([len(self.adp.space.classes(n)) for n in self.names]))
+        if q.shape != (n_cells,) or (q < 0).any() or abs(float(q.sum()) - 1) > 1e-4:
+            raise ValueError(f"target must be {n_cells} non-negative probabilities summing to 1")
+        self.target = q
+
+    def loss(self, h: torch.Tensor) -> torch.Tensor:
+        probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+        self.last_probs = probs.detach()
+        return divergence(probs.mean(0), self.target.to(probs.device), self.config.loss)
+
+
+class SampleGuidance(Guidance):
+    """Per-sample: each sample is pushed toward its own assigned cell (cross-entropy), the
+    baseline that distribution guidance is compared with."""
+
+    def __init__(
+        self, adp: TrainedADP, names: tuple[str, ...], cells: np.ndarray, config: GuidanceConfig
+    ):
+        super().__init__(adp, names, config)
+        self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
+
+    def loss(self, h: torch.Tensor) -> torch.Tensor:
+        probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+        self.last_probs = probs.detach()
+        picked = probs.gather(1, self.cells.to(probs.device)[:, None]).squeeze(1)
+        return -torch.log(picked.clamp_min(1e-12)).mean()
+
+
+def assign_cells(target: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` cells following ``target`` as closely as integers allow (largest remainder), in a
+    random order."""
+    counts = largest_remainder(target, n)
+    cells = np.repeat(np.arange(len(target)), counts)
+    return rng.permutation(cells)
+
+

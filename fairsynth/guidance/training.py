@@ -1,0 +1,134 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.trajectories import Trajectories
+
+
+def train_adp(
+    traj: Trajectories,
+    space: AttributeSpace,
+    seed: int = 0,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    label_smoothing: float = 0.1,
+    holdout: float = 0.15,
+    patience: int = 4,
+    bands: int = 5,
+    width: int = 64,
+    hidden: int = 256,
+    dropout: float = 0.0,
+    weight_decay: float = 1e-4,
+    progress: bool = False,
+) -> TrainedADP:
+    """Train on recorded trajectories, split by trajectory; early stopping on held-out loss."""
+    torch.manual_seed(seed)
+    n_traj, n_rec = traj.h.shape[:2]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_traj)
+    n_val = max(1, int(round(holdout * n_traj)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    c, s = traj.h.shape[2], traj.h.shape[3]
+    heads = {name: len(cl) for name, cl in space.attributes}
+    model = ADP(c, s, heads, width=width, hidden=hidden, dropout=dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    labels = {k: torch.as_tensor(v) for k, v in traj.labels.items() if k in space.names}
+
+    def flat(idx: np.ndarray):
+        pairs = np.stack(np.meshgrid(idx, np.arange(n_rec), indexing="ij"), -1).reshape(-1, 2)
+        return pairs
+
+    train_pairs, val_pairs = flat(train_idx), flat(val_idx)
+
+    def batch_loss(pairs: np.ndarray, smoothing: float):
+        h = traj.h[pairs[:, 0], pairs[:, 1]].float()
+        t = traj.timesteps[pairs[:, 1]]
+        logits = model(h, t)
+        loss = sum(
+            F.cross_entropy(logits[k], labels[k][pairs[:, 0]], label_smoothing=smoothing)
+            for k in labels
+        )
+        return loss, logits
+
+    best, best_state, bad, history = float("inf"), None, 0, []
+    epoch_iter = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        epoch_iter = tqdm(epoch_iter, desc="training ADP", unit="epoch")
+    for _epoch in epoch_iter:
+        model.train()
+        perm = rng.permutation(len(train_pairs))
+        for i in range(0, len(perm), batch_size):
+            loss, _ = batch_loss(train_pairs[perm[i : i + batch_size]], label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val = sum(
+                float(batch_loss(val_pairs[i : i + 2048], 0.0)[0]) * len(val_pairs[i : i + 2048])
+                for i in range(0, len(val_pairs), 2048)
+            ) / len(val_pairs)
+        history.append(round(val, 5))
+        if val < best - 1e-4:
+            best, bad = val, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval().requires_grad_(False)
+    accuracy = heldout_accuracy(model, traj, val_pairs, labels, bands)
+    meta = {
+        "trajectories": int(n_traj),
+        "recorded_steps": int(n_rec),
+        "heldout_trajectories": int(n_val),
+        "epochs_run": len(history),
+        "val_loss_history": history,
+        "label_smoothing": label_smoothing,
+        "lr": lr,
+        "dropout": dropout,
+        "weight_decay": weight_decay,
+        "heldout_accuracy_by_band": accuracy,
+        "label_fractions": {
+            k: np.bincount(v.numpy(), minlength=len(space.classes(k))).tolist()
+            for k, v in labels.items()
+        },
+    }
+    return TrainedADP(model, space, meta)
+
+
+@torch.no_grad()
+def heldout_accuracy(
+    model: ADP, traj: Trajectories, pairs: np.ndarray, labels, bands: int
+) -> list[dict]:
+    """Accuracy per attribute in ``bands`` equal bands of the timestep range (noisiest first)."""
+    ts = traj.timesteps[pairs[:, 1]].numpy()
+    edges = np.linspace(0, 1000, bands + 1)
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in labels}
+    for i in range(0, len(pairs), 2048):
+        p = pairs[i : i + 2048]
+        logits = model(traj.h[p[:, 0], p[:, 1]].float(), traj.timesteps[p[:, 1]])
+        for k in labels:
+            preds[k].append(logits[k].argmax(1).numpy())
+    out = []
+    for lo, hi in reversed(list(zip(edges[:-1], edges[1:], strict=True))):
+        m = (ts >= lo) & (ts < hi)
+        if not m.any():
+            continue
+        row = {"t_from": int(hi), "t_to": int(lo), "n": int(m.sum())}
+        for k in labels:
+            pk = np.concatenate(preds[k])
+            row[k] = round(float((pk[m] == labels[k].numpy()[pairs[m, 0]]).mean()), 4)
+        out.append(row)
+    return out

@@ -1,0 +1,89 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from fairsynth.diffusion.sampling import batch_generator, to_uint8
+from fairsynth.diffusion.unconditional import DiffusionModel
+
+
+@dataclass
+class Trajectories:
+    h: torch.Tensor  # (n_traj, n_rec, C, H, W) float16
+    timesteps: torch.Tensor  # (n_rec,)
+    labels: dict[str, np.ndarray]  # per attribute, (n_traj,) class index from the pseudo-labeller
+    images: np.ndarray  # (n_traj, H, W, 3) uint8 final images
+
+    def save(self, path: str | Path) -> None:
+        """One safetensors file, so a recording can be reused (ADP experiments, retraining)."""
+        tensors = {"h": self.h.contiguous(), "timesteps": self.timesteps.contiguous(),
+                   "images": torch.from_numpy(np.ascontiguousarray(self.images))}  # fmt: skip
+        tensors.update(
+            {f"label_{k}": torch.from_numpy(v.astype(np.int64)) for k, v in self.labels.items()}
+        )
+        save_file(tensors, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectories:
+        t = load_file(str(path))
+        labels = {k[len("label_") :]: v.numpy() for k, v in t.items() if k.startswith("label_")}
+        return cls(t["h"], t["timesteps"], labels, t["images"].numpy())
+
+
+def record_trajectories(
+    model: DiffusionModel,
+    pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
+    n: int,
+    seed: int,
+    steps: int = 50,
+    record_every: int = 2,
+    batch_size: int = 64,
+    layer: str = "mid_block",
+    progress: bool = False,
+    eta: float = 0.0,
+    sampler: Callable | None = None,
+) -> Trajectories:
+    """Sample ``n`` unguided trajectories, recording h every ``record_every`` steps.
+
+    ``sampler(n, generator, callback) -> images`` replaces the default DDIM loop over ``model``
+    (the text-to-image backend passes its prompt-bound loop); the callback's ``StepInfo.h`` is
+    what gets recorded."""
+    hs, images = [], []
+    batches = range((n + batch_size - 1) // batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="recording h_t", unit="batch")
+    timesteps: list[int] = []
+    if sampler is None:
+
+        def sampler(size, generator, callback):
+            return model.sample(
+                size, generator, steps=steps, eta=eta, callback=callback, layer=layer
+            )
+
+    for b in batches:
+        size = min(batch_size, n - b * batch_size)
+        rec: list[torch.Tensor] = []
+        ts: list[int] = []
+
+        def keep(info, rec=rec, ts=ts):
+            if info.index % record_every == 0:
+                rec.append(info.h.detach().to(torch.float16).cpu())
+                ts.append(info.timestep)
+
+        x = sampler(size, batch_generator(seed, b), keep)
+        hs.append(torch.stack(rec, dim=1))
+        images.append(to_uint8(x))
+        timesteps = ts
+    imgs = np.concatenate(images)
+    probs = pseudo_labeller(imgs)
+    labels = {k: v.argmax(1) for k, v in probs.items()}
+    return Trajectories(torch.cat(hs), torch.tensor(timesteps), labels, imgs)

@@ -1,0 +1,146 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth.app.config import Params
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.data import shards, tario
+from fairsynth.data.grid import save_grid
+from fairsynth.run.judge import ACCEPTED, BatchResult, shortfall
+from fairsynth.run.ledger import Ledger
+
+
+def batch_records(
+    params: Params, space: AttributeSpace, job: int, res: BatchResult, ghash: str
+) -> tuple[list[dict], list[dict]]:
+    """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
+    gen, config = params.generate, params.guidance
+    provenance = prompt_provenance(params, job)
+    batch_rows, batch_samples = [], []
+    for i in range(len(res.images)):
+        key = shards.sample_key(gen.dataset, res.batch, i)
+        cell = int(res.cells[i])
+        classes = {n: space.classes(n)[int(res.probs[n][i].argmax())] for n in space.names}
+        row = {
+            "key": key,
+            "batch": res.batch,
+            "index": i,
+            "job": job,
+            "seed": gen.seed,
+            "cell": space.cell_names()[cell],
+            **classes,
+            **{f"p_{n}": res.probs[n][i].round(6).tolist() for n in space.names},
+            "confidence": round(float(res.confidence[i]), 6),
+            "accepted": res.reasons[i] == ACCEPTED,
+            "reason": res.reasons[i],
+            "guidance_mode": config.mode,
+            "guidance_hash": ghash,
+            "model": str(params.model.path),
+            "batch_target": res.target.round(6).tolist(),
+            **provenance,
+        }
+        if res.second is not None:
+            for n, p2 in res.second.items():
+                row[f"p2_{n}"] = p2[i].round(6).tolist()
+            row["verifiers_agree"] = all(
+                int(p2[i].argmax()) == int(res.probs[n][i].argmax()) for n, p2 in res.second.items()
+            )
+        batch_rows.append(row)
+        if row["accepted"]:
+            meta = {k: row[k] for k in ("key", "cell", "batch", "seed", "confidence", *space.names)}
+            meta.update(provenance)
+            batch_samples.append({"__key__": key, "png": res.images[i], "json": meta, "cls": cell})
+    return batch_rows, batch_samples
+
+
+def prompt_provenance(params: Params, job: int) -> dict:
+    """Prompt settings per sample (text-to-image), as ``PromptedModel.provenance`` gives them."""
+    if params.model.kind != "text2image":
+        return {}
+    prompt = params.model.prompts[job]
+    return {
+        "prompt": prompt.prompt,
+        "negative_prompt": prompt.negative_prompt,
+        "cfg_scale": params.model.cfg_scale,
+    }
+
+
+def publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dict:
+    """Shards from the ledger's accepted samples (streamed), then the manifest."""
+    gen = params.generate
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(f"{gen.dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
+        stale.unlink()
+    grid: list[np.ndarray] = []
+
+    def accepted_samples():
+        for done in ledger.batches():
+            for s in done.samples:
+                if len(grid) < 64:
+                    grid.append(tario.decode_png(s["png"]))
+                yield s
+
+    index_entries = shards.write_shards(
+        out, gen.dataset, accepted_samples(), params.output.shard_size
+    )
+    shard_of = {}
+    for entry in index_entries:
+        shard_of.update({k: entry["shard"] for k in keys_in(out / entry["shard"])})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        # replayed rows come back from JSON with sorted keys: one column order for all runs
+        first = ["key", "batch", "index", "seed", "cell", *space.names]
+        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+        frame["shard"] = frame["key"].map(shard_of)
+    shards.write_manifest(out / "manifest.parquet", frame)
+    if grid:
+        save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
+    quotas = sum(s.quotas for s in states)
+    accepted = sum(s.accepted for s in states)
+    generated = sum(s.generated for s in states)
+    summary = {
+        "shards": index_entries,
+        "dataset": gen.dataset,
+        "cells": space.cell_names(),
+        "quotas": quotas.tolist(),
+        "accepted": accepted.tolist(),
+        "generated": generated,
+        "batches": max((s.next_batch for s in states), default=0),
+        "complete": all(s.done for s in states),
+        "shortfall": {k: v for s in states for k, v in shortfall(s, space).items()}
+        if len(states) == 1
+        else {},
+        "reasons": frame["reason"].value_counts().to_dict() if len(frame) else {},
+        "samples_per_accepted": generated / max(1, int(accepted.sum())),
+        "generation_seconds": round(sum(s.seconds for s in states), 2),
+    }
+    if params.model.kind == "text2image":
+        summary["cfg_scale"] = params.model.cfg_scale
+        summary["prompts"] = [
+            {
+                "prompt": p.prompt,
+                "negative_prompt": p.negative_prompt,
+                "target": t.probs.round(6).tolist(),
+                "quotas": s.quotas.tolist(),
+                "accepted": s.accepted.tolist(),
+                "generated": s.generated,
+                "complete": s.done,
+                "shortfall": shortfall(s, space),
+            }
+            for (p, t, _), s in zip(jobs, states, strict=True)
+        ]
+        summary["shortfall"] = {
+            f"prompt {k}: {cell}": v
+            for k, s in enumerate(states)
+            for cell, v in shortfall(s, space).items()
+        }
+    return summary
+
+
+def keys_in(path: Path) -> list[str]:
+    return [s["__key__"] for s in tario.iter_shard(path)]

@@ -1,0 +1,83 @@
+"""Planning generation in windows: the batches that can run at the same time.
+
+A window is up to ``size`` batches planned together from the state at its start: each batch
+gets its job, its number of samples and its guidance target (the job's remaining quota,
+normalised). The batches of a window may run in any order on any number of workers; their
+results are judged in batch order afterwards. So the published dataset depends on the window
+size, never on the engine or on how many workers ran it, and a resumed run re-plans a window
+from the ledger exactly as the first run did.
+
+With ``size`` 1 this is the sequential loop: one batch, re-planned after every result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fairsynth.core.quotas import remaining_target
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Everything a worker needs to produce batch ``batch`` (noise derives from seed, batch)."""
+
+    batch: int
+    job: int
+    size: int
+    target: tuple[float, ...]  # the guidance target over cells
+    seed: int
+    window: int  # the first batch of the window this batch belongs to
+
+
+def tail_batch_size(missing: int, batch_size: int, min_batch: int, overshoot: float = 1.5) -> int:
+    """A full batch while much is missing; near the end about ``overshoot`` x what is missing
+    (never below ``min_batch``), so the last few samples do not cost a whole batch each."""
+    return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
+
+
+def plan_window(
+    quotas: list[np.ndarray],
+    accepted: list[np.ndarray],
+    generated: int,
+    first_batch: int,
+    *,
+    size: int,
+    batch_size: int,
+    min_batch: int,
+    budget: int,
+    seed: int,
+    overshoot: float = 1.5,
+) -> list[BatchSpec]:
+    """The next window's batches ([] when every quota is met or the budget is spent).
+
+    Jobs (prompts) are served in order of samples missing, largest first. Within a job the
+    window plans as the sequential loop would if every planned sample were accepted: full
+    batches while much is missing, then one of about ``overshoot`` x the rest (never below
+    ``min_batch``). So a window never plans much more than is missing; what rejections leave
+    open, the next window plans.
+    """
+    missing = [int(np.maximum(q - a, 0).sum()) for q, a in zip(quotas, accepted, strict=True)]
+    order = sorted((k for k, m in enumerate(missing) if m > 0), key=lambda k: (-missing[k], k))
+    specs: list[BatchSpec] = []
+    planned = generated
+    for job in order:
+        target = tuple(float(x) for x in remaining_target(quotas[job], accepted[job]))
+        rest = missing[job]
+        while rest > 0 and len(specs) < size and planned < budget:
+            n = tail_batch_size(rest, batch_size, min_batch, overshoot)
+            specs.append(
+                BatchSpec(
+                    batch=first_batch + len(specs),
+                    job=job,
+                    size=n,
+                    target=target,
+                    seed=seed,
+                    window=first_batch,
+                )  # fmt: skip
+            )
+            planned += n
+            rest -= n
+    return specs
