@@ -49,6 +49,7 @@ downstream: $(STAMP)
 
 test: $(STAMP)
 	ruff check .
+	lint-imports --no-logo
 	pytest -q
 
 lint: $(STAMP)

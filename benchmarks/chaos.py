@@ -3,7 +3,7 @@ uninterrupted run.
 
     python benchmarks/chaos.py [--kills 20] [--params params.yaml] [--steps 10] [--n 64]
 
-Runs the generation stage (``fairsynth.app.stages.stage_generate``, the one DVC and Prefect run)
+Runs the generation stage (``fairsynth.app.stages.generate.stage_generate``, the one DVC and Prefect run)
 in a subprocess; once the subprocess holds the output lock, it is killed after a random delay
 within the generation's duration, then started again, until ``--kills`` kills have landed and a
 run has completed. Prints: kills survived, samples lost, duplicates, quota errors, and whether the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import json
 import os
 import signal
@@ -27,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fairsynth.app.config import load_params, yaml_load
+from fairsynth.app.config import as_dict, load_params, yaml_load
 from fairsynth.data import tario
 
 RUN = (
     "import sys; from fairsynth.app.config import load_params; "
-    "from fairsynth.app.stages import stage_generate; "
+    "from fairsynth.app.stages.generate import stage_generate; "
     "stage_generate(load_params(sys.argv[1]), None, progress=False)"
 )
 
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if (tmp / "chaos" / "index.json").is_file() and kills >= a.kills:
                 break
         got, got_keys, index = published(tmp / "chaos")
-        generate_params = dataclasses.asdict(load_params(params).generate)
+        generate_params = as_dict(load_params(params).generate)
     counts = collections.Counter(got_keys)
     quotas = np.asarray(index["quotas"])
     accepted = np.asarray(index["accepted"])

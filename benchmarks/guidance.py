@@ -25,17 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.app.evaluate import judge
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import frechet_distance
+from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.guidance.guide import GuidanceConfig
+from fairsynth.guidance.config import GuidanceConfig
 from fairsynth.guidance.guided import generate_batches
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
-from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
+from fairsynth.verify.classifier import AttributeClassifier
+from fairsynth.verify.scoring import score
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 SCENARIOS = {
@@ -92,30 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         a.sample_strength if a.sample_strength is not None else rec.get("sample_strength", strength)
     )
 
+    settings = SamplerSettings(steps=a.steps, eta=a.eta, layer=adp.meta.get("layer", "mid_block"))
+
     def run(target: Target, mode: str, batch: int, st: float):
         residual = mode.endswith("-residual")
         cfg = GuidanceConfig(mode=mode.removesuffix("-residual"), loss=a.loss, strength=st,
                              max_step=a.max_step, residual=residual)  # fmt: skip
-        images, secs = generate_batches(
-            model,
-            adp,
-            target,
-            cfg,
-            a.n,
-            a.seed,
-            batch,
-            a.steps,
-            eta=a.eta,
-            layer=adp.meta.get("layer", "mid_block"),
-        )
+        images, secs = generate_batches(model, settings, a.n, a.seed, batch, target, cfg, adp)
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
 
     t_start = time.time()
     # warm-up: the first sampling run in a process is ~15 % slower per batch (measured), which
     # would flatter every ratio to the unguided run that comes first
-    generate_batches(model, None, SCENARIOS[a.scenarios[0]][0], GuidanceConfig(mode="none"),
-                     2 * a.batch_size, a.seed + 999, a.batch_size, a.steps, eta=a.eta)  # fmt: skip
+    generate_batches(model, settings, 2 * a.batch_size, a.seed + 999, a.batch_size,
+                     SCENARIOS[a.scenarios[0]][0], GuidanceConfig(mode="none"))  # fmt: skip
     unguided, unguided_sec = run(SCENARIOS[a.scenarios[0]][0], "none", a.batch_size, 0.0)
     rows = []
     for name in a.scenarios:
@@ -129,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 images, sec = run(
                     target, mode, a.batch_size, s_strength if mode == "sample" else strength
                 )
-            r = judge(verifier, images, target, 0.9)
+            r = score(verifier, images, target, 0.9)
             rows.append({
                 "scenario": name, "mode": mode, "bar_fd": bar, "batch_size": a.batch_size,
                 "fd_hard": r["fd_hard"], "fd_soft": r["fd_soft"],
@@ -146,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         base = next(r for r in rows if r["scenario"] == name and r["mode"] == mode)
         for b in (16, 128):
             images, _ = run(target, mode, b, strength)
-            r = judge(verifier, images, target, 0.9)
+            r = score(verifier, images, target, 0.9)
             invariance.append({"scenario": name, "mode": mode, "batch_size": b,
                                "fd_hard": r["fd_hard"],
                                "delta_vs_64": r["fd_hard"] - base["fd_hard"]})  # fmt: skip

@@ -11,15 +11,14 @@ guided / rejection.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.app.config import load_params
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.config import load_params, replace
+from fairsynth.app.stages.generate import stage_generate
 
 GUIDED_BAR, RATIO_BAR = 1.3, 0.5  # generated per accepted, guided; guided / rejection
 
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     add_bar_arguments(ap)
     a = ap.parse_args(argv)
     params = load_params(a.params)
-    gen = dataclasses.replace(
+    gen = replace(
         params.generate,
         mode="standalone",
         n=a.n or params.generate.n,
@@ -42,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("distribution", "none"):
-            p = dataclasses.replace(
+            p = replace(
                 params,
                 generate=gen,
-                guidance=dataclasses.replace(params.guidance, mode=mode),
-                output=dataclasses.replace(params.output, dir=str(Path(tmp) / mode)),
+                guidance=replace(params.guidance, mode=mode),
+                output=replace(params.output, dir=str(Path(tmp) / mode)),
             )
             s = stage_generate(p, None, progress=True)
             results[mode] = {k: s[k] for k in ("quotas", "accepted", "generated", "complete", "shortfall",

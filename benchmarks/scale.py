@@ -15,7 +15,6 @@ speed-up of each run over the first. ``--local`` adds a run in this process for 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -25,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
-from fairsynth.app.config import load_params
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.config import load_params, replace
+from fairsynth.app.stages.generate import stage_generate
 from fairsynth.run.executors import DaskExecutor
 
 SPEEDUP_BAR = 0.75  # per added worker: 2 workers >= 1.5x one
@@ -51,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.resources:
         name, value = a.resources.split("=")
         resources = {name: float(value)}
-    base = dataclasses.replace(
+    base = replace(
         params,
-        adp=dataclasses.replace(params.adp, path=adp_path),
-        generate=dataclasses.replace(
+        adp=replace(params.adp, path=adp_path),
+        generate=replace(
             params.generate, mode="standalone", n=a.n, budget=max(params.generate.budget, 8 * a.n)
         ),
     )
@@ -62,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     results, keys = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for mode, workers in runs:
-            scale = dataclasses.replace(
+            scale = replace(
                 base.scale, mode=mode, n_workers=max(workers, 1), threads_per_worker=1,
                 address=a.address, resources=resources, window=a.window or base.scale.window,
             )  # fmt: skip
             out = Path(tmp) / f"{mode}-{workers}"
-            p = dataclasses.replace(
-                base, scale=scale, output=dataclasses.replace(base.output, dir=str(out))
-            )
+            p = replace(base, scale=scale, output=replace(base.output, dir=str(out)))
             t0 = time.perf_counter()
             executor = DaskExecutor(p) if mode == "dask" else None
             if executor is not None and a.address:

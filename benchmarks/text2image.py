@@ -25,7 +25,7 @@ import torch
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.hspace import HSpace
-from fairsynth.diffusion.sampling import batch_generator
+from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
 from fairsynth.guidance.adp import ADP, TrainedADP
 from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
@@ -38,7 +38,7 @@ TIME_RATIO_BAR = 1.15  # guided / unguided seconds per image
 
 def h_shape(model: PromptedModel, layer: str) -> tuple[int, int]:
     with HSpace(model.unet, layer) as hsp:
-        model.sample(1, batch_generator(0, 0), steps=1)
+        sample(model, 1, batch_generator(0, 0), SamplerSettings(steps=1, layer=layer))
         return int(hsp.captured.shape[1]), int(hsp.captured.shape[-1])
 
 
@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             if a.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            model.sample(a.batch_size, batch_generator(0, b, a.device), steps=a.steps,
-                         guidance=guidance, layer=a.layer)  # fmt: skip
+            settings = SamplerSettings(steps=a.steps, layer=a.layer)
+            sample(
+                model, a.batch_size, batch_generator(0, b, a.device), settings, guidance=guidance
+            )
             if a.device.startswith("cuda"):
                 torch.cuda.synchronize()
             return time.perf_counter() - t0

@@ -14,13 +14,11 @@ from prefect.artifacts import (
 )
 
 from fairsynth.app.config import Params
-from fairsynth.app.stages import (
-    stage_audit,
-    stage_generate,
-    stage_reference,
-    stage_report,
-    stage_train_adp,
-)
+from fairsynth.app.stages.audit import stage_audit
+from fairsynth.app.stages.generate import stage_generate
+from fairsynth.app.stages.reference import stage_reference
+from fairsynth.app.stages.report import stage_report
+from fairsynth.app.stages.train_adp import stage_train_adp
 from fairsynth.app.train_adp import adp_inputs_hash, recorded_inputs
 from fairsynth.guidance.adp import ADP_FILES
 
@@ -98,11 +96,12 @@ def generate_task(params: Params, audit_report: dict | None, adp_path: str | Non
 def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
     """Generation with batches as Prefect tasks on the flow's ``DaskTaskRunner``
     (``scale.mode: dask``). Called in the flow body: the batch tasks are its tasks."""
+    from fairsynth.app.runspec import scale_spec
     from tasks.scale import PrefectDaskExecutor
 
     return stage_generate(
         params, audit_report, adp_path=adp_path, progress=True,
-        on_batch=_progress_callback(), executor=PrefectDaskExecutor(params),
+        on_batch=_progress_callback(), executor=PrefectDaskExecutor(scale_spec(params)),
     )  # fmt: skip
 
 

@@ -13,15 +13,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
 from fairsynth.app.config import Params
+from fairsynth.app.runspec import scale_spec
 from fairsynth.run.executors import local_cluster_kwargs, produce_on_worker
-from fairsynth.run.produce import BatchOutput
-from fairsynth.run.windows import BatchSpec
+from fairsynth.run.spec import ProducerRecipe, ScaleSpec
+from fairsynth.run.windows import BatchOutput, BatchSpec
 
 
 def dask_task_runner(params: Params) -> DaskTaskRunner:
     """The task runner for ``scale``: an existing scheduler, or a local cluster of processes
     (on a GPU machine, ``dask_cuda.LocalCUDACluster`` via ``cluster_class``: one GPU each)."""
-    scale = params.scale
+    scale = scale_spec(params)
     if scale.address:
         return DaskTaskRunner(address=scale.address)
     return DaskTaskRunner(
@@ -32,20 +33,20 @@ def dask_task_runner(params: Params) -> DaskTaskRunner:
 # Retries here cover errors inside a batch; a worker that dies is handled by Dask, which runs
 # the task again on another worker. Never cached: a batch is produced once per spec and run.
 @task(name="produce-batch", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def produce_batch_task(params: Params, spec: BatchSpec) -> BatchOutput:
-    return produce_on_worker(params, spec)
+def produce_batch_task(recipe: ProducerRecipe, spec: BatchSpec) -> BatchOutput:
+    return produce_on_worker(recipe, spec)
 
 
 class PrefectDaskExecutor:
     """``fairsynth.run.executors.Executor`` on the flow's ``DaskTaskRunner`` (call inside the flow)."""
 
-    def __init__(self, params: Params):
-        self.params = params
+    def __init__(self, scale: ScaleSpec):
+        self.scale = scale
 
-    def map(self, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
-        resources = self.params.scale.batch_resources()
+    def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
+        resources = self.scale.batch_resources
         with dask.annotate(resources=resources) if resources else nullcontext():
-            futures = [produce_batch_task.submit(self.params, spec) for spec in specs]
+            futures = [produce_batch_task.submit(recipe, spec) for spec in specs]
         try:
             for future in futures:
                 yield future.result()

@@ -39,3 +39,158 @@ def test_bad_params_name_the_key(raw, key):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+# as_dict is hashed into dataset fingerprints: keys, their order and the types of the values
+# (1 vs 1.0) must stay what dataclasses.asdict gave for the dataclasses the models replaced.
+DEFAULTS = {
+    "reference": {"source": "toyfaces", "path": "data/reference", "labels": None, "n": 20000,
+                  "seed": 0},
+    "audit_model": {"n": 1000, "seed": 0, "steps": 50, "eta": 1.0, "batch_size": 64},
+    "model": {"path": "toyfaces", "kind": "unconditional", "steps": 50, "eta": 1.0,
+              "layer": "mid_block", "local_files_only": True, "cfg_scale": 7.5, "prompts": None},
+    "attributes": None,
+    "target": None,
+    "adp": {"path": "toyfaces", "pseudo_labeller": "toyfaces", "neutral_prompts": None,
+            "trajectories": 2048, "record_every": 2, "epochs": 30, "lr": 0.0003, "dropout": 0.2,
+            "weight_decay": 0.01, "seed": 0},
+    "guidance": {"mode": "distribution", "loss": "chi2", "strength": 1.0, "window": [0.0, 1.0],
+                 "temperature": 1.0, "max_step": 0.5, "batch_size": 64, "residual": False},
+    "verify": {"verifier": "toyfaces", "second": None, "confidence": 0.9, "audit_n": 256,
+               "deepface": {"detector": "skip", "home": None, "allow_download": False,
+                            "batch_size": 32, "retries": 2, "attributes": None}},
+    "generate": {"mode": "standalone", "n": 512, "seed": 0, "budget": 4096,
+                 "dataset": "fairsynth", "min_batch": 8},
+    "output": {"dir": "data/synthetic", "shard_size": 256},
+    "scale": {"mode": "local", "window": 8, "address": None, "n_workers": 2,
+              "threads_per_worker": 1, "resources": None, "task_resources": None, "retries": 2},
+    "downstream": {"label": "eyeglasses", "sensitive": "skin", "reference_n": 2000,
+                   "control_dir": "data/downstream/rejection", "control_budget": 40,
+                   "out": "data/downstream", "test": "toyfaces", "test_per_cell": 250,
+                   "test_seed": 99, "seeds": [0, 1, 2, 3, 4], "arch": "convnet", "steps": 300,
+                   "batch_size": 64, "lr": 0.002, "num_workers": 0},
+    "seed": 0,
+}  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_as_dict_of_the_defaults_is_the_fingerprinted_dict():
+    import json
+
+    from fairsynth.app.config import as_dict
+
+    got = as_dict(parse_params({}))
+    assert json.dumps(got) == json.dumps(DEFAULTS)  # order and 1 vs 1.0 included
+
+
+def test_as_dict_of_params_yaml_has_the_declared_sections_and_keys_in_order():
+    from fairsynth.app.config import as_dict
+
+    got = as_dict(load_params(ROOT / "params.yaml"))
+    assert list(got) == list(DEFAULTS)
+    for section, keys in DEFAULTS.items():
+        if isinstance(keys, dict):
+            assert list(got[section]) == list(keys), section
+    assert list(got["verify"]["deepface"]) == list(DEFAULTS["verify"]["deepface"])
+    assert got["target"] == {"marginals": {"skin": {"light": 0.5, "dark": 0.5},
+                                           "eyeglasses": {"no": 0.5, "yes": 0.5}},
+                             "attributes": None, "cells": None}  # fmt: skip
+    assert isinstance(got["guidance"]["strength"], float)
+    assert got["guidance"]["window"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))],
+    ids=lambda p: p.name,
+)
+def test_as_dict_is_plain_data_that_parses_back(preset):
+    from fairsynth.app.config import as_dict
+
+    params = load_params(preset)
+    data = as_dict(params)
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(plain(v) for v in value.values())
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, str | int | float | bool)
+
+    assert plain(data)
+    assert parse_params(data) == params
+    for name in ("guidance", "model", "adp", "output"):  # vars() of a section: its fields only
+        section = getattr(params, name)
+        assert list(vars(section)) == list(type(section).model_fields)
+        assert vars(section) == dict(section)
+
+
+def test_yaml_numbers_and_booleans_are_not_coerced():
+    p = parse_params({"guidance": {"strength": 10, "window": [0, 1]}, "model": {"eta": 0}})
+    assert p.guidance.strength == 10.0 and isinstance(p.guidance.strength, float)
+    assert isinstance(p.model.eta, float)
+    assert p.guidance.window == [0, 1] and isinstance(p.guidance.window, list)
+    refused = [
+        ({"guidance": {"strength": True}}, "guidance.strength: expected a number, got True"),
+        ({"seed": True}, "seed: expected an integer, got True"),
+        ({"seed": "1"}, "seed: expected an integer, got '1'"),
+        ({"model": {"local_files_only": 1}}, "model.local_files_only: expected true/false, got 1"),
+        ({"guidance": {"window": [True, 1]}}, r"guidance.window: must be \[start, end\]"),
+    ]
+    for raw, message in refused:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"guidance": {"strenght": 1}}, "unknown key(s): guidance.strenght (allowed in guidance: "
+         "batch_size, loss, max_step, mode, residual, strength, temperature, window)"),
+        ({"guidance": {"strength": -1}}, "guidance.strength: must be a finite number >= 0"),
+        ({"guidance": {"mode": "magic"}},
+         "guidance.mode: must be one of ('none', 'sample', 'distribution'), got 'magic'"),
+        ({"model": {"eta": 1.5}}, "model.eta: must be in [0, 1]"),
+        ({"adp": {"dropout": 1.0}}, "adp.dropout: must be in [0, 1)"),
+        ({"adp": {"lr": 0}}, "adp.lr: must be > 0"),
+        ({"scale": {"mode": "ray"}}, "scale.mode: must be one of ['local', 'dask']"),
+        ({"downstream": {"seeds": [1, "a"]}}, "downstream.seeds[1]: expected an integer, got 'a'"),
+        ({"model": {"kind": "text2image", "prompts": [{"prompt": "a", "n": 0}]}},
+         "model.prompts[0].n: must be >= 1"),
+        ({"model": {"kind": "text2image", "prompts": [{"prompt": "a", "target": {}}]}},
+         "model.prompts[0].target: give exactly one of 'marginals' or 'cells' (with 'attributes')"),
+        ({"target": {"cells": {"a": 1.0}}}, "target.attributes: required with 'cells'"),
+        ({"scale": {"resources": {"GPU": float("nan")}}},
+         "scale.resources.GPU: must be a finite number, got nan"),
+        ({"generate": {"n": 2**53 + 1}},
+         "generate.n: 9007199254740993 is out of range (|n| <= 9,007,199,254,740,992)"),
+        ({"verify": {"deepface": []}}, "verify.deepface: expected a mapping, got list"),
+        ([], "params: expected a mapping, got list"),
+    ],
+)  # fmt: skip
+def test_messages_are_one_line_starting_with_the_key(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert str(err.value) == message
+
+
+def test_replace_returns_a_validated_copy():
+    from fairsynth.app.config import as_dict, replace
+
+    params = load_params(ROOT / "params.yaml")
+    other = replace(params, output=replace(params.output, dir="elsewhere"), seed=3)
+    assert (other.output.dir, other.seed, params.output.dir, params.seed) == (
+        "elsewhere", 3, "data/shards", 0)  # fmt: skip
+    assert other.guidance is params.guidance and replace(params) == params
+    with pytest.raises(ConfigError, match="^n: must be >= 1"):
+        replace(params.generate, n=0)
+    with pytest.raises(ConfigError, match=r"^unknown key\(s\): shard \(allowed in OutputConfig"):
+        replace(params.output, shard=1)
+    with pytest.raises(ConfigError, match="^guidance: expected a mapping, got str"):
+        replace(params, guidance="strong")
+    with pytest.raises(ValueError):
+        params.seed = 1  # frozen
+    # the rules across sections are a params file's: a derived run may write where it reads
+    control = replace(params, output=replace(params.output, dir=params.downstream.control_dir))
+    with pytest.raises(ConfigError, match=r"^downstream\.\w+: .* overlaps output\.dir"):
+        parse_params(as_dict(control))

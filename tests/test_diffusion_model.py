@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fairsynth.diffusion.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample, to_uint8
 from fairsynth.diffusion.unconditional import load_diffusion_model
 
 
@@ -52,11 +52,12 @@ def test_pixel_shuffle_inverse(tiny_model):
 
 def test_sampling_shape_determinism_and_callback(tiny_model):
     seen = []
-    a = sample_ddim(
-        tiny_model, 3, batch_generator(7, 0), steps=4, callback=lambda s: seen.append(s.timestep)
+    four = SamplerSettings(steps=4)
+    a = sample(
+        tiny_model, 3, batch_generator(7, 0), four, callback=lambda s: seen.append(s.timestep)
     )
-    b = sample_ddim(tiny_model, 3, batch_generator(7, 0), steps=4)
-    c = sample_ddim(tiny_model, 3, batch_generator(7, 1), steps=4)
+    b = sample(tiny_model, 3, batch_generator(7, 0), four)
+    c = sample(tiny_model, 3, batch_generator(7, 1), four)
     assert a.shape == (3, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(seen) == 4 and seen == sorted(seen, reverse=True)
@@ -66,6 +67,6 @@ def test_sampling_shape_determinism_and_callback(tiny_model):
 
 def test_sampling_rejects_bad_args(tiny_model):
     with pytest.raises(ValueError):
-        sample_ddim(tiny_model, 0, batch_generator(0, 0))
+        sample(tiny_model, 0, batch_generator(0, 0))
     with pytest.raises(ValueError):
-        sample_ddim(tiny_model, 2, batch_generator(0, 0), steps=0)
+        sample(tiny_model, 2, batch_generator(0, 0), SamplerSettings(steps=0))

@@ -103,3 +103,8 @@ def test_each_stage_depends_on_every_module_it_imports():
         deps = [Path(d) for d in stage["deps"]]
         uncovered = sorted(str(f) for f in files if not any(f.is_relative_to(d) for d in deps))
         assert not uncovered, f"stage {name} imports {uncovered} but does not depend on them"
+        # the installed world is found by entry point, not by import: listed by hand
+        assert Path("fairsynth/toyfaces") in deps, f"stage {name} does not depend on the world"
+        assert Path("fairsynth") not in deps, f"stage {name} depends on the whole library"
+    report_deps = {Path(d) for d in stages["report"]["deps"]}
+    assert Path("fairsynth/run") not in report_deps, "the report reads the manifest, runs nothing"

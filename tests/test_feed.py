@@ -13,7 +13,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from fairsynth.app.stages import stage_generate, stage_reference
+from fairsynth.app.config import replace
+from fairsynth.app.stages.generate import stage_generate
+from fairsynth.app.stages.reference import stage_reference
 from fairsynth.data import tario
 from fairsynth.data.feed import Feed, expand_sources, make_loader
 from tests.test_pipeline import _setup
@@ -167,17 +169,16 @@ def test_group_metrics_are_fairlearns_per_group_accuracy():
 
 @pytest.mark.slow
 def test_downstream_stage_tiny(published, tmp_path):
-    import dataclasses
 
     from fairsynth.experiments.downstream import SETTINGS, stage_downstream
 
     params, tmp = published
-    d = dataclasses.replace(
+    d = replace(
         params.downstream, label="skin", sensitive="eyeglasses", reference_n=25,
         control_dir=str(tmp_path / "rejection"), control_budget=4, out=str(tmp_path / "down"),
         test_per_cell=6, seeds=[0, 1], steps=3, batch_size=16,
     )  # fmt: skip
-    report = stage_downstream(dataclasses.replace(params, downstream=d), progress=False)
+    report = stage_downstream(replace(params, downstream=d), progress=False)
     assert list(report["settings"]) == list(SETTINGS)
     assert set(report["effects"]) == {
         "fairsynth_vs_reference", "rejection_vs_reference", "fairsynth_vs_rejection"

@@ -1,12 +1,10 @@
 """Fingerprints by content: retrained weights of the same shapes are new inputs."""
 
-import dataclasses
-
 import pytest
 from safetensors.torch import load_file, save_file
 
-from fairsynth.app.config import TargetConfig
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.config import TargetConfig, replace
+from fairsynth.app.stages.generate import stage_generate
 from fairsynth.core import filehash
 from tests.test_pipeline import _Crash, _setup
 
@@ -77,20 +75,18 @@ def test_adp_cache_key_covers_what_the_adp_depends_on_only(tmp_path, tiny_world)
         return adp_cache_key(None, {"params": p, "out": o})
 
     base = key(params)
-    unrelated = dataclasses.replace(
+    unrelated = replace(
         params,
         target=TargetConfig(marginals={"skin": {"light": 0.9, "dark": 0.1}}),
-        generate=dataclasses.replace(params.generate, n=99, seed=7),
-        output=dataclasses.replace(params.output, shard_size=5),
-        guidance=dataclasses.replace(params.guidance, strength=50.0, mode="sample"),
+        generate=replace(params.generate, n=99, seed=7),
+        output=replace(params.output, shard_size=5),
+        guidance=replace(params.guidance, strength=50.0, mode="sample"),
     )
     assert key(unrelated) == base
     assert key(params, str(tmp_path / "elsewhere")) != base
-    assert key(dataclasses.replace(params, adp=dataclasses.replace(params.adp, lr=1e-3))) != base
-    assert (
-        key(dataclasses.replace(params, model=dataclasses.replace(params.model, steps=3))) != base
-    )
-    assert key(dataclasses.replace(params, attributes={"skin": ["light", "dark"]})) != base
+    assert key(replace(params, adp=replace(params.adp, lr=1e-3))) != base
+    assert key(replace(params, model=replace(params.model, steps=3))) != base
+    assert key(replace(params, attributes={"skin": ["light", "dark"]})) != base
     model_file = next((tmp_path / "model").rglob("*.safetensors"))
     weights = load_file(model_file)
     first = sorted(weights)[0]

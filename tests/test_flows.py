@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fairsynth.app.config import replace
 from tests.test_pipeline import _setup
 
 
@@ -67,7 +68,6 @@ def test_scheduled_deployment_builds():
 def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     tmp_path, tiny_world, harness, monkeypatch
 ):
-    import dataclasses
     import shutil
 
     from prefect import flow
@@ -96,17 +96,17 @@ def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     params = _setup(tmp_path, tiny_world)
     out = str(tmp_path / "adp_out")  # a new path per test run: no hit from an earlier run
     assert adp_only(params, out) == out and len(trained) == 1
-    other = dataclasses.replace(
+    other = replace(
         params,
         target=TargetConfig(marginals={"skin": {"light": 0.2, "dark": 0.8}}),
-        generate=dataclasses.replace(params.generate, n=40),
+        generate=replace(params.generate, n=40),
     )
     adp_only(other, out)
     assert len(trained) == 1, "a new target or generate.n retrained the ADP"
     shutil.rmtree(out)
     assert adp_only(other, out) == out and len(trained) == 2, "a cached path to nothing"
     assert (tmp_path / "adp_out" / "adp.safetensors").is_file()
-    other_lr = dataclasses.replace(params, adp=dataclasses.replace(params.adp, lr=1e-3))
+    other_lr = replace(params, adp=replace(params.adp, lr=1e-3))
     adp_only(other_lr, out)
     assert len(trained) == 3
     # A, then B into the same folder, then A again: A's cache entry names a folder that now

@@ -4,7 +4,7 @@ import torch
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.core.quotas import largest_remainder
-from fairsynth.diffusion.sampling import batch_generator, sample_ddim
+from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.guidance.adp import ADP, TrainedADP
 from fairsynth.guidance.guide import (
     DistributionGuidance,
@@ -81,14 +81,13 @@ def test_guided_sampling_edits_h_by_its_gradient_only(tiny_model):
     adp = _adp()
     adp_weights = {k: v.clone() for k, v in adp.model.state_dict().items()}
     unet_weights = {k: v.clone() for k, v in tiny_model.unet.state_dict().items()}
-    base = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3)
+    three = SamplerSettings(steps=3)
+    base = sample(tiny_model, 4, batch_generator(1, 0), three)
     zero = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
-    assert torch.equal(
-        sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=zero), base
-    )
+    assert torch.equal(sample(tiny_model, 4, batch_generator(1, 0), three, guidance=zero), base)
     config = GuidanceConfig(strength=50.0, max_step=0.0)  # no trust region: the raw step
     strong = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), config)
-    guided = sample_ddim(tiny_model, 4, batch_generator(1, 0), steps=3, guidance=strong)
+    guided = sample(tiny_model, 4, batch_generator(1, 0), three, guidance=strong)
     assert not torch.allclose(guided, base)
     # neither network learns anything while guiding
     assert all(torch.equal(v, adp_weights[k]) for k, v in adp.model.state_dict().items())
@@ -147,8 +146,9 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
         }
 
     traj = record_trajectories(
-        tiny_model, labeller, n=12, seed=0, steps=4, record_every=2, batch_size=6
-    )
+        tiny_model, labeller, n=12, seed=0, settings=SamplerSettings(steps=4), record_every=2,
+        batch_size=6,
+    )  # fmt: skip
     assert traj.h.shape == (12, 2, 16, 8, 8) and traj.h.dtype == torch.float16
     assert traj.timesteps.tolist() == sorted(traj.timesteps.tolist(), reverse=True)
     traj.save(tmp_path / "traj.safetensors")
@@ -209,7 +209,7 @@ def test_trust_region_caps_each_sample_step():
 def test_calibration_sweep_picks_a_strength(tiny_model):
     from fairsynth.app.calibrate import calibrate_strength, choose_strength
     from fairsynth.toyfaces import VERIFIER_DIR
-    from fairsynth.toyfaces.classifiers import AttributeClassifier
+    from fairsynth.verify.classifier import AttributeClassifier
 
     adp = _adp()
     result = calibrate_strength(
@@ -218,9 +218,9 @@ def test_calibration_sweep_picks_a_strength(tiny_model):
         AttributeClassifier.load(VERIFIER_DIR),
         "distribution",
         [1.0, 10.0],
+        settings=SamplerSettings(steps=2, eta=1.0),
         n=3,
         batch_size=3,
-        steps=2,
     )
     assert [r["strength"] for r in result["rows"]] == [0.0, 1.0, 10.0]
     assert result["chosen"] == choose_strength(result["rows"], 0.03)
@@ -249,15 +249,17 @@ def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeyp
     seen = []
     real = ev._sample
 
-    def spy(model, adp, target, config, *args):
-        images, guidance = real(model, adp, target, config, *args)
+    def spy(model, settings, seed, batch, size, target, config, adp):
+        images, guidance = real(model, settings, seed, batch, size, target, config, adp)
         seen.append((target.probs.copy(), guidance.last_probs.argmax(1).numpy()))
         return images, guidance
 
     monkeypatch.setattr(ev, "_sample", spy)
     target = Target.from_marginals(SPACE, {"skin": [0.3, 0.7]})
     config = GuidanceConfig(mode="distribution", strength=1.0, residual=True)
-    images, _ = ev.generate_batches(tiny_model, _adp(), target, config, 8, 0, 3, 2)
+    images, _ = ev.generate_batches(
+        tiny_model, SamplerSettings(steps=2), 8, 0, 3, target, config, _adp()
+    )
     assert len(images) == 8 and [len(c) for _, c in seen] == [3, 3, 2]
     assert np.allclose(seen[0][0], target.probs)
     first = np.bincount(seen[0][1], minlength=2)

@@ -15,17 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from fairsynth.app.config import ConfigError, load_params
-from fairsynth.app.stages import main as pipeline_main
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.config import ConfigError, load_params, replace
+from fairsynth.app.stages.__main__ import main as pipeline_main
+from fairsynth.app.stages.generate import stage_generate
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.data import tario
 from fairsynth.data.reference import read_image_folder, read_shards
 from fairsynth.toyfaces import VERIFIER_DIR
-from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import build_reference
 from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
 from fairsynth.verify import ClassifierVerifier, load_verifier
+from fairsynth.verify.classifier import AttributeClassifier
 from tests.test_pipeline import _Crash, _setup
 from tests.test_reference import _folder as folder_with_labels
 
@@ -51,9 +51,10 @@ def test_reordered_classes_keep_their_meaning(tmp_path):
     images, labels = render_batch(64, seed=11)
     reversed_space = AttributeSpace.from_dict({"skin": ["dark", "light"], **{
         k: v for k, v in ATTRIBUTES.items() if k != "skin"}})  # fmt: skip
-    from fairsynth.app.config import VerifyConfig
+    from fairsynth.app.config import parse_params
+    from fairsynth.app.resolve import verifier_spec
 
-    aligned = load_verifier(VerifyConfig(), reversed_space)
+    aligned = load_verifier(verifier_spec(parse_params({})), reversed_space)
     plain = ClassifierVerifier(AttributeClassifier.load(VERIFIER_DIR))
     got = aligned.verify(images).probs["skin"].argmax(1)  # index into [dark, light]
     own = plain.verify(images).probs["skin"].argmax(1)  # index into [light, dark]
@@ -148,11 +149,8 @@ def test_the_lock_holds_through_an_alias_of_the_output(tmp_path, tiny_world):
         (tmp_path / "out.lock").write_text(
             json.dumps({"pid": live.pid, "host": socket.gethostname()})
         )
-        import dataclasses
 
-        aliased = dataclasses.replace(
-            params, output=dataclasses.replace(params.output, dir=str(tmp_path / "alias"))
-        )
+        aliased = replace(params, output=replace(params.output, dir=str(tmp_path / "alias")))
         with pytest.raises(RuntimeError, match=f"pid {live.pid}"):
             stage_generate(aliased, None, progress=False)
         assert not list((tmp_path / "out").iterdir())

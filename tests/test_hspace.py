@@ -62,7 +62,7 @@ def test_other_layer_and_bad_layer(tiny_model):
 
 
 def test_perturbation_sensitivity_measures_h_say(tiny_model):
-    from fairsynth.diffusion.sampling import perturbation_sensitivity
+    from fairsynth.diffusion.probe import perturbation_sensitivity
 
     none = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=0.0)
     some = perturbation_sensitivity(tiny_model, n=2, steps=2, scale=4.0)

@@ -10,7 +10,7 @@ import yaml
 
 from fairsynth.app.config import load_params, parse_params
 from fairsynth.app.evaluate import evaluate
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.stages.generate import stage_generate
 
 SHIPPED = {"strength": 464.0, "max_step": 0.5}  # the shipped ADP's calibration (params.yaml)
 TARGETS = {

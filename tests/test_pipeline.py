@@ -5,7 +5,10 @@ import pandas as pd
 import webdataset as wds
 
 from fairsynth.app.config import load_params
-from fairsynth.app.stages import stage_audit, stage_generate, stage_reference, stage_report
+from fairsynth.app.stages.audit import stage_audit
+from fairsynth.app.stages.generate import stage_generate
+from fairsynth.app.stages.reference import stage_reference
+from fairsynth.app.stages.report import stage_report
 
 
 def _setup(

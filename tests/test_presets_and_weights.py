@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import os
 import subprocess
@@ -9,11 +8,12 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from fairsynth.app.config import ConfigError, load_params, parse_params
+from fairsynth.app.config import ConfigError, load_params, parse_params, replace
+from fairsynth.app.resolve import model_spec, prompt_spec
 from fairsynth.app.weights import MissingFiles, check_weights, require_weights
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.dummy import build_tiny_sd
-from fairsynth.diffusion.sampling import batch_generator, sample_ddim
+from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.diffusion.unconditional import load_diffusion_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,19 +39,20 @@ def test_presets_are_valid_and_load_a_model_in_their_layout(preset, tmp_path):
     assert params.model.local_files_only, "presets never download at run time"
     if params.model.kind == "text2image":
         build_tiny_sd(tmp_path)
-        local = dataclasses.replace(params.model, path=str(tmp_path / "sd"))
+        local = replace(params.model, path=str(tmp_path / "sd"))
         prompt = params.model.prompts[0]
-        model = bind_prompt(load_model(local), prompt, local.cfg_scale)
-        x = model.sample(2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
+        spec = model_spec(replace(params, model=local))
+        model = bind_prompt(load_model(spec), prompt_spec(prompt), local.cfg_scale)
+        x = sample(model, 2, batch_generator(0, 0), SamplerSettings(2, local.eta, local.layer))
         assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
         assert model.provenance["prompt"] == prompt.prompt
     else:
         _tiny_hub_layout(tmp_path / "model")
-        local = dataclasses.replace(params.model, path=str(tmp_path / "model"))
+        local = replace(params.model, path=str(tmp_path / "model"))
         model = load_diffusion_model(local.path, local.local_files_only)
-        x = sample_ddim(model, 2, batch_generator(0, 0), steps=2, eta=local.eta, layer=local.layer)
+        x = sample(model, 2, batch_generator(0, 0), SamplerSettings(2, local.eta, local.layer))
         assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
-    rows = check_weights(dataclasses.replace(params, model=local))
+    rows = check_weights(replace(params, model=local))
     assert all(r["present"] for r in rows if r["what"].startswith("diffusion model"))
 
 
@@ -80,18 +81,16 @@ def test_hub_id_is_read_from_the_local_cache_only(tmp_path):
 def test_weights_check_lists_what_is_missing_and_generation_stops(tmp_path):
     preset = load_params(ROOT / "configs" / "celebahq-gender-race.yaml")
     home = tmp_path / "deepface"
-    params = dataclasses.replace(
+    params = replace(
         preset,
-        verify=dataclasses.replace(
-            preset.verify, deepface=dataclasses.replace(preset.verify.deepface, home=str(home))
-        ),
-        output=dataclasses.replace(preset.output, dir=str(tmp_path / "out")),
+        verify=replace(preset.verify, deepface=replace(preset.verify.deepface, home=str(home))),
+        output=replace(preset.output, dir=str(tmp_path / "out")),
     )
     rows = check_weights(params)
     missing = {r["file"] for r in rows if not r["present"]}
     assert {"gender_model_weights.pth", "race_model_single_batch.pth", "adp.json"} <= missing
     assert "haarcascade_frontalface_default.xml" not in missing  # shipped with fairsynth
-    from fairsynth.app.stages import stage_generate
+    from fairsynth.app.stages.generate import stage_generate
 
     with pytest.raises(MissingFiles) as err:
         stage_generate(params, None, progress=False)
@@ -135,7 +134,7 @@ def test_generate_stage_with_missing_weights_exits_nonzero_and_names_them(tmp_pa
 
     import yaml
 
-    from fairsynth.app.stages import main
+    from fairsynth.app.stages.__main__ import main
 
     raw = yaml.safe_load((ROOT / "configs" / "celebahq-gender.yaml").read_text())
     raw["verify"]["deepface"]["home"] = str(tmp_path / "home")

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from fairsynth.app.config import load_params
-from fairsynth.app.stages import stage_generate
+from fairsynth.app.stages.generate import stage_generate
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = (
     "import sys; from fairsynth.app.config import load_params; "
-    "from fairsynth.app.stages import stage_generate; "
+    "from fairsynth.app.stages.generate import stage_generate; "
     "stage_generate(load_params(sys.argv[1]), None, progress=False)"
 )
 

@@ -86,7 +86,7 @@ def _params(tmp_path, out, scale, n=24):
 @pytest.fixture
 def local_run(tmp_path, tiny_world):
     """The reference result: the same window, in this process, single-threaded like a worker."""
-    from fairsynth.app.stages import stage_generate
+    from fairsynth.app.stages.generate import stage_generate
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -118,11 +118,12 @@ def _assert_quotas_exact(summary, out):
 def test_dask_workers_killed_mid_run_same_dataset(tmp_path, local_run):
     """2 worker processes; one is SIGKILLed while it produces a batch: Dask runs that batch
     again on a worker, the flow counts it once, and the dataset is byte-identical."""
-    from fairsynth.app.stages import stage_generate
+    from fairsynth.app.runspec import scale_spec
+    from fairsynth.app.stages.generate import stage_generate
     from fairsynth.run.executors import DaskExecutor
 
     params = _params(tmp_path, "dask", "{mode: dask, window: 4, n_workers: 2}")
-    executor = DaskExecutor(params)
+    executor = DaskExecutor(scale_spec(params))
     killed = []
 
     def kill_a_busy_worker(state):

@@ -63,7 +63,7 @@ def test_verifier_confidence_means_a_clear_face():
     """Outlier exposure: confident on clean renders, not on noise-drowned ones."""
     import torch
 
-    from fairsynth.toyfaces.classifiers import to_tensor
+    from fairsynth.verify.classifier import to_tensor
 
     clf = AttributeClassifier.load(VERIFIER_DIR)
     x = to_tensor(render_batch(256, seed=5)[0])

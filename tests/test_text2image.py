@@ -5,7 +5,8 @@ from diffusers import StableDiffusionPipeline
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.dummy import build_tiny_sd
-from fairsynth.diffusion.text2image import load_text2image, sample_text2image, split_conditional
+from fairsynth.diffusion.sampling import SamplerSettings, sample
+from fairsynth.diffusion.text2image import PromptedModel, load_text2image, split_conditional
 from fairsynth.guidance.adp import ADP, TrainedADP
 from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
 from fairsynth.guidance.trajectories import record_trajectories
@@ -41,9 +42,9 @@ def test_strength_zero_matches_diffusers_pipeline(tiny_sd):
         off = DistributionGuidance(
             adp, ("gender",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0)
         )
-        got = sample_text2image(model, "a photo of a doctor", 2, torch.Generator().manual_seed(7),
-                                steps=3, cfg_scale=6.0, negative_prompt="blurry", eta=eta,
-                                guidance=off)  # fmt: skip
+        bound = PromptedModel(model, "a photo of a doctor", "blurry", cfg_scale=6.0)
+        got = sample(bound, 2, torch.Generator().manual_seed(7), SamplerSettings(3, eta),
+                     guidance=off)  # fmt: skip
         assert torch.allclose((got / 2 + 0.5).clamp(0, 1), want, atol=1e-5)
 
 
@@ -66,10 +67,11 @@ def test_guidance_edits_only_the_conditional_half(tiny_sd):
     adp = _adp(32, 8)
     g = Spy(adp, ("gender",), np.array([1.0, 0.0]), GuidanceConfig(strength=50.0, max_step=0.5))
     guided_h, plain_h = [], []
-    guided = sample_text2image(model, "a face", 2, torch.Generator().manual_seed(3), steps=2,
-                               cfg_scale=5.0, guidance=g, callback=lambda i: guided_h.append(i.h))  # fmt: skip
-    plain = sample_text2image(model, "a face", 2, torch.Generator().manual_seed(3), steps=2,
-                              cfg_scale=5.0, callback=lambda i: plain_h.append(i.h))  # fmt: skip
+    bound, two = PromptedModel(model, "a face", cfg_scale=5.0), SamplerSettings(steps=2)
+    guided = sample(bound, 2, torch.Generator().manual_seed(3), two, guidance=g,
+                    callback=lambda i: guided_h.append(i.h))  # fmt: skip
+    plain = sample(bound, 2, torch.Generator().manual_seed(3), two,
+                   callback=lambda i: plain_h.append(i.h))  # fmt: skip
     assert seen == [2, 2], "the guidance sees the conditional half (n), not the CFG batch (2n)"
     assert guided_h[0].shape[0] == 2, "StepInfo.h is the conditional half"
     assert not torch.allclose(guided_h[0], plain_h[0])
@@ -82,12 +84,9 @@ def test_trajectories_record_the_conditional_half(tiny_sd):
     def labeller(images):
         return {"gender": np.eye(2)[(images.mean(axis=(1, 2, 3)) > 127).astype(int)]}
 
-    def sampler(n, generator, callback):
-        return sample_text2image(model, "a face", n, generator, steps=2, cfg_scale=4.0,
-                                 callback=callback)  # fmt: skip
-
-    traj = record_trajectories(model, labeller, n=3, seed=0, steps=2, record_every=1,
-                               batch_size=3, sampler=sampler)  # fmt: skip
+    bound = PromptedModel(model, "a face", cfg_scale=4.0)
+    traj = record_trajectories(bound, labeller, n=3, seed=0, settings=SamplerSettings(steps=2),
+                               record_every=1, batch_size=3)  # fmt: skip
     assert traj.h.shape[:2] == (3, 2) and traj.images.shape == (3, 32, 32, 3)
 
 
@@ -128,7 +127,7 @@ def test_pipeline_runs_unchanged_on_the_text_to_image_backend(tmp_path, tiny_sd)
     import pandas as pd
     import webdataset as wds
 
-    from fairsynth.app.stages import stage_generate
+    from fairsynth.app.stages.generate import stage_generate
 
     params = _t2i_params(tmp_path, tiny_sd)
     assert [n for _, _, n in params.jobs()] == [3, 2]

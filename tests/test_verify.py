@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fairsynth.app.config import ConfigError, parse_params
+from fairsynth.app.resolve import verifier_spec
 from fairsynth.verify import NO_FACE, ClassifierVerifier, Verdict, load_verifier
 from fairsynth.verify.deepface import (
     RACE_LABELS,
@@ -108,13 +109,13 @@ def test_missing_weights_stop_before_any_work(tmp_path):
     assert rows[0]["path"] == str(tmp_path / ".deepface" / "weights" / "gender_model_weights.pth")
     assert not rows[0]["present"]
     with pytest.raises(MissingWeights, match="gender_model_weights.pth") as err:
-        load_verifier(params.verify)
+        load_verifier(verifier_spec(params))
     assert str(tmp_path) in str(err.value) and "allow_download" in str(err.value)
 
 
 def test_classifier_verifier_has_no_rejections():
     from fairsynth.toyfaces import VERIFIER_DIR
-    from fairsynth.toyfaces.classifiers import AttributeClassifier
+    from fairsynth.verify.classifier import AttributeClassifier
 
     v = ClassifierVerifier(AttributeClassifier.load(VERIFIER_DIR))
     verdict = v.verify(np.zeros((3, 32, 32, 3), np.uint8))
@@ -151,7 +152,7 @@ def test_deepface_verifier_matches_deepface_analyze(tmp_path, monkeypatch):
     )  # fmt: skip
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 48, 40, 3), dtype=np.uint8)
-    verifier = load_verifier(params.verify)
+    verifier = load_verifier(verifier_spec(params))
     assert isinstance(verifier, DeepfaceVerifier)
     try:
         verdict = verifier.verify(images)
@@ -191,7 +192,7 @@ def test_deepface_opencv_detector_rejects_images_without_a_face(tmp_path):
              "home": str(tmp_path), "detector": "opencv",
              "attributes": {"gender": {"source": "gender", "classes": {"female": ["Woman"], "male": ["Man"]}}}}}}
     )  # fmt: skip
-    verifier = load_verifier(params.verify)
+    verifier = load_verifier(verifier_spec(params))
     assert (weights / "haarcascade_frontalface_default.xml").is_file()
     try:
         verdict = verifier.verify(np.full((2, 64, 64, 3), 127, np.uint8))  # flat grey: no face
@@ -202,7 +203,7 @@ def test_deepface_opencv_detector_rejects_images_without_a_face(tmp_path):
 
 def _toy_verifier():
     from fairsynth.toyfaces import VERIFIER_DIR
-    from fairsynth.toyfaces.classifiers import AttributeClassifier
+    from fairsynth.verify.classifier import AttributeClassifier
 
     return ClassifierVerifier(AttributeClassifier.load(VERIFIER_DIR))
 
@@ -251,7 +252,10 @@ def test_second_verifier_in_the_pipeline_and_the_audit(tmp_path, tiny_world):
     import pandas as pd
 
     from fairsynth.app.config import load_params
-    from fairsynth.app.stages import stage_audit, stage_generate, stage_reference, stage_report
+    from fairsynth.app.stages.audit import stage_audit
+    from fairsynth.app.stages.generate import stage_generate
+    from fairsynth.app.stages.reference import stage_reference
+    from fairsynth.app.stages.report import stage_report
     from fairsynth.toyfaces import PSEUDO_LABELLER_DIR
 
     p = tmp_path / "params.yaml"

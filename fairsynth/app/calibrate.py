@@ -12,44 +12,40 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fairsynth.app.evaluate import judge
 from fairsynth.core.attributes import Target
-from fairsynth.diffusion.unconditional import DiffusionModel
+from fairsynth.diffusion.sampling import Backend, SamplerSettings
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.guidance.guide import GuidanceConfig
+from fairsynth.guidance.config import GuidanceConfig
 from fairsynth.guidance.guided import generate_batches
-from fairsynth.toyfaces.classifiers import AttributeClassifier
+from fairsynth.verify import Verifier
+from fairsynth.verify.classifier import AttributeClassifier
+from fairsynth.verify.scoring import score
 
 
 def calibrate_strength(
-    model: DiffusionModel,
+    backend: Backend,
     adp: TrainedADP,
-    verifier: AttributeClassifier,
+    verifier: Verifier | AttributeClassifier,
     mode: str,
     strengths: Sequence[float],
+    settings: SamplerSettings = SamplerSettings(steps=50, eta=1.0),
     n: int = 256,
     seed: int = 4242,
     batch_size: int = 64,
-    steps: int = 50,
     loss: str = "chi2",
     max_quality_drop: float = 0.03,
     target: Target | None = None,
     progress: bool = False,
-    eta: float = 1.0,
-    layer: str | None = None,
     max_step: float = 0.5,
 ) -> dict:
     target = target or Target.uniform(adp.space, list(adp.space.names))
-    layer = layer or adp.meta.get("layer", "mid_block")
     rows = []
     for s in [0.0, *strengths]:
         cfg = GuidanceConfig(
             mode=mode if s > 0 else "none", loss=loss, strength=float(s), max_step=max_step
         )
-        images, _ = generate_batches(
-            model, adp, target, cfg, n, seed, batch_size, steps, eta=eta, layer=layer
-        )
-        r = judge(verifier, images, target, 0.9)
+        images, _ = generate_batches(backend, settings, n, seed, batch_size, target, cfg, adp)
+        r = score(verifier, images, target, 0.9)
         rows.append(
             {
                 "strength": float(s),

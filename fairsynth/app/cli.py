@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fairsynth.app.errors import USER_ERRORS
 from fairsynth.app.errors import report as report_error
+from fairsynth.core import plugins
 
 
 def _positive_int(text: str) -> int:
@@ -16,61 +17,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
-
-
-def _cmd_build_reference(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces.dataset import build_reference
-
-    labels = build_reference(a.out, n=a.n, seed=a.seed, progress=not a.quiet)
-    fr = {
-        name: labels[name].value_counts(normalize=True).round(4).to_dict()
-        for name in ("skin", "eyeglasses", "hair")
-    }
-    print(json.dumps({"out": str(a.out), "n": len(labels), "fractions": fr}, indent=2))
-    return 0
-
-
-def _cmd_audit_model(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
-
-    report = audit_model(
-        n=a.n,
-        seed=a.seed,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        model_path=a.model,
-        verifier_path=a.verifier,
-        reference=a.reference,
-        grid_path=a.grid,
-        progress=not a.json,
-        eta=a.eta,
-    )
-    if a.out is not None:
-        save_report(report, a.out)
-    print(json.dumps(report, indent=2) if a.json else format_report(report))
-    return 0
-
-
-def _cmd_check_classifiers(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces import PSEUDO_LABELLER_DIR, VERIFIER_DIR
-    from fairsynth.toyfaces.classifiers import AttributeClassifier, accuracy_on_fresh_renders
-
-    out = {}
-    for role, path in (("pseudo_labeller", PSEUDO_LABELLER_DIR), ("verifier", VERIFIER_DIR)):
-        out[role] = accuracy_on_fresh_renders(AttributeClassifier.load(path), n=a.n, seed=a.seed)
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-def _cmd_show_audit(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces.audit_model import format_report
-
-    if not a.file.is_file():
-        raise FileNotFoundError(
-            f"no audit report at {a.file}; run `fairsynth toyfaces audit-model --out {a.file}`"
-        )
-    print(format_report(json.loads(a.file.read_text())))
-    return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -121,8 +67,6 @@ def _cmd_weights_check(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
-
     ap = argparse.ArgumentParser(
         prog="fairsynth", description="Fair synthetic data with diffusion models"
     )
@@ -153,42 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_weights_check)
 
-    toy = sub.add_parser("toyfaces", help="the embedded toy-faces world").add_subparsers(
-        dest="toy_command", required=True
-    )
-    p = toy.add_parser("build-reference", help="render the biased reference dataset")
-    p.add_argument("--out", type=Path, default=Path("data/reference"))
-    p.add_argument("--n", type=_positive_int, default=20_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_build_reference)
-
-    p = toy.add_parser(
-        "audit-model", help="sample the toy DDPM and compare its bias to the reference"
-    )
-    p.add_argument("--n", type=_positive_int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--model", type=Path, default=DDPM_DIR)
-    p.add_argument("--verifier", type=Path, default=VERIFIER_DIR)
-    p.add_argument("--reference", type=Path, default=Path("data/reference"))
-    p.add_argument("--grid", type=Path, default=Path("data/audit/model_samples.png"))
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_audit_model)
-
-    p = toy.add_parser("show-audit", help="print a saved audit-model report as a table")
-    p.add_argument("file", type=Path)
-    p.set_defaults(func=_cmd_show_audit)
-
-    p = toy.add_parser(
-        "check-classifiers", help="accuracy of the shipped classifiers on fresh renders"
-    )
-    p.add_argument("--n", type=_positive_int, default=5000)
-    p.add_argument("--seed", type=int, default=987_654)
-    p.set_defaults(func=_cmd_check_classifiers)
+    for add_commands in plugins.all_provided("commands").values():
+        add_commands(sub, _positive_int)
     return ap
 
 

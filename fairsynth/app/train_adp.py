@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fairsynth.app.config import Params, PromptConfig
+from fairsynth.app.config import Params, PromptConfig, as_dict
+from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
 from fairsynth.core.filehash import code_signature, files_signature, local_model_path
+from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import Trajectories, record_trajectories
-from fairsynth.toyfaces import resolve
-from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.verify import AlignedVerifier, ClassifierVerifier
+from fairsynth.verify.classifier import AttributeClassifier
 
 
 def train_adp_from_params(
@@ -29,7 +29,7 @@ def train_adp_from_params(
 ) -> TrainedADP:
     """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
     with other ADP settings then skips the sampling)."""
-    model = load_model(params.model)
+    model = load_model(model_spec(params))
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
     if pseudo_labeller == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
@@ -49,11 +49,9 @@ def train_adp_from_params(
         return labeller.verify(images).probs
 
     record = dict(
-        steps=params.model.steps,
-        eta=params.model.eta,  # the trajectories generation will follow
+        settings=sampler_settings(params),  # the trajectories generation will follow
         record_every=params.adp.record_every,
         batch_size=params.guidance.batch_size,
-        layer=params.model.layer,
         progress=progress,
     )
     seed = params.adp.seed + 10_000  # disjoint from generation seeds
@@ -73,7 +71,7 @@ def train_adp_from_params(
         parts = []
         share = np.array_split(np.arange(params.adp.trajectories), len(prompts))
         for k, prompt in enumerate(prompts):
-            bound = bind_prompt(model, prompt, params.model.cfg_scale)
+            bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
             parts.append(
                 record_trajectories(bound, label, n=len(share[k]), seed=seed + 1_000 * k, **record)
             )
@@ -104,16 +102,16 @@ def train_adp_from_params(
         from fairsynth.app.calibrate import calibrate_strength, geometric
         from fairsynth.verify import load_verifier
 
-        verifier = load_verifier(params.verify, params.attribute_space())
+        verifier = load_verifier(verifier_spec(params), params.attribute_space())
         # text-to-image: calibrated on the first prompt, at the configured CFG scale
-        calib_model = bind_prompt(model, prompts[0] if prompts else None, params.model.cfg_scale)
+        first = prompt_spec(prompts[0]) if prompts else None
+        calib_model = bind_prompt(model, first, params.model.cfg_scale)
         recommended = {}
         for mode in ("distribution", "sample"):
             result = calibrate_strength(
                 calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
-                batch_size=params.guidance.batch_size, steps=params.model.steps,
-                loss=params.guidance.loss, progress=progress, eta=params.model.eta,
-                max_step=params.guidance.max_step,
+                settings=sampler_settings(params), batch_size=params.guidance.batch_size,
+                loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
             )  # fmt: skip
             recommended[f"{mode}_strength"] = result["chosen"]
             trained.meta.setdefault("calibration", {})[mode] = result
@@ -136,7 +134,7 @@ def adp_fingerprint(params: Params) -> dict:
         "pseudo_labeller_files": files_signature(resolve("pseudo_labeller", labeller))
         if labeller != "deepface"
         else "deepface",
-        "adp": {k: v for k, v in dataclasses.asdict(params.adp).items() if k != "path"},
+        "adp": {k: v for k, v in as_dict(params.adp).items() if k != "path"},
         "attributes": params.attribute_space().as_dict(),
         "recording": {
             "kind": m.kind,

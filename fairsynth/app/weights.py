@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fairsynth.app.config import Params
+from fairsynth.core.plugins import resolve
 from fairsynth.guidance.adp import ADP_FILES
-from fairsynth.toyfaces import resolve
 
 MODEL_FILES = (
     "unet/config.json",
@@ -62,7 +62,7 @@ def check_weights(params: Params, adp_made_by_pipeline: bool = False) -> list[di
         adp = Path(resolve("adp", params.adp.path))
         rows += _folder_rows(f"ADP {params.adp.path}", adp, ADP_FILES)
     if params.verify.verifier == "deepface":
-        from fairsynth.verify.deepface import required_files
+        from fairsynth.verify.deepface_config import required_files
 
         rows += required_files(params.verify.deepface)
     else:

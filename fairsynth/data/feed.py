@@ -102,9 +102,9 @@ class Feed(IterableDataset):
         self.on_error = on_error
         self._skipped = multiprocessing.Value("i", 0)  # shared with forked DataLoader workers
         if attributes is None:
-            from fairsynth.toyfaces.render import ATTRIBUTES
+            from fairsynth.core import plugins
 
-            attributes = ATTRIBUTES
+            attributes = plugins.provided("attributes")  # the installed world's (toy faces)
         self.attributes = {k: tuple(v) for k, v in attributes.items()}
         self.synthetic_urls = expand_sources(synthetic) if synthetic is not None else []
         self.reference_urls = expand_sources(reference) if reference is not None else []

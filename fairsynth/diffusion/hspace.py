@@ -60,5 +60,3 @@ class HSpace:
 
     def __exit__(self, *exc) -> None:
         self.remove()
-
-

@@ -1,24 +1,33 @@
-"""The denoising loop: DDIM over any number of steps, as a small function with a callback.
+"""One sampler signature for every backend, in the spirit of k-diffusion's samplers.
 
-The UNet call and the scheduler step are diffusers' own; guidance (see ``guidance.py``) acts
-through hooks on the UNet, so this loop stays the standard one.
+A backend draws its initial noise from a generator (``noise``) and denoises it
+(``sample(noise, settings, generator, callback, guidance)``) into images in [-1, 1]. The
+settings object carries what every loop needs (steps, eta, the hooked layer); ``callback``
+sees each step (``StepInfo``); ``guidance`` edits h-space inside each UNet call through a hook
+(``fairsynth.diffusion.hspace``), so every loop stays the standard one. The backends are
+``DiffusionModel`` (unconditional, ``unconditional.py``) and ``PromptedModel`` (text-to-image
+bound to a prompt, ``text2image.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from fairsynth.diffusion.hspace import HSpace
-from fairsynth.diffusion.unconditional import DiffusionModel
 
-if TYPE_CHECKING:
-    from fairsynth.guidance.guide import Guidance
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 50
+    eta: float = 0.0  # DDIM eta: 0 deterministic, 1 as stochastic as DDPM
+    layer: str = "mid_block"  # the h-space layer hooked for guidance and callbacks
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
 
 
 @dataclass
@@ -28,6 +37,54 @@ class StepInfo:
     timestep: int
     x: torch.Tensor  # the sample after this step (model space)
     h: torch.Tensor | None = None  # h-space (the hooked layer's output) of this step, after edits
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+class HSpaceGuidance(Protocol):
+    """What a loop asks of guidance: told each step before the UNet call, then asked to edit
+    h (the hooked layer's output) inside it."""
+
+    def begin_step(self, timestep: int | torch.Tensor, index: int, total: int) -> None: ...
+
+    def edit(self, h: torch.Tensor) -> torch.Tensor: ...
+
+
+class Backend(Protocol):
+    unet: torch.nn.Module
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def provenance(self) -> dict: ...  # recorded per sample in the manifest
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def sample(
+        self,
+        noise: torch.Tensor,
+        settings: SamplerSettings,
+        generator: torch.Generator,
+        callback: StepCallback | None = None,
+        guidance: HSpaceGuidance | None = None,
+    ) -> torch.Tensor: ...
+
+
+def sample(
+    backend: Backend,
+    n: int,
+    generator: torch.Generator,
+    settings: SamplerSettings = SamplerSettings(),
+    callback: StepCallback | None = None,
+    guidance: HSpaceGuidance | None = None,
+) -> torch.Tensor:
+    """``n`` images in [-1, 1], (n, c, h, w): noise from ``generator``, then the loop (which
+    draws its stochastic-step noise from the same generator, after the initial noise)."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    return backend.sample(backend.noise(n, generator), settings, generator, callback, guidance)
 
 
 def batch_generator(
@@ -41,73 +98,7 @@ def batch_generator(
     return torch.Generator(device=device).manual_seed(int(mixed) & ((1 << 63) - 1))
 
 
-@torch.no_grad()
-def sample_ddim(
-    model: DiffusionModel,
-    n: int,
-    generator: torch.Generator,
-    steps: int = 50,
-    eta: float = 0.0,
-    callback: Callable[[StepInfo], None] | None = None,
-    guidance: Guidance | None = None,
-    layer: str = "mid_block",
-) -> torch.Tensor:
-    """Sample ``n`` images in [-1, 1], (n, c, h, w), with DDIM; ``guidance`` edits h-space
-    (the output of ``layer``) inside each UNet call."""
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    if n < 1:
-        raise ValueError("n must be >= 1")
-    device = model.unet.device
-    scheduler = model.ddim_scheduler()
-    scheduler.set_timesteps(steps, device=device)
-    x = torch.randn((n, *model.latent_shape), generator=generator, device=device)
-    x = x * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
-    hook = HSpace(model.unet, layer) if guidance is not None or callback else nullcontext()
-    with hook:
-        if guidance is not None:
-            hook.edit = guidance.edit
-        for i, t in enumerate(timesteps):
-            if guidance is not None:
-                guidance.begin_step(t, i, len(timesteps))
-            eps = model.unet(x, t).sample
-            x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
-            if callback is not None:
-                callback(StepInfo(i, len(timesteps), int(t), x, hook.captured))
-    return model.to_image_space(x).clamp(-1, 1)
-
-
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW -> uint8 NHWC."""
     x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def perturbation_sensitivity(
-    model, n: int = 32, seed: int = 0, steps: int = 20, scale: float = 4.0, layer: str = "mid_block"
-) -> float:
-    """How much say h has: mean |Δx| (images in [-1, 1]) between samples with and without a
-    random perturbation of ``scale`` times h's norm added at every step (same noise otherwise).
-    A decoder whose skips carry the image ignores h and scores near 0."""
-    from fairsynth.diffusion.sampling import batch_generator, sample_ddim
-
-    base = sample_ddim(model, n, batch_generator(seed, 0), steps=steps)
-    gen = torch.Generator().manual_seed(seed + 1)
-
-    def perturb(h: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(h.shape, generator=gen).to(h)
-        dims = tuple(range(1, h.ndim))
-        noise = noise / torch.linalg.vector_norm(noise, dim=dims, keepdim=True)
-        return h + scale * torch.linalg.vector_norm(h, dim=dims, keepdim=True) * noise
-
-    class _Perturb:
-        def begin_step(self, *args) -> None:
-            pass
-
-        edit = staticmethod(perturb)
-
-    moved = sample_ddim(
-        model, n, batch_generator(seed, 0), steps=steps, guidance=_Perturb(), layer=layer
-    )
-    return float((moved - base).abs().mean())

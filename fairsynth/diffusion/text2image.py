@@ -15,17 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from fairsynth.diffusion.hspace import HSpace
-from fairsynth.diffusion.sampling import StepInfo
-
-if TYPE_CHECKING:
-    from fairsynth.guidance.guide import Guidance
+from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
 
 REQUIRED_FILES = (
     "model_index.json",
@@ -98,61 +94,10 @@ def split_conditional(edit: Callable[[torch.Tensor], torch.Tensor], n: int):
     return cfg_edit
 
 
-@torch.no_grad()
-def sample_text2image(
-    model: TextToImageModel,
-    prompt: str,
-    n: int,
-    generator: torch.Generator,
-    steps: int = 50,
-    cfg_scale: float = 7.5,
-    negative_prompt: str | None = None,
-    eta: float = 0.0,
-    guidance: Guidance | None = None,
-    layer: str = "mid_block",
-    callback: Callable[[StepInfo], None] | None = None,
-) -> torch.Tensor:
-    """``n`` images in [-1, 1], (n, 3, H, W), for one prompt. ``callback`` gets each step's
-    latents and the conditional half of h (``StepInfo.h``)."""
-    if steps < 1 or n < 1:
-        raise ValueError("steps and n must be >= 1")
-    pipe = model.pipe
-    device = pipe.unet.device
-    cfg = cfg_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
-    cond, uncond = pipe.encode_prompt(prompt, device, n, cfg, negative_prompt)
-    embeds = torch.cat([uncond, cond]) if cfg else cond
-    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps, device=device)
-    size = model.image_size
-    shape = (n, pipe.unet.config.in_channels, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor)  # fmt: skip
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype)
-    latents = latents * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
-    with HSpace(pipe.unet, layer) as hsp:
-        if guidance is not None:
-            hsp.edit = split_conditional(guidance.edit, n)
-        for i, t in enumerate(timesteps):
-            if guidance is not None:
-                guidance.begin_step(t, i, len(timesteps))
-            x_in = torch.cat([latents] * 2) if cfg else latents
-            x_in = scheduler.scale_model_input(x_in, t)
-            eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
-            if cfg:
-                eps_u, eps_c = eps.chunk(2)
-                eps = eps_u + cfg_scale * (eps_c - eps_u)
-            latents = scheduler.step(eps, t, latents, eta=eta, generator=generator, return_dict=False)[0]  # fmt: skip
-            if callback is not None:
-                h = hsp.captured
-                h = h[n:] if cfg and h is not None and h.shape[0] == 2 * n else h
-                callback(StepInfo(i, len(timesteps), int(t), latents, h))
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False, generator=generator)[0]  # fmt: skip
-    return image.clamp(-1, 1)
-
-
 @dataclass
 class PromptedModel:
-    """A text-to-image model bound to one prompt: the same ``sample`` interface as an
-    unconditional ``DiffusionModel``, so everything above the backend stays unchanged."""
+    """A text-to-image model bound to one prompt and CFG scale: a backend like the
+    unconditional ``DiffusionModel``, so everything above this layer stays the same."""
 
     model: TextToImageModel
     prompt: str
@@ -163,11 +108,9 @@ class PromptedModel:
     def unet(self):
         return self.model.unet
 
-    def sample(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
-        return sample_text2image(
-            self.model, self.prompt, n, generator, cfg_scale=self.cfg_scale,
-            negative_prompt=self.negative_prompt, **kwargs,
-        )  # fmt: skip
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
 
     @property
     def provenance(self) -> dict:
@@ -177,3 +120,52 @@ class PromptedModel:
             "negative_prompt": self.negative_prompt,
             "cfg_scale": self.cfg_scale,
         }
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        pipe = self.model.pipe
+        size = self.image_size // pipe.vae_scale_factor
+        shape = (n, pipe.unet.config.in_channels, size, size)
+        dtype = pipe.text_encoder.dtype if pipe.text_encoder is not None else pipe.unet.dtype
+        return randn_tensor(shape, generator=generator, device=pipe.unet.device, dtype=dtype)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        noise: torch.Tensor,
+        settings: SamplerSettings,
+        generator: torch.Generator,
+        callback: StepCallback | None = None,
+        guidance: HSpaceGuidance | None = None,
+    ) -> torch.Tensor:
+        """Images in [-1, 1], (n, 3, H, W), for the bound prompt. ``callback`` gets each step's
+        latents and the conditional half of h (``StepInfo.h``)."""
+        pipe, n = self.model.pipe, noise.shape[0]
+        device = pipe.unet.device
+        cfg = self.cfg_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+        cond, uncond = pipe.encode_prompt(self.prompt, device, n, cfg, self.negative_prompt)
+        embeds = torch.cat([uncond, cond]) if cfg else cond
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(settings.steps, device=device)
+        latents = noise * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        with HSpace(pipe.unet, settings.layer) as hsp:
+            if guidance is not None:
+                hsp.edit = split_conditional(guidance.edit, n)
+            for i, t in enumerate(timesteps):
+                if guidance is not None:
+                    guidance.begin_step(t, i, len(timesteps))
+                x_in = torch.cat([latents] * 2) if cfg else latents
+                x_in = scheduler.scale_model_input(x_in, t)
+                eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+                if cfg:
+                    eps_u, eps_c = eps.chunk(2)
+                    eps = eps_u + self.cfg_scale * (eps_c - eps_u)
+                step = scheduler.step(eps, t, latents, eta=settings.eta, generator=generator)
+                latents = step.prev_sample
+                if callback is not None:
+                    h = hsp.captured
+                    h = h[n:] if cfg and h is not None and h.shape[0] == 2 * n else h
+                    callback(StepInfo(i, len(timesteps), int(t), latents, h))
+        latents = latents / pipe.vae.config.scaling_factor
+        image = pipe.vae.decode(latents, return_dict=False, generator=generator)[0]
+        return image.clamp(-1, 1)

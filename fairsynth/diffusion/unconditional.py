@@ -11,12 +11,16 @@ Only safetensors weights are loaded; remote code is never enabled.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
+
+from fairsynth.diffusion.hspace import HSpace
+from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
 
 EXTRA_CONFIG = "fairsynth.json"
 
@@ -55,12 +59,37 @@ class DiffusionModel:
     def ddim_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler.from_config(self.scheduler_config)
 
-    def sample(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
-        """Images in [-1, 1] (the backend interface shared with ``PromptedModel``); keyword
-        arguments as ``sampling.sample_ddim`` (steps, eta, guidance, layer, callback)."""
-        from fairsynth.diffusion.sampling import sample_ddim
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn((n, *self.latent_shape), generator=generator, device=self.unet.device)
 
-        return sample_ddim(self, n, generator, **kwargs)
+    @torch.no_grad()
+    def sample(
+        self,
+        noise: torch.Tensor,
+        settings: SamplerSettings,
+        generator: torch.Generator,
+        callback: StepCallback | None = None,
+        guidance: HSpaceGuidance | None = None,
+    ) -> torch.Tensor:
+        """DDIM from ``noise``: images in [-1, 1], (n, c, h, w); ``guidance`` edits h-space (the
+        output of ``settings.layer``) inside each UNet call."""
+        scheduler = self.ddim_scheduler()
+        scheduler.set_timesteps(settings.steps, device=self.unet.device)
+        x = noise * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        hooked = guidance is not None or callback is not None
+        hook = HSpace(self.unet, settings.layer) if hooked else nullcontext()
+        with hook:
+            if guidance is not None:
+                hook.edit = guidance.edit
+            for i, t in enumerate(timesteps):
+                if guidance is not None:
+                    guidance.begin_step(t, i, len(timesteps))
+                eps = self.unet(x, t).sample
+                x = scheduler.step(eps, t, x, eta=settings.eta, generator=generator).prev_sample
+                if callback is not None:
+                    callback(StepInfo(i, len(timesteps), int(t), x, hook.captured))
+        return self.to_image_space(x).clamp(-1, 1)
 
     @property
     def provenance(self) -> dict:

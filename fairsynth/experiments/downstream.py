@@ -18,7 +18,6 @@ for every seed; effects (b - a, c - a, b - c) are paired over seeds with a 95 % 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -29,20 +28,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from fairsynth.app.config import ConfigError, Params, load_params
+from fairsynth.app.config import ConfigError, Params, load_params, replace
 from fairsynth.app.errors import USER_ERRORS
 from fairsynth.app.errors import report as report_error
+from fairsynth.app.runspec import expected_fingerprint
+from fairsynth.core import plugins
 from fairsynth.data import shards
 from fairsynth.data.feed import Feed, make_loader
 from fairsynth.data.runlog import write_run_record
-from fairsynth.run.orchestrate import expected_fingerprint
+from fairsynth.experiments.statistics import group_metrics, predict, summarize
 
 SETTINGS = ("reference", "reference+fairsynth", "reference+rejection")
-EFFECTS = {
-    "fairsynth_vs_reference": ("reference+fairsynth", "reference"),
-    "rejection_vs_reference": ("reference+rejection", "reference"),
-    "fairsynth_vs_rejection": ("reference+fairsynth", "reference+rejection"),
-}
 
 
 def reference_keys(params: Params) -> list[str]:
@@ -73,7 +69,7 @@ def published_index(params: Params) -> dict:
 
 def build_control(params: Params, progress: bool = True) -> Path:
     """(c): rejection sampling to the published dataset's quotas, once (kept on disk)."""
-    from fairsynth.app.stages import stage_generate
+    from fairsynth.app.stages.generate import stage_generate
 
     d = params.downstream
     published = published_index(params)
@@ -94,15 +90,15 @@ def build_control(params: Params, progress: bool = True) -> Path:
 def control_params(params: Params, n: int) -> Params:
     """The published run's params with guidance off: rejection sampling to the same quotas."""
     d = params.downstream
-    return dataclasses.replace(
+    return replace(
         params,
-        guidance=dataclasses.replace(params.guidance, mode="none"),
-        generate=dataclasses.replace(
+        guidance=replace(params.guidance, mode="none"),
+        generate=replace(
             params.generate,
             dataset=f"{params.generate.dataset}-rejection",
             budget=max(params.generate.budget, d.control_budget * n),
         ),  # fmt: skip
-        output=dataclasses.replace(params.output, dir=d.control_dir),
+        output=replace(params.output, dir=d.control_dir),
     )
 
 
@@ -110,18 +106,14 @@ def test_set(params: Params) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
     """Images (float NCHW in [0, 1]) and labels, balanced over (sensitive, label) cells."""
     d = params.downstream
     space = params.attribute_space()
-    if d.test == "toyfaces":
-        from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
-
-        for n in (d.sensitive, d.label):
-            if tuple(space.classes(n)) != tuple(ATTRIBUTES.get(n, ())):
-                raise ConfigError(f"downstream.test: toyfaces renders {n} as {ATTRIBUTES.get(n)}")
-        k_s, k_l = len(space.classes(d.sensitive)), len(space.classes(d.label))
-        per = d.test_per_cell
-        grid = np.arange(k_s * k_l).repeat(per)
-        labels = {d.sensitive: grid // k_l, d.label: grid % k_l}
-        rng = np.random.default_rng(d.test_seed)
-        images = render(sample_params(len(grid), rng, labels=labels))
+    renderers = plugins.all_provided("test_set")
+    if d.test in renderers:  # a world's fresh renders (toyfaces)
+        try:
+            images, labels = renderers[d.test](
+                space, d.sensitive, d.label, d.test_per_cell, d.test_seed
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
         return x, labels
     feed = Feed(
@@ -142,7 +134,7 @@ def train_classifier(
     params: Params, setting: str, seed: int, control: Path | None
 ) -> torch.nn.Module:
     """Train the label classifier on one dataset, fed by ``fairsynth.data.feed``."""
-    from fairsynth.toyfaces.classifiers import build
+    from fairsynth.verify.classifier import build
 
     d = params.downstream
     space = params.attribute_space()
@@ -177,67 +169,6 @@ def train_classifier(
                 break
         epoch += 1
     return model.eval()
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, label: str) -> np.ndarray:
-    out = [
-        model(images[s : s + 512] * 2.0 - 1.0)[label].argmax(1) for s in range(0, len(images), 512)
-    ]
-    return torch.cat(out).numpy()
-
-
-def group_metrics(y_true, y_pred, groups, group_names) -> dict:
-    """Fairlearn MetricFrame: accuracy overall and per group, worst group, largest gap."""
-    from fairlearn.metrics import MetricFrame
-    from sklearn.metrics import accuracy_score
-
-    mf = MetricFrame(
-        metrics=accuracy_score, y_true=y_true, y_pred=y_pred,
-        sensitive_features=pd.Series(np.asarray(group_names)[groups], name="group"),
-    )  # fmt: skip
-    return {
-        "accuracy": float(mf.overall),
-        "by_group": {str(k): float(v) for k, v in mf.by_group.items()},
-        "worst_group": float(mf.group_min()),
-        "gap": float(mf.difference(method="between_groups")),
-    }
-
-
-def t_interval(values: list[float], level: float = 0.95) -> dict:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return {"mean": mean, "low": None, "high": None, "n": len(v)}
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(v)}
-
-
-def summarize(runs: list[dict], group_names: list[str]) -> dict:
-    """Per setting: mean and 95 % CI over seeds; effects as paired differences per seed."""
-    frame = pd.DataFrame(runs)
-    settings = {}
-    for setting, rows in frame.groupby("setting", sort=False):
-        settings[setting] = {
-            "worst_group": t_interval(list(rows["worst_group"])),
-            "gap": t_interval(list(rows["gap"])),
-            "accuracy": t_interval(list(rows["accuracy"])),
-            "by_group": {g: t_interval([r[g] for r in rows["by_group"]]) for g in group_names},
-        }
-    effects = {}
-    for name, (a, b) in EFFECTS.items():
-        if a not in settings or b not in settings:
-            continue
-        pa = frame[frame["setting"] == a].set_index("seed")
-        pb = frame[frame["setting"] == b].set_index("seed").loc[pa.index]
-        effects[name] = {
-            "worst_group": t_interval(list(pa["worst_group"] - pb["worst_group"])),
-            "gap": t_interval(list(pa["gap"] - pb["gap"])),
-            "accuracy": t_interval(list(pa["accuracy"] - pb["accuracy"])),
-        }
-    return {"settings": settings, "effects": effects}
 
 
 def run_one(

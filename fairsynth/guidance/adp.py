@@ -140,11 +140,3 @@ class TrainedADP:
         model.eval().requires_grad_(False)
         space = AttributeSpace.from_dict(config.pop("attributes"))
         return cls(model, space, config)
-
-
-
-
-
-
-
-

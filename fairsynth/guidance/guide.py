@@ -9,44 +9,21 @@ N makes the per-sample step independent of the batch size. Each sample's step is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from fairsynth.core.quotas import largest_remainder
 from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.config import LOSSES, MODES, GuidanceConfig
 
-MODES = ("none", "sample", "distribution")
-LOSSES = ("chi2", "kl", "l2")
-
-
-@dataclass(frozen=True)
-class GuidanceConfig:
-    mode: str = "distribution"
-    loss: str = "chi2"
-    strength: float = 1.0
-    window: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule; 0 = first (noisiest) step
-    temperature: float = 1.0
-    max_step: float = 0.5  # cap on each sample's step, relative to the norm of its h (0: no cap)
-    # over several batches: guide each toward what the run still lacks by the ADP's count of
-    # the finished batches (closed loop), instead of toward the fixed target (open loop)
-    residual: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"guidance.mode must be one of {MODES}, got {self.mode!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"guidance.loss must be one of {LOSSES}, got {self.loss!r}")
-        if not np.isfinite(self.strength) or self.strength < 0:
-            raise ValueError("guidance.strength must be a finite number >= 0")
-        lo, hi = self.window
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError("guidance.window must be [start, end] with 0 <= start <= end <= 1")
-        if not self.temperature > 0:
-            raise ValueError("guidance.temperature must be > 0")
-        if not np.isfinite(self.max_step) or self.max_step < 0:
-            raise ValueError("guidance.max_step must be a finite number >= 0")
+__all__ = [
+    "LOSSES",
+    "MODES",
+    "GuidanceConfig",
+    "Guidance",
+    "DistributionGuidance",
+    "SampleGuidance",
+]
 
 
 def divergence(p: torch.Tensor, q: torch.Tensor, kind: str, eps: float = 1e-3) -> torch.Tensor:
@@ -154,5 +131,3 @@ def assign_cells(target: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     counts = largest_remainder(target, n)
     cells = np.repeat(np.arange(len(target)), counts)
     return rng.permutation(cells)
-
-

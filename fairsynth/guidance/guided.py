@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Guided sampling as runs use it: a batch's guidance built from (target, config, ADP) and its
+noise and cell assignment derived from (seed, batch) only; several batches, optionally each
+guided toward what the earlier ones lack (closed loop on the ADP's own count)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,13 @@ import numpy as np
 
 from fairsynth.core.attributes import Target
 from fairsynth.core.quotas import residual_target
-from fairsynth.diffusion.sampling import batch_generator, to_uint8
-from fairsynth.diffusion.unconditional import DiffusionModel
+from fairsynth.diffusion.sampling import (
+    Backend,
+    SamplerSettings,
+    batch_generator,
+    sample,
+    to_uint8,
+)
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.guide import (
     DistributionGuidance,
@@ -34,16 +41,14 @@ def make_guidance(
 
 
 def generate_batches(
-    model: DiffusionModel,
-    adp: TrainedADP | None,
-    target: Target,
-    config: GuidanceConfig,
+    backend: Backend,
+    settings: SamplerSettings,
     n: int,
     seed: int,
     batch_size: int,
-    steps: int,
-    eta: float = 0.0,
-    layer: str = "mid_block",
+    target: Target,
+    config: GuidanceConfig,
+    adp: TrainedADP | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, list[float]]:
     """``n`` guided samples (uint8 NHWC) and the wall seconds of each batch.
@@ -63,9 +68,7 @@ def generate_batches(
         if config.residual and done:
             batch_target = Target(target.space, residual_target(target.probs, counts, done + size))
         t0 = time.perf_counter()
-        images, guidance = _sample(
-            model, adp, batch_target, config, seed, b, size, steps, eta, layer
-        )
+        images, guidance = _sample(backend, settings, seed, b, size, batch_target, config, adp)
         out.append(images)
         seconds.append(time.perf_counter() - t0)
         if guidance is not None and guidance.last_probs is not None:
@@ -76,25 +79,21 @@ def generate_batches(
 
 
 def sample_batch(
-    model: DiffusionModel,
-    adp: TrainedADP | None,
-    target: Target,
-    config: GuidanceConfig,
+    backend: Backend,
+    settings: SamplerSettings,
     seed: int,
     batch: int,
     size: int,
-    steps: int,
-    eta: float = 0.0,
-    layer: str = "mid_block",
+    target: Target,
+    config: GuidanceConfig,
+    adp: TrainedADP | None = None,
 ) -> np.ndarray:
     """Batch ``batch`` of a run: guidance toward ``target``, noise and cell assignment derived
     from (seed, batch) only. Returns uint8 NHWC images."""
-    return _sample(model, adp, target, config, seed, batch, size, steps, eta, layer)[0]
+    return _sample(backend, settings, seed, batch, size, target, config, adp)[0]
 
 
-def _sample(model, adp, target, config, seed, batch, size, steps, eta, layer):
+def _sample(backend, settings, seed, batch, size, target, config, adp):
     guidance = make_guidance(config, adp, target, size, np.random.default_rng([seed, batch, 1]))
-    x = model.sample(
-        size, batch_generator(seed, batch), steps=steps, eta=eta, guidance=guidance, layer=layer
-    )
+    x = sample(backend, size, batch_generator(seed, batch), settings, guidance=guidance)
     return to_uint8(x), guidance

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""h_t trajectories: unguided samples with h recorded along the way and the final images
+pseudo-labelled, the ADP's training data."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from fairsynth.diffusion.sampling import batch_generator, to_uint8
-from fairsynth.diffusion.unconditional import DiffusionModel
+from fairsynth.diffusion.sampling import (
+    Backend,
+    SamplerSettings,
+    batch_generator,
+    sample,
+    to_uint8,
+)
 
 
 @dataclass
@@ -38,23 +44,17 @@ class Trajectories:
 
 
 def record_trajectories(
-    model: DiffusionModel,
+    backend: Backend,
     pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
     n: int,
     seed: int,
-    steps: int = 50,
+    settings: SamplerSettings = SamplerSettings(),
     record_every: int = 2,
     batch_size: int = 64,
-    layer: str = "mid_block",
     progress: bool = False,
-    eta: float = 0.0,
-    sampler: Callable | None = None,
 ) -> Trajectories:
-    """Sample ``n`` unguided trajectories, recording h every ``record_every`` steps.
-
-    ``sampler(n, generator, callback) -> images`` replaces the default DDIM loop over ``model``
-    (the text-to-image backend passes its prompt-bound loop); the callback's ``StepInfo.h`` is
-    what gets recorded."""
+    """Sample ``n`` unguided trajectories with ``backend``, recording h (``StepInfo.h``, the
+    output of ``settings.layer``) every ``record_every`` steps, and pseudo-label the images."""
     hs, images = [], []
     batches = range((n + batch_size - 1) // batch_size)
     if progress:
@@ -62,13 +62,6 @@ def record_trajectories(
 
         batches = tqdm(batches, desc="recording h_t", unit="batch")
     timesteps: list[int] = []
-    if sampler is None:
-
-        def sampler(size, generator, callback):
-            return model.sample(
-                size, generator, steps=steps, eta=eta, callback=callback, layer=layer
-            )
-
     for b in batches:
         size = min(batch_size, n - b * batch_size)
         rec: list[torch.Tensor] = []
@@ -79,7 +72,7 @@ def record_trajectories(
                 rec.append(info.h.detach().to(torch.float16).cpu())
                 ts.append(info.timestep)
 
-        x = sampler(size, batch_generator(seed, b), keep)
+        x = sample(backend, size, batch_generator(seed, b), settings, callback=keep)
         hs.append(torch.stack(rec, dim=1))
         images.append(to_uint8(x))
         timesteps = ts

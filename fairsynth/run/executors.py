@@ -12,88 +12,64 @@ with the same ``produce_on_worker``; ``dvc repro`` uses ``DaskExecutor`` (dask.d
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
 
-from fairsynth.app.config import Params, ScaleConfig
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.run.ledger import fingerprint
-from fairsynth.run.produce import BatchOutput, BatchProducer
-from fairsynth.run.windows import BatchSpec
-from fairsynth.toyfaces import resolve
+from fairsynth.run.produce import BatchProducer
+from fairsynth.run.spec import ProducerRecipe, ScaleSpec
+from fairsynth.run.windows import BatchOutput, BatchSpec
 from fairsynth.verify import load_verifier
 
 
-class Executor(Protocol):
-    def map(self, specs: list[BatchSpec]) -> Iterator[BatchOutput]: ...
-
-    def close(self) -> None: ...
-
-
-def build_producer(params: Params, worker: str = "local") -> BatchProducer:
+def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProducer:
     """Load everything one process needs to produce batches of this run."""
-    base = load_model(params.model)
-    models = [bind_prompt(base, prompt, params.model.cfg_scale) for prompt, _, _ in params.jobs()]
-    config = params.guidance.to_config()
+    base = load_model(recipe.model)
+    backends = [bind_prompt(base, prompt, recipe.model.cfg_scale) for prompt in recipe.prompts]
     adp = None
-    if config.mode != "none":
-        adp = TrainedADP.load(resolve("adp", params.adp.path)).aligned(params.attribute_space())
-    verifier = load_verifier(params.verify, params.attribute_space())
-    return BatchProducer(
-        models, adp, verifier, params.build_target().space, config, params.model.steps,
-        params.model.eta, params.model.layer, worker,
-    )  # fmt: skip
+    if recipe.guidance.mode != "none":
+        adp = TrainedADP.load(recipe.adp).aligned(recipe.attributes)
+    verifier = load_verifier(recipe.verifier, recipe.attributes)
+    return BatchProducer(backends, adp, verifier, recipe.space, recipe.guidance, recipe.sampler,
+                         worker)  # fmt: skip
 
 
 class LocalExecutor:
-    """Batches one after the other in this process."""
+    """Batches one after the other in this process (its producer loaded once per recipe)."""
 
-    def __init__(self, producer: BatchProducer):
-        self.producer = producer
-
-    def map(self, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
+    def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
         for spec in specs:
-            yield self.producer.produce(spec)
+            yield produce_on_worker(recipe, spec)
 
     def close(self) -> None:
-        self.producer.close()
+        release_producers()
 
 
 _PRODUCERS: dict[str, BatchProducer] = {}
 _LOCK = threading.Lock()
 
 
-def weights_signature(params: Params) -> list:
-    """The model, ADP and verifier files of a run, by content."""
-    from fairsynth.core.filehash import files_signature, local_model_path
-
-    paths = [local_model_path(resolve("model", params.model.path)), resolve("adp", params.adp.path)]
-    for name in (params.verify.verifier, params.verify.second):
-        if name not in (None, "deepface"):
-            paths.append(resolve("verifier", name))
-    return [files_signature(p) for p in paths]
-
-
-def produce_on_worker(params: Params, spec: BatchSpec) -> BatchOutput:
-    """The task a worker runs: its producer for these params is loaded on first use and kept
-    (one per worker process: the latest run's), then the spec is produced."""
-    # the weights by content too: a long-lived worker must not keep weights retrained in place
-    key = fingerprint([dataclasses.asdict(params), weights_signature(params)])
+def produce_on_worker(recipe: ProducerRecipe, spec: BatchSpec) -> BatchOutput:
+    """The task a worker runs: its producer for this recipe is loaded on first use and kept
+    (one per process: the latest run's), then the spec is produced. The recipe's key covers
+    the weight files by content: a long-lived worker never keeps weights retrained in place."""
     with _LOCK:  # one load per process even with several threads per worker
-        producer = _PRODUCERS.get(key)
+        producer = _PRODUCERS.get(recipe.key)
         if producer is None:
             import torch
 
-            for stale in _PRODUCERS.values():  # a long-lived worker keeps the latest run only
-                stale.close()
-            _PRODUCERS.clear()
-            torch.set_num_threads(params.scale.threads_per_worker)
-            producer = build_producer(params, worker=_worker_name())
-            _PRODUCERS[key] = producer
+            release_producers()  # a long-lived worker keeps the latest run only
+            torch.set_num_threads(recipe.threads)
+            producer = build_producer(recipe, worker=_worker_name())
+            _PRODUCERS[recipe.key] = producer
     return producer.produce(spec)
+
+
+def release_producers() -> None:
+    for stale in _PRODUCERS.values():
+        stale.close()
+    _PRODUCERS.clear()
 
 
 def _worker_name() -> str:
@@ -105,35 +81,35 @@ def _worker_name() -> str:
         return "local"
 
 
-def task_key(params: Params, spec: BatchSpec) -> str:
-    return f"fairsynth-batch-{fingerprint(dataclasses.asdict(params))[:10]}-{spec.batch}"
+def task_key(recipe: ProducerRecipe, spec: BatchSpec) -> str:
+    return f"fairsynth-batch-{recipe.key[:10]}-{spec.batch}"
 
 
 class DaskExecutor:
     """Batches on Dask workers: an existing cluster (``scale.address``) or a local one."""
 
-    def __init__(self, params: Params, client=None):
+    def __init__(self, scale: ScaleSpec, client=None):
         from distributed import Client, LocalCluster
 
-        self.params, self.scale = params, params.scale
+        self.scale = scale
         self._cluster = None
         self._own_client = client is None
         if client is None:
-            if self.scale.address:
-                client = Client(self.scale.address)
+            if scale.address:
+                client = Client(scale.address)
             else:
-                self._cluster = LocalCluster(**local_cluster_kwargs(self.scale))
+                self._cluster = LocalCluster(**local_cluster_kwargs(scale))
                 client = Client(self._cluster)
         self.client = client
 
-    def map(self, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
+    def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
         futures = [
             self.client.submit(
                 produce_on_worker,
-                self.params,
+                recipe,
                 spec,
-                key=task_key(self.params, spec),
-                resources=self.scale.batch_resources(),
+                key=task_key(recipe, spec),
+                resources=self.scale.batch_resources,
                 retries=self.scale.retries,
                 pure=False,
             )  # fmt: skip
@@ -153,7 +129,7 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def local_cluster_kwargs(scale: ScaleConfig) -> dict:
+def local_cluster_kwargs(scale: ScaleSpec) -> dict:
     """``distributed.LocalCluster`` arguments for ``scale`` (worker processes, not threads:
     torch and the verifiers hold the GIL-free work, but each worker keeps its own models)."""
     kwargs = {
@@ -167,15 +143,7 @@ def local_cluster_kwargs(scale: ScaleConfig) -> dict:
     return kwargs
 
 
-def make_executor(params: Params, producer: BatchProducer | None = None) -> Executor:
-    if params.scale.mode == "dask":
-        return DaskExecutor(params)
-    return LocalExecutor(producer or build_producer(params))
-
-
-def ordered(outputs: Iterable[BatchOutput], specs: list[BatchSpec]) -> Iterator[BatchOutput]:
-    """Check that outputs come back for exactly ``specs``, in order."""
-    for spec, out in zip(specs, outputs, strict=True):
-        if out.spec != spec:
-            raise RuntimeError(f"executor returned batch {out.spec.batch} for {spec.batch}")
-        yield out
+def make_executor(scale: ScaleSpec) -> LocalExecutor | DaskExecutor:
+    if scale.mode == "dask":
+        return DaskExecutor(scale)
+    return LocalExecutor()

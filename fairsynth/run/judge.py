@@ -4,7 +4,7 @@ Each batch is guided toward the *remaining* quota, normalised (cells already ful
 0; see ``fairsynth.run.windows`` for how batches are planned), every sample is judged by the
 verifier, and a sample is accepted only while its verified cell has room and the verifier is
 confident. Rejections are kept with a reason. Producing a batch (``BatchProducer``: generate +
-verify) is separate from judging it (``judge_output``: quotas), so batches can be produced on
+verify) is separate from judging it (``judge``: quotas), so batches can be produced on
 other workers and judged in order here. Batch b's noise derives from (seed, b) only, so any
 batch can be regenerated alone, anywhere.
 """
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fairsynth.core.attributes import AttributeSpace
-from fairsynth.run.produce import BatchOutput
-from fairsynth.run.windows import tail_batch_size
+from fairsynth.run.windows import BatchOutput, tail_batch_size
 from fairsynth.verify import Verdict
 
 ACCEPTED = "accepted"
@@ -67,7 +66,7 @@ class GenerationState:
         return bool((self.accepted >= self.quotas).all())
 
 
-def judge_batch(
+def accept_verdict(
     verdict: Verdict,
     space: AttributeSpace,
     quotas: np.ndarray,
@@ -106,18 +105,16 @@ def next_batch_size(
     return tail_batch_size(missing, batch_size, min_batch, overshoot)
 
 
-
-
-
-
-def judge_output(
+def judge(
     out: BatchOutput, state: GenerationState, space: AttributeSpace, confidence: float
 ) -> BatchResult:
     """Accept or reject the samples of one produced batch against ``state`` (updated)."""
     spec = out.spec
     if spec.batch != state.next_batch:
         raise ValueError(f"batch {spec.batch} judged out of order (expected {state.next_batch})")
-    cells, conf, reasons = judge_batch(out.verdict, space, state.quotas, state.accepted, confidence)
+    cells, conf, reasons = accept_verdict(
+        out.verdict, space, state.quotas, state.accepted, confidence
+    )
     state.generated += len(out.images)
     state.next_batch = spec.batch + 1
     state.seconds += out.seconds

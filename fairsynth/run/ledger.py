@@ -114,7 +114,3 @@ class Ledger:
         parent = self.path.parent
         if parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
-
-
-
-

@@ -11,93 +11,29 @@ ledger and publishes the same shards.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 
-from fairsynth.app.config import Params
-from fairsynth.core.attributes import AttributeSpace
-from fairsynth.core.filehash import files_signature, local_model_path
-from fairsynth.core.quotas import plan_augment, plan_standalone
 from fairsynth.data import shards
 from fairsynth.data.runlog import split_run_facts, write_run_record
-from fairsynth.run.executors import Executor, ordered
-from fairsynth.run.judge import ACCEPTED, GenerationState, judge_output
-from fairsynth.run.ledger import Ledger, LedgerBatch, fingerprint, ledger_dir
+from fairsynth.run.judge import ACCEPTED, GenerationState, judge
+from fairsynth.run.ledger import Ledger, LedgerBatch, ledger_dir
 from fairsynth.run.publish import batch_records, publish
-from fairsynth.run.windows import BatchSpec, plan_window
-from fairsynth.toyfaces import resolve
+from fairsynth.run.spec import ProducerRecipe, RunSpec
+from fairsynth.run.windows import BatchOutput, BatchSpec, plan_window
 
 
-def guidance_hash(params: Params) -> str:
-    blob = json.dumps(
-        {
-            "guidance": params.guidance.__dict__,
-            "model": params.model.__dict__,
-            "adp": params.adp.__dict__,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+class Executor(Protocol):
+    def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]: ...
 
-
-def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
-    target = params.build_target()
-    if params.generate.mode == "standalone":
-        return plan_standalone(target.probs, params.generate.n)
-    if audit_report is None:
-        raise ValueError("generate.mode augment needs the reference audit (run the audit stage)")
-    if audit_report["cells"] != target.space.cell_names():
-        raise ValueError(
-            "the audit was made for other cells than the target's; re-run the audit stage"
-        )
-    return plan_augment(target.probs, np.asarray(audit_report["counts"]))
-
-
-def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
-    """Everything that decides which samples a run generates and accepts (not the budget)."""
-    target = params.build_target()
-    return {
-        "quotas": quotas.tolist(),
-        "target": target.probs.round(9).tolist(),
-        "cells": target.space.cell_names(),
-        "guidance": guidance_hash(params),
-        "model_files": files_signature(local_model_path(resolve("model", params.model.path))),
-        "adp_files": files_signature(resolve("adp", params.adp.path))
-        if params.guidance.mode != "none"
-        else None,
-        "verify": dataclasses.asdict(params.verify),
-        "verifier_files": files_signature(resolve("verifier", params.verify.verifier))
-        if params.verify.verifier != "deepface"
-        else None,
-        "second_verifier_files": files_signature(resolve("verifier", params.verify.second))
-        if params.verify.second not in (None, "deepface")
-        else None,
-        "seed": params.generate.seed,
-        "dataset": params.generate.dataset,
-        "min_batch": params.generate.min_batch,
-        "window": params.scale.window,  # not the engine or the worker count: they change nothing
-    }
-
-
-def plan_jobs(params: Params, audit_report: dict | None) -> list[tuple]:
-    """(prompt or None, target, quotas) per generation job."""
-    jobs = params.jobs()
-    if params.model.kind != "text2image":
-        prompt, target, _ = jobs[0]
-        return [(prompt, target, plan_quotas(params, audit_report))]
-    return [(p, t, plan_standalone(t.probs, n)) for p, t, n in jobs]
+    def close(self) -> None: ...
 
 
 def generate_dataset(
-    params: Params,
-    audit_report: dict | None,
+    run: RunSpec,
     executor: Executor,
     progress: bool = True,
     on_batch: Callable[[GenerationState], None] | None = None,
@@ -105,17 +41,15 @@ def generate_dataset(
     """Generate until every quota is met (or the budget is spent), then publish shards and
     the manifest from the ledger. Returns the run summary (also written as ``index.json``)."""
     t_start = time.time()
-    out = Path(params.output.dir)
-    space = params.build_target().space
-    jobs = plan_jobs(params, audit_report)
+    out, space = run.output_dir, run.space
     (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
-    fp = generation_fingerprint(params, np.stack([q for _, _, q in jobs]))
-    ledger = Ledger(ledger_dir(out, fingerprint(fp)), fp)
-    states = [GenerationState(quotas=q.copy(), accepted=np.zeros_like(q)) for _, _, q in jobs]
+    ledger = Ledger(ledger_dir(out, run.fingerprint_id), run.fingerprint)
+    states = [GenerationState(quotas=j.quotas.copy(), accepted=np.zeros_like(j.quotas))
+              for j in run.jobs]  # fmt: skip
     rows: list[dict] = []
-    pending = _replay(params, ledger, states, space, rows)
+    pending = _replay(run, ledger, states, rows)
     resumed = max((s.next_batch for s in states), default=0)
-    total = int(sum(q.sum() for _, _, q in jobs))
+    total = int(sum(j.quotas.sum() for j in run.jobs))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -126,20 +60,19 @@ def generate_dataset(
             bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
     crashes: list[str] = []  # verifier crashes, as each batch reports them
     workers: set[str] = set()
-    ghash = guidance_hash(params)
     next_batch = resumed
     while not all(s.done for s in states):
-        specs = pending or _plan(params, states, next_batch)
+        specs = pending or _plan(run, states, next_batch)
         pending = []
         if not specs:
             break  # budget spent
-        outputs = ordered(executor.map(specs), specs)
+        outputs = ordered(executor.map(run.recipe, specs), specs)
         for output in outputs:
             spec = output.spec
             state = states[spec.job]
             state.next_batch = spec.batch
-            res = judge_output(output, state, space, params.verify.confidence)
-            batch_rows, batch_samples = batch_records(params, space, spec.job, res, ghash)
+            res = judge(output, state, space, run.confidence)
+            batch_rows, batch_samples = batch_records(run, spec.job, res)
             ledger.append(res.batch, batch_rows, batch_samples)
             rows.extend(batch_rows)
             crashes.extend(output.verifier_crashes)
@@ -156,13 +89,13 @@ def generate_dataset(
     if bar is not None:
         bar.close()
 
-    summary = publish(params, out, ledger, rows, states, jobs, space)
-    summary["fingerprint"] = fingerprint(fp)  # what decided the samples (see the ledger)
+    summary = publish(run, ledger, rows, states)
+    summary["fingerprint"] = run.fingerprint_id  # what decided the samples (see the ledger)
     summary["resumed_at_batch"] = resumed
     summary["verifier_crashes"] = crashes
     summary["scale"] = {
-        "mode": params.scale.mode,
-        "window": params.scale.window,
+        "mode": run.scale.mode,
+        "window": run.window,
         "workers": sorted(workers),
     }
     summary["wall_seconds"] = round(time.time() - t_start, 2)
@@ -173,30 +106,22 @@ def generate_dataset(
     return summary
 
 
-def expected_fingerprint(params: Params, audit_report: dict | None = None) -> str:
-    """The fingerprint a complete run of these params records in its ``index.json``."""
-    quotas = np.stack([q for _, _, q in plan_jobs(params, audit_report)])
-    return fingerprint(generation_fingerprint(params, quotas))
-
-
-def _plan(params: Params, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
-    gen = params.generate
+def _plan(run: RunSpec, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
     return plan_window(
         [s.quotas for s in states], [s.accepted for s in states],
-        sum(s.generated for s in states), first_batch, size=params.scale.window,
-        batch_size=params.guidance.batch_size, min_batch=gen.min_batch, budget=gen.budget,
-        seed=gen.seed,
+        sum(s.generated for s in states), first_batch, size=run.window,
+        batch_size=run.batch_size, min_batch=run.min_batch, budget=run.budget, seed=run.seed,
     )  # fmt: skip
 
 
-def _replay(params, ledger: Ledger, states, space: AttributeSpace, rows: list) -> list[BatchSpec]:
+def _replay(run: RunSpec, ledger: Ledger, states, rows: list) -> list[BatchSpec]:
     """Count the ledger's batches window by window, re-planning each window exactly as the
     first run did. Returns the specs of a window the last run left unfinished."""
     recorded = ledger.batches()
     done: LedgerBatch | None = next(recorded, None)
     first = 0
     while done is not None:
-        specs = _plan(params, states, first)
+        specs = _plan(run, states, first)
         if not specs:
             raise ValueError(f"{ledger.path}: batch {done.batch} recorded beyond the plan")
         for k, spec in enumerate(specs):
@@ -205,7 +130,7 @@ def _replay(params, ledger: Ledger, states, space: AttributeSpace, rows: list) -
             _check_replay(ledger, spec, done)
             state = states[spec.job]
             state.next_batch = spec.batch
-            state.replay(done.batch, done.rows, space.cell_names())
+            state.replay(done.batch, done.rows, run.space.cell_names())
             rows.extend(done.rows)
             done = next(recorded, None)
         first = specs[-1].batch + 1
@@ -227,9 +152,9 @@ def _check_replay(ledger: Ledger, spec: BatchSpec, done: LedgerBatch) -> None:
         )
 
 
-
-
-
-
-
-
+def ordered(outputs: Iterable[BatchOutput], specs: list[BatchSpec]) -> Iterator[BatchOutput]:
+    """Check that outputs come back for exactly ``specs``, in order."""
+    for spec, out in zip(specs, outputs, strict=True):
+        if out.spec != spec:
+            raise RuntimeError(f"executor returned batch {out.spec.batch} for {spec.batch}")
+        yield out

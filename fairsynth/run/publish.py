@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Publishing a run: manifest rows per judged sample, then shards streamed from the ledger's
+accepted samples, the manifest, a grid of accepted samples and the run summary."""
 
 from __future__ import annotations
 
@@ -7,23 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairsynth.app.config import Params
-from fairsynth.core.attributes import AttributeSpace
 from fairsynth.data import shards, tario
 from fairsynth.data.grid import save_grid
 from fairsynth.run.judge import ACCEPTED, BatchResult, shortfall
 from fairsynth.run.ledger import Ledger
+from fairsynth.run.spec import RunSpec
 
 
-def batch_records(
-    params: Params, space: AttributeSpace, job: int, res: BatchResult, ghash: str
-) -> tuple[list[dict], list[dict]]:
+def batch_records(run: RunSpec, job: int, res: BatchResult) -> tuple[list[dict], list[dict]]:
     """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
-    gen, config = params.generate, params.guidance
-    provenance = prompt_provenance(params, job)
+    space = run.space
+    provenance = prompt_provenance(run, job)
     batch_rows, batch_samples = [], []
     for i in range(len(res.images)):
-        key = shards.sample_key(gen.dataset, res.batch, i)
+        key = shards.sample_key(run.dataset, res.batch, i)
         cell = int(res.cells[i])
         classes = {n: space.classes(n)[int(res.probs[n][i].argmax())] for n in space.names}
         row = {
@@ -31,16 +29,16 @@ def batch_records(
             "batch": res.batch,
             "index": i,
             "job": job,
-            "seed": gen.seed,
+            "seed": run.seed,
             "cell": space.cell_names()[cell],
             **classes,
             **{f"p_{n}": res.probs[n][i].round(6).tolist() for n in space.names},
             "confidence": round(float(res.confidence[i]), 6),
             "accepted": res.reasons[i] == ACCEPTED,
             "reason": res.reasons[i],
-            "guidance_mode": config.mode,
-            "guidance_hash": ghash,
-            "model": str(params.model.path),
+            "guidance_mode": run.recipe.guidance.mode,
+            "guidance_hash": run.guidance_hash,
+            "model": run.model_name,
             "batch_target": res.target.round(6).tolist(),
             **provenance,
         }
@@ -58,23 +56,23 @@ def batch_records(
     return batch_rows, batch_samples
 
 
-def prompt_provenance(params: Params, job: int) -> dict:
+def prompt_provenance(run: RunSpec, job: int) -> dict:
     """Prompt settings per sample (text-to-image), as ``PromptedModel.provenance`` gives them."""
-    if params.model.kind != "text2image":
+    prompt = run.jobs[job].prompt
+    if prompt is None:
         return {}
-    prompt = params.model.prompts[job]
     return {
         "prompt": prompt.prompt,
         "negative_prompt": prompt.negative_prompt,
-        "cfg_scale": params.model.cfg_scale,
+        "cfg_scale": run.recipe.model.cfg_scale,
     }
 
 
-def publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dict:
+def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dict:
     """Shards from the ledger's accepted samples (streamed), then the manifest."""
-    gen = params.generate
+    out, space, dataset = run.output_dir, run.space, run.dataset
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob(f"{gen.dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
+    for stale in [*out.glob(f"{dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
         stale.unlink()
     grid: list[np.ndarray] = []
 
@@ -85,9 +83,7 @@ def publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dic
                     grid.append(tario.decode_png(s["png"]))
                 yield s
 
-    index_entries = shards.write_shards(
-        out, gen.dataset, accepted_samples(), params.output.shard_size
-    )
+    index_entries = shards.write_shards(out, dataset, accepted_samples(), run.shard_size)
     shard_of = {}
     for entry in index_entries:
         shard_of.update({k: entry["shard"] for k in keys_in(out / entry["shard"])})
@@ -105,7 +101,7 @@ def publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dic
     generated = sum(s.generated for s in states)
     summary = {
         "shards": index_entries,
-        "dataset": gen.dataset,
+        "dataset": dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
         "accepted": accepted.tolist(),
@@ -119,20 +115,20 @@ def publish(params, out: Path, ledger: Ledger, rows, states, jobs, space) -> dic
         "samples_per_accepted": generated / max(1, int(accepted.sum())),
         "generation_seconds": round(sum(s.seconds for s in states), 2),
     }
-    if params.model.kind == "text2image":
-        summary["cfg_scale"] = params.model.cfg_scale
+    if run.text2image:
+        summary["cfg_scale"] = run.recipe.model.cfg_scale
         summary["prompts"] = [
             {
-                "prompt": p.prompt,
-                "negative_prompt": p.negative_prompt,
-                "target": t.probs.round(6).tolist(),
+                "prompt": job.prompt.prompt,
+                "negative_prompt": job.prompt.negative_prompt,
+                "target": job.target.probs.round(6).tolist(),
                 "quotas": s.quotas.tolist(),
                 "accepted": s.accepted.tolist(),
                 "generated": s.generated,
                 "complete": s.done,
                 "shortfall": shortfall(s, space),
             }
-            for (p, t, _), s in zip(jobs, states, strict=True)
+            for job, s in zip(run.jobs, states, strict=True)
         ]
         summary["shortfall"] = {
             f"prompt {k}: {cell}": v

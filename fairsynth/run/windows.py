@@ -13,11 +13,12 @@ With ``size`` 1 this is the sequential loop: one batch, re-planned after every r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fairsynth.core.quotas import remaining_target
+from fairsynth.verify.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,16 @@ def plan_window(
             planned += n
             rest -= n
     return specs
+
+
+@dataclass
+class BatchOutput:
+    """What a worker sends back for one batch spec: the images and their verdict (not judged:
+    judging needs the global quota state, so it happens in the flow, in batch order)."""
+
+    spec: BatchSpec
+    images: np.ndarray  # uint8 NHWC
+    verdict: Verdict
+    seconds: float
+    worker: str = "local"
+    verifier_crashes: list[str] = field(default_factory=list)

@@ -1,5 +1,5 @@
 """The embedded default world: procedural cartoon faces, a biased reference dataset, a tiny DDPM
-trained on it, and two independent attribute classifiers, all shipped inside the package."""
+trained on it, and two independent attribute classifiers, all shipped inside the package. A plugin (``plugin.py``): the library reaches it only by name."""
 
 from pathlib import Path
 
@@ -8,17 +8,3 @@ DDPM_DIR = WEIGHTS_DIR / "ddpm"
 PSEUDO_LABELLER_DIR = WEIGHTS_DIR / "pseudo_labeller"
 VERIFIER_DIR = WEIGHTS_DIR / "verifier"
 ADP_DIR = WEIGHTS_DIR / "adp"
-
-_SHIPPED = {
-    "model": DDPM_DIR,
-    "adp": ADP_DIR,
-    "verifier": VERIFIER_DIR,
-    "pseudo_labeller": PSEUDO_LABELLER_DIR,
-}
-
-
-def resolve(kind: str, value: str | Path) -> Path | str:
-    """``'toyfaces'`` -> the shipped artefact of that kind; anything else is returned as given."""
-    if str(value) == "toyfaces":
-        return _SHIPPED[kind]
-    return value

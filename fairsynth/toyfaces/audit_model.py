@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 
 from fairsynth.data.grid import save_grid
-from fairsynth.diffusion.sampling import batch_generator, sample_ddim, to_uint8
+from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample, to_uint8
 from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_model
 from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
-from fairsynth.toyfaces.classifiers import AttributeClassifier
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS, LABELS_FILE
 from fairsynth.toyfaces.render import ATTRIBUTES
+from fairsynth.verify.classifier import AttributeClassifier
 
 CONFIDENCE = 0.9
 
@@ -56,7 +56,7 @@ def sample_images(
     for b in batches:
         size = min(batch_size, n - b * batch_size)
         out.append(
-            to_uint8(sample_ddim(model, size, batch_generator(seed, b), steps=steps, eta=eta))
+            to_uint8(sample(model, size, batch_generator(seed, b), SamplerSettings(steps, eta)))
         )
     seconds = (time.perf_counter() - t0) / max(1, len(out))
     return np.concatenate(out), seconds

@@ -5,97 +5,34 @@ configured classes, and per sample an optional rejection reason (``no_face``,
 ``several_faces``) for images it cannot judge at all. Generation accepts a sample only when
 the verdict has no rejection, the verifier is confident, and the cell has room.
 
-``load_verifier(params.verify)`` builds the configured one: ``toyfaces`` (the shipped toy
+``load_verifier(spec)`` builds the configured one: ``toyfaces`` (the shipped toy
 verifier) or a classifier folder, or ``deepface`` (in its own worker process).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-NO_FACE = "no_face"
-SEVERAL_FACES = "several_faces"
-BAD_IMAGE = "bad_image"
-DISAGREE = "disagree"
+from fairsynth.verify.verdict import (
+    BAD_IMAGE,
+    DISAGREE,
+    NO_FACE,
+    SEVERAL_FACES,
+    Verdict,
+    Verifier,
+    screen_images,
+    uniform_probs,
+    verify_screened,
+)
 
-
-@dataclass
-class Verdict:
-    probs: dict[str, np.ndarray]  # attribute -> (n, n_classes), rows sum to 1
-    rejects: list[str | None] = field(default_factory=list)  # per sample: None or a reason
-    second: dict[str, np.ndarray] | None = None  # the second verifier's probabilities, if any
-
-    def __post_init__(self) -> None:
-        n = len(next(iter(self.probs.values()))) if self.probs else 0
-        if not self.rejects:
-            self.rejects = [None] * n
-        if len(self.rejects) != n:
-            raise ValueError("a verdict needs one rejection entry per sample")
-
-
-class Verifier(Protocol):
-    attributes: dict[str, tuple[str, ...]]
-
-    def verify(self, images: np.ndarray) -> Verdict: ...
-
-    def close(self) -> None: ...
-
-
-def screen_images(images, size: int | None = None, min_size: int = 8):
-    """Split a batch into usable (h, w, 3) uint8 images and per-sample rejections.
-
-    ``images`` may be an array or a list of arrays (anything else per sample is unusable).
-    Grayscale (h, w) or (h, w, 1) images are expanded to 3 channels; RGBA loses alpha. An
-    image that is not an array of a known layout, is smaller than ``min_size``, or (when
-    ``size`` is given) is not ``size`` x ``size``, is rejected as ``bad_image``.
-    """
-    good: list[np.ndarray] = []
-    rejects: list[str | None] = []
-    for img in list(images):
-        try:
-            a = np.asarray(img)
-        except Exception:
-            a = None
-        if a is not None and a.dtype == np.uint8:
-            if a.ndim == 2:
-                a = a[:, :, None]
-            if a.ndim == 3 and a.shape[-1] == 1:
-                a = np.repeat(a, 3, axis=-1)
-            elif a.ndim == 3 and a.shape[-1] == 4:
-                a = a[:, :, :3]
-        ok = (
-            a is not None
-            and a.dtype == np.uint8
-            and a.ndim == 3
-            and a.shape[-1] == 3
-            and min(a.shape[:2]) >= min_size
-            and (size is None or a.shape[:2] == (size, size))
-        )
-        good.append(np.ascontiguousarray(a) if ok else None)
-        rejects.append(None if ok else BAD_IMAGE)
-    return good, rejects
-
-
-def uniform_probs(attributes: dict[str, tuple[str, ...]], n: int) -> dict[str, np.ndarray]:
-    return {k: np.full((n, len(v)), 1.0 / len(v)) for k, v in attributes.items()}
-
-
-def verify_screened(verifier, images, size: int | None, judge) -> Verdict:
-    """Run ``judge(list of good images) -> Verdict`` on the usable images; unusable ones get
-    ``bad_image`` and uniform probabilities (never a guess)."""
-    good, rejects = screen_images(images, size)
-    keep = [i for i, g in enumerate(good) if g is not None]
-    probs = uniform_probs(verifier.attributes, len(good))
-    if keep:
-        inner = judge(np.stack([good[i] for i in keep]))
-        for k in probs:
-            probs[k][keep] = inner.probs[k]
-        for j, i in enumerate(keep):
-            rejects[i] = inner.rejects[j]
-    return Verdict(probs, rejects)
+__all__ = [
+    "BAD_IMAGE", "DISAGREE", "NO_FACE", "SEVERAL_FACES", "AlignedVerifier",
+    "ClassifierVerifier", "Verdict", "Verifier", "VerifierPair", "VerifierSpec",
+    "load_one", "load_verifier", "screen_images", "uniform_probs", "verify_screened",
+]  # fmt: skip
 
 
 class ClassifierVerifier:
@@ -185,25 +122,35 @@ class AlignedVerifier:
         self.inner.close()
 
 
-def load_verifier(config, space=None) -> Verifier:
-    """The verifier(s) named by a ``VerifyConfig`` (a pair when ``second`` is set), with their
-    classes in ``space``'s order when a space is given."""
-    first = load_one(config.verifier, config, space)
-    if not config.second:
+@dataclass(frozen=True)
+class VerifierSpec:
+    """Which verifiers judge a run, resolved: each a classifier folder or ``"deepface"``."""
+
+    first: str | Path
+    second: str | Path | None = None  # an independent second opinion: samples must satisfy both
+    deepface: object | None = None  # deepface settings (detector, home, batch_size, ...)
+    confidence: float = 0.9
+
+
+def load_verifier(spec: VerifierSpec, space=None) -> Verifier:
+    """The verifier(s) of ``spec`` (a pair when ``second`` is set), with their classes in
+    ``space``'s order when a space is given."""
+    first = load_one(spec.first, spec.deepface, space)
+    if not spec.second:
         return first
-    return VerifierPair(first, load_one(config.second, config, space))
+    return VerifierPair(first, load_one(spec.second, spec.deepface, space))
 
 
-def load_one(name: str, config, space=None) -> Verifier:
-    if name == "deepface":
+def load_one(name: str | Path, deepface=None, space=None) -> Verifier:
+    """``"deepface"`` (with its settings) or a classifier folder."""
+    if str(name) == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
 
-        verifier = DeepfaceVerifier(config.deepface)
+        verifier = DeepfaceVerifier(deepface)
     else:
-        from fairsynth.toyfaces import resolve
-        from fairsynth.toyfaces.classifiers import AttributeClassifier
+        from fairsynth.verify.classifier import AttributeClassifier
 
-        verifier = ClassifierVerifier(AttributeClassifier.load(resolve("verifier", name)))
+        verifier = ClassifierVerifier(AttributeClassifier.load(name))
     if space is None:
         return verifier
     try:

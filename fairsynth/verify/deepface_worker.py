@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from fairsynth.verify import NO_FACE, SEVERAL_FACES
 from fairsynth.verify.deepface import AGE_CLASSES, GENDER_LABELS, MODEL_NAMES, RACE_LABELS
+from fairsynth.verify.verdict import NO_FACE, SEVERAL_FACES
 from fairsynth.verify.worker import serve
 
 WIDTH = {"gender": len(GENDER_LABELS), "race": len(RACE_LABELS), "age": AGE_CLASSES}

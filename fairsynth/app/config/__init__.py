@@ -1,0 +1,56 @@
+"""``params.yaml`` -> typed, validated objects (pydantic models). Errors name the offending key.
+
+``yaml_io``: the bounded
+YAML 1.2 loader; ``base``: ``ConfigError`` and pydantic's errors as one keyed line, the section base class and checked types; ``schema``: the sections;
+``params``: ``Params``, the rules across sections, ``load_params`` / ``parse_params``."""
+
+from fairsynth.app.config.base import MAX_INT, ConfigError, as_dict, replace
+from fairsynth.app.config.params import Params, load_params, parse_params
+from fairsynth.app.config.schema import (
+    MODEL_KINDS,
+    REFERENCE_SOURCES,
+    SCALE_MODES,
+    AdpConfig,
+    AuditModelConfig,
+    DeepfaceConfig,
+    DownstreamConfig,
+    GenerateConfig,
+    GuidanceParams,
+    ModelConfig,
+    OutputConfig,
+    PromptConfig,
+    ReferenceConfig,
+    ScaleConfig,
+    TargetConfig,
+    VerifyConfig,
+)
+from fairsynth.app.config.yaml_io import MAX_PARAMS_BYTES, MAX_YAML_NODES, yaml_load
+
+__all__ = [
+    "MAX_INT",
+    "MAX_PARAMS_BYTES",
+    "MAX_YAML_NODES",
+    "MODEL_KINDS",
+    "REFERENCE_SOURCES",
+    "SCALE_MODES",
+    "AdpConfig",
+    "AuditModelConfig",
+    "ConfigError",
+    "DeepfaceConfig",
+    "DownstreamConfig",
+    "GenerateConfig",
+    "GuidanceParams",
+    "ModelConfig",
+    "OutputConfig",
+    "Params",
+    "PromptConfig",
+    "ReferenceConfig",
+    "ScaleConfig",
+    "TargetConfig",
+    "VerifyConfig",
+    "as_dict",
+    "load_params",
+    "parse_params",
+    "replace",
+    "yaml_load",
+]

@@ -1,0 +1,196 @@
+"""``Params``: the whole file, the rules across its sections, and ``load_params``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
+
+from fairsynth.app.config.base import ConfigError, FreeDict, Int, Section, config_error
+from fairsynth.app.config.schema import (
+    AdpConfig,
+    AuditModelConfig,
+    DownstreamConfig,
+    GenerateConfig,
+    GuidanceParams,
+    ModelConfig,
+    OutputConfig,
+    PromptConfig,
+    ReferenceConfig,
+    ScaleConfig,
+    TargetConfig,
+    VerifyConfig,
+)
+from fairsynth.app.config.yaml_io import yaml_load
+
+_A_PARAMS_FILE = {"params_file": True}  # validation context: run the rules across sections
+
+
+class Params(Section):
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    audit_model: AuditModelConfig = Field(default_factory=AuditModelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    attributes: FreeDict | None = None  # {name: [classes]}; default: the toy world's
+    target: TargetConfig | None = None
+    adp: AdpConfig = Field(default_factory=AdpConfig)
+    guidance: GuidanceParams = Field(default_factory=GuidanceParams)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    downstream: DownstreamConfig = Field(default_factory=DownstreamConfig)
+    seed: Int = 0
+
+    def attribute_space(self):
+        from fairsynth.core import plugins
+        from fairsynth.core.attributes import AttributeSpace
+
+        return AttributeSpace.from_dict(self.attributes or plugins.provided("attributes"))
+
+    def build_target(self, config: TargetConfig | None = None, key: str = "target"):
+        """The target as a distribution over the cells of the guided attributes."""
+        from fairsynth.core.attributes import Target
+
+        config = config or self.target
+        if config is None:
+            raise ConfigError(f"{key}: required for guided generation and evaluation")
+        space = self.attribute_space()
+        try:
+            if config.marginals is not None:
+                return Target.from_marginals(space, config.marginals)
+            return Target.from_cells(space, config.attributes, config.cells)
+        except (ValueError, KeyError) as exc:
+            msg = str(exc).strip("'\"")
+            if key != "target" and msg.startswith("target"):
+                msg = key + msg[len("target") :]
+            raise ConfigError(msg if msg.startswith(key) else f"{key}: {msg}") from exc
+
+    def jobs(self) -> list[tuple[PromptConfig | None, object, int]]:
+        """(prompt, target, n) per generation job: one for an unconditional model, one per
+        prompt for text-to-image (each with its own target and quota total)."""
+        if self.model.kind != "text2image":
+            return [(None, self.build_target(), self.generate.n)]
+        out = []
+        names = self.build_target().space.names
+        for i, p in enumerate(self.model.prompts or []):
+            target = self.build_target(p.target, f"model.prompts[{i}].target")
+            if target.space.names != names:
+                raise ConfigError(
+                    f"model.prompts[{i}].target: must guide the same attributes as 'target'"
+                )
+            out.append((p, target, p.n or self.generate.n))
+        return out
+
+    @model_validator(mode="after")
+    def _check_run(self, info: ValidationInfo) -> Params:
+        """The rules across sections, for a params file (``parse_params``); not re-run by
+        ``replace``, whose derived runs may break them on purpose."""
+        if not (info.context or {}).get("params_file"):
+            return self
+        if self.attributes is not None:
+            try:
+                self.attribute_space()
+            except ValueError as exc:
+                raise ConfigError(f"attributes: {exc}") from exc
+        if self.target is not None:
+            self.build_target()
+            self.jobs()
+        self._check_no_overlap()
+        if self.model.kind == "text2image" and self.generate.mode == "augment":
+            raise ConfigError("generate.mode: augment is for unconditional models; use standalone")
+        labeller, verifier = self.adp.pseudo_labeller, self.verify.verifier
+        if labeller == verifier and labeller != "toyfaces":  # toyfaces: two different models
+            raise ConfigError(
+                f"adp.pseudo_labeller: {labeller!r} is also the verifier; the verifier must be "
+                "independent of the classifier that trains the ADP"
+            )
+        if self.verify.second is not None and self.verify.second in (verifier, labeller):
+            raise ConfigError(
+                f"verify.second: {self.verify.second!r} must differ from the verifier and the "
+                "pseudo-labeller (an independent second opinion)"
+            )
+        if "deepface" in (self.verify.verifier, self.verify.second):
+            self._check_deepface_classes()
+        return self
+
+    def _check_deepface_classes(self) -> None:
+        from fairsynth.verify.deepface_config import attribute_maps
+
+        maps = attribute_maps(self.verify.deepface.attributes)
+        first = self.verify.verifier == "deepface"
+        for name, classes in self.attribute_space().attributes:
+            if name not in maps and not first:
+                continue  # a second verifier judges the attributes it can
+            if name not in maps:
+                raise ConfigError(
+                    f"verify.deepface.attributes: no mapping for attribute {name!r} "
+                    f"(mapped: {sorted(maps)})"
+                )
+            if tuple(maps[name].classes) != tuple(classes):
+                raise ConfigError(
+                    f"verify.deepface.attributes.{name}.classes: {list(maps[name].classes)} "
+                    f"must be the attribute's classes {list(classes)}, in that order"
+                )
+
+    def _check_no_overlap(self) -> None:
+        """No folder a run writes may be, hold or sit inside a folder it reads (compared as
+        resolved paths, so symlinks and ``..`` do not hide it): it would overwrite its inputs."""
+        from fairsynth.core.plugins import resolve
+
+        inputs = {
+            "reference.path": self.reference.path,
+            "reference.labels": self.reference.labels,
+            "model.path": resolve("model", self.model.path),
+            "adp.path": resolve("adp", self.adp.path),
+            "adp.pseudo_labeller": resolve("pseudo_labeller", self.adp.pseudo_labeller),
+            "verify.verifier": resolve("verifier", self.verify.verifier),
+            "verify.second": resolve("verifier", self.verify.second)
+            if self.verify.second
+            else None,
+        }
+        writers = {
+            "output.dir": (self.output.dir, inputs),
+            "downstream.out": (
+                self.downstream.out,
+                {"reference.path": self.reference.path, "output.dir": self.output.dir},
+            ),
+            "downstream.control_dir": (
+                self.downstream.control_dir,
+                {**inputs, "output.dir": self.output.dir},
+            ),
+        }
+        for out_key, (out_value, reads) in writers.items():
+            out = Path(out_value).resolve()
+            for key, value in reads.items():
+                if value is None or str(value) == "deepface":
+                    continue
+                if key == "model.path" and not Path(value).exists():
+                    continue  # a hub id
+                p = Path(value).resolve()
+                if out == p or out.is_relative_to(p) or p.is_relative_to(out):
+                    raise ConfigError(
+                        f"{out_key}: {out_value} overlaps {key} ({value}); a folder a run "
+                        "writes must not be, hold or sit inside one it reads"
+                    )
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found")
+    try:
+        raw = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc)[:300]}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse_params(raw)
+
+
+def parse_params(raw: object) -> Params:
+    """``raw`` (a YAML document) as ``Params``, every rule checked; else ``ConfigError``."""
+    try:
+        return Params.model_validate(raw, context=_A_PARAMS_FILE)
+    except ValidationError as exc:
+        raise config_error(exc, Params) from None

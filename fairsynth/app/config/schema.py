@@ -1,0 +1,311 @@
+"""The sections of ``params.yaml``: types, defaults, ranges and each section's own rules."""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fairsynth.app.config.base import (
+    ConfigError,
+    FreeDict,
+    FreeList,
+    Int,
+    Invalid,
+    Number,
+    Section,
+    is_number,
+    worded,
+)
+
+Source = Literal["toyfaces", "folder", "shards"]
+ScaleMode = Literal["local", "dask"]
+ModelKind = Literal["unconditional", "text2image"]
+GenerateMode = Literal["standalone", "augment"]
+Arch = Literal["convnet", "resnet"]
+REFERENCE_SOURCES = typing.get_args(Source)
+SCALE_MODES = typing.get_args(ScaleMode)
+MODEL_KINDS = typing.get_args(ModelKind)
+
+AtLeast0 = Annotated[Int, Field(ge=0)]
+AtLeast1 = Annotated[Int, Field(ge=1)]
+Positive = Annotated[Number, Field(gt=0)]
+Unit = Annotated[Number, Field(ge=0, le=1), worded("must be in [0, 1]")]
+FiniteAtLeast0 = Annotated[Number, Field(ge=0), worded("must be a finite number >= 0")]
+
+
+class ReferenceConfig(Section):
+    """``toyfaces``: render the toy reference into ``path`` (``n``, ``seed``); ``folder``: an
+    image folder with an optional ``labels`` file; ``shards``: webdataset shards in ``path``."""
+
+    source: Annotated[Source, worded(f"must be one of {REFERENCE_SOURCES}")] = "toyfaces"
+    path: str = "data/reference"
+    labels: str | None = None
+    n: AtLeast1 = 20_000
+    seed: Int = 0
+
+
+class GenerateConfig(Section):
+    """``standalone``: ``n`` samples following the target; ``augment``: the fewest samples that
+    make reference + synthetic follow the target. ``budget``: most samples generated.
+    ``min_batch``: near the end, batches shrink to about 1.5x the samples still missing (a full
+    batch for the last few samples wastes most of it), never below this; set it to
+    ``guidance.batch_size`` for fixed-size batches."""
+
+    mode: Annotated[GenerateMode, worded("must be standalone or augment")] = "standalone"
+    n: AtLeast1 = 512
+    seed: Int = 0
+    budget: AtLeast1 = 4096
+    dataset: str = "fairsynth"
+    min_batch: AtLeast1 = 8
+
+    @field_validator("dataset")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+            raise Invalid("must be letters, digits, '_' or '-' (it names shards and keys; no dots)")
+        return name
+
+
+class ScaleConfig(Section):
+    """Where batches are produced (generated + verified). ``local``: in this process. ``dask``:
+    on the workers of an existing Dask cluster (``address``) or of a local cluster started for
+    the run (``n_workers`` processes, ``threads_per_worker`` each, ``resources`` per worker,
+    e.g. ``{GPU: 1}``; tasks then ask for ``task_resources``). Quotas, judging, the ledger and
+    the shards stay in the flow. ``window``: batches planned together from one residual target
+    (``fairsynth.run.windows``); the dataset depends on it, not on the engine or the worker count."""
+
+    mode: Annotated[ScaleMode, worded(f"must be one of {list(SCALE_MODES)}")] = "local"
+    window: AtLeast1 = 8
+    address: str | None = None
+    n_workers: AtLeast1 = 2
+    threads_per_worker: AtLeast1 = 1
+    resources: FreeDict | None = None  # per worker, e.g. {GPU: 1}
+    task_resources: FreeDict | None = None  # per batch task; default: {GPU: 1} if resources has GPU
+    retries: AtLeast0 = 2  # a batch whose worker died is run again elsewhere this many times
+
+    @field_validator("resources", "task_resources")
+    @classmethod
+    def _amounts(cls, value: dict | None) -> dict | None:
+        if value is not None and not all(
+            isinstance(k, str) and is_number(v) and v > 0 for k, v in value.items()
+        ):
+            raise Invalid("must map resource names to positive numbers, e.g. {GPU: 1}")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, address: str | None) -> str | None:
+        if address is not None and "://" not in address:
+            raise Invalid("must be a scheduler address such as tcp://host:8786")
+        return address
+
+    def batch_resources(self) -> dict | None:
+        if self.task_resources is not None:
+            return dict(self.task_resources)
+        if self.resources and "GPU" in self.resources:
+            return {"GPU": 1}
+        return None
+
+
+class DownstreamConfig(Section):
+    """The fair-classifier experiment (``fairsynth.experiments.downstream``): a classifier of ``label``
+    trained on (a) the first ``reference_n`` reference samples, (b) those + the published
+    shards, (c) those + as many rejection-sampled unguided samples (same quotas); accuracy per
+    group of ``sensitive`` on a balanced test set, over ``seeds``."""
+
+    label: str = "eyeglasses"
+    sensitive: str = "skin"
+    reference_n: AtLeast1 = 2000
+    control_dir: str = "data/downstream/rejection"  # (c): generated once, kept by DVC
+    control_budget: AtLeast1 = 40  # most samples generated for (c), per sample wanted
+    out: str = "data/downstream"
+    test: str = "toyfaces"  # toyfaces (fresh renders) | labelled shards (feed sources)
+    test_per_cell: AtLeast1 = 250  # toyfaces test set: samples per (sensitive, label) cell
+    test_seed: Int = 99
+    seeds: list[Int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    arch: Annotated[Arch, worded("must be convnet or resnet")] = "convnet"
+    steps: AtLeast1 = 300  # gradient steps, the same for every dataset (epochs as many as needed)
+    batch_size: AtLeast1 = 64
+    lr: Positive = 0.002
+    num_workers: AtLeast0 = 0  # DataLoader workers of the feed
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise Invalid("needs at least one seed")
+        if len(set(seeds)) != len(seeds):
+            raise Invalid("must be distinct")
+        return seeds
+
+    @model_validator(mode="after")
+    def _roles(self) -> DownstreamConfig:
+        if self.label == self.sensitive:
+            raise Invalid("must differ from the label", "sensitive")
+        return self
+
+    def check_attributes(self, names: tuple[str, ...], key: str = "downstream") -> None:
+        """Run-time check (a preset without this experiment need not name its attributes)."""
+        for role in ("label", "sensitive"):
+            value = getattr(self, role)
+            if value not in names:
+                raise ConfigError(f"{key}.{role}: {value!r} is not an attribute {list(names)}")
+
+
+class OutputConfig(Section):
+    dir: str = "data/synthetic"
+    shard_size: AtLeast1 = 256
+
+
+class AuditModelConfig(Section):
+    n: AtLeast1 = 1000
+    seed: Int = 0
+    steps: AtLeast1 = 50
+    eta: Number = 1.0
+    batch_size: AtLeast1 = 64
+
+
+class TargetConfig(Section):
+    """Either ``marginals`` (independent per attribute) or ``cells`` over ``attributes``."""
+
+    marginals: FreeDict | None = None
+    attributes: FreeList | None = None
+    cells: FreeDict | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TargetConfig:
+        if (self.marginals is None) == (self.cells is None):
+            raise Invalid("give exactly one of 'marginals' or 'cells' (with 'attributes')")
+        if self.cells is not None and not self.attributes:
+            raise Invalid("required with 'cells'", "attributes")
+        return self
+
+
+class PromptConfig(Section):
+    """One text-to-image prompt with its own target and quota total (defaults: the top-level
+    ``target`` and ``generate.n``)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    n: AtLeast1 | None = None
+    target: TargetConfig | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise Invalid("must not be empty")
+        return prompt
+
+
+class ModelConfig(Section):
+    path: str = "toyfaces"  # "toyfaces" = the shipped DDPM; else a folder or hub id
+    kind: Annotated[  # unconditional (DDPMPipeline layout) | text2image (SD)
+        ModelKind, worded(f"must be one of {MODEL_KINDS}")
+    ] = "unconditional"
+    steps: AtLeast1 = 50
+    eta: Unit = 1.0
+    layer: str = "mid_block"
+    local_files_only: bool = True
+    cfg_scale: Annotated[Number, Field(ge=0)] = 7.5  # text2image: classifier-free guidance scale
+    prompts: list[PromptConfig] | None = None  # text2image: what to generate
+
+    @model_validator(mode="after")
+    def _prompts(self) -> ModelConfig:
+        if self.kind == "text2image" and not self.prompts:
+            raise Invalid("text2image needs at least one prompt", "prompts")
+        if self.kind != "text2image" and self.prompts:
+            raise Invalid("only for kind: text2image", "prompts")
+        return self
+
+
+class AdpConfig(Section):
+    path: str = "toyfaces"  # "toyfaces" = the shipped ADP; else a folder
+    pseudo_labeller: str = "toyfaces"  # labels ADP training images: toyfaces|folder|deepface
+    neutral_prompts: list[str] | None = None  # text2image: extra prompts for ADP trajectories
+    trajectories: Annotated[Int, Field(ge=8)] = 2048
+    record_every: AtLeast1 = 2
+    epochs: Int = 30
+    lr: Positive = 3e-4
+    dropout: Annotated[Number, Field(ge=0, lt=1), worded("must be in [0, 1)")] = 0.2
+    weight_decay: Annotated[Number, Field(ge=0)] = 1e-2
+    seed: Int = 0
+
+
+class GuidanceParams(Section):
+    mode: Annotated[
+        Literal["none", "sample", "distribution"],
+        worded("must be one of ('none', 'sample', 'distribution'), got {value}"),
+    ] = "distribution"
+    loss: Annotated[
+        Literal["chi2", "kl", "l2"], worded("must be one of ('chi2', 'kl', 'l2'), got {value}")
+    ] = "chi2"
+    strength: FiniteAtLeast0 = 1.0
+    window: FreeList = Field(default_factory=lambda: [0.0, 1.0])  # numbers kept as given
+    temperature: Positive = 1.0
+    max_step: FiniteAtLeast0 = 0.5
+    batch_size: AtLeast1 = 64
+    residual: bool = False  # without quotas (evaluate): guide each batch toward what is lacking
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: list) -> list:
+        if len(window) != 2 or not all(is_number(w) for w in window):
+            raise Invalid("must be [start, end]")
+        if not 0 <= window[0] <= window[1] <= 1:
+            raise Invalid("must be [start, end] with 0 <= start <= end <= 1")
+        return window
+
+    @model_validator(mode="after")
+    def _guidance_config(self) -> GuidanceParams:
+        try:
+            self.to_config()  # GuidanceConfig's own checks, should they ever say more
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return self
+
+    def to_config(self):
+        from fairsynth.guidance.config import GuidanceConfig
+
+        return GuidanceConfig(
+            mode=self.mode,
+            loss=self.loss,
+            strength=float(self.strength),
+            window=(float(self.window[0]), float(self.window[1])),
+            temperature=float(self.temperature),
+            max_step=float(self.max_step),
+            residual=self.residual,
+        )
+
+
+class DeepfaceConfig(Section):
+    """deepface as the verifier (see ``fairsynth.verify.deepface`` for the class mapping)."""
+
+    detector: str = "skip"  # skip (aligned crops) | opencv | any deepface backend
+    home: str | None = None  # DEEPFACE_HOME (weights in <home>/.deepface/weights); default env/~
+    allow_download: bool = False  # never download weights at run time unless this is true
+    batch_size: AtLeast1 = 32
+    retries: AtLeast0 = 2  # a crashed worker is restarted and the batch retried this many times
+    attributes: FreeDict | None = None  # {attribute: {source, classes}}; default gender + race
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _maps(cls, attributes: object) -> object:
+        from fairsynth.verify.deepface_config import attribute_maps
+
+        if attributes is not None:  # None: the default table
+            try:
+                attribute_maps(attributes, "verify.deepface.attributes")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+        return attributes
+
+
+class VerifyConfig(Section):
+    verifier: str = "toyfaces"  # toyfaces (shipped) | a classifier folder | deepface
+    second: str | None = None  # an independent second verifier: samples must satisfy both
+    confidence: Unit = 0.9
+    audit_n: AtLeast0 = 256  # labelled reference samples each verifier is audited on (0: none)
+    deepface: DeepfaceConfig = Field(default_factory=DeepfaceConfig)

@@ -1,0 +1,38 @@
+"""Names in the params turned into what the library takes: a world's name (``toyfaces``) into
+its folder, the model section into a ``ModelSpec``, the sampler and verifier settings into
+their spec objects."""
+
+from __future__ import annotations
+
+from fairsynth.app.config import Params, PromptConfig
+from fairsynth.core.plugins import resolve
+from fairsynth.diffusion.sampling import SamplerSettings
+from fairsynth.diffusion.spec import ModelSpec, PromptSpec
+from fairsynth.verify import VerifierSpec
+
+
+def model_spec(params: Params) -> ModelSpec:
+    m = params.model
+    return ModelSpec(str(resolve("model", m.path)), m.kind, m.local_files_only, m.cfg_scale)
+
+
+def prompt_spec(prompt: PromptConfig | None) -> PromptSpec | None:
+    return None if prompt is None else PromptSpec(prompt.prompt, prompt.negative_prompt)
+
+
+def sampler_settings(params: Params) -> SamplerSettings:
+    m = params.model
+    return SamplerSettings(steps=m.steps, eta=m.eta, layer=m.layer)
+
+
+def verifier_spec(params: Params) -> VerifierSpec:
+    v = params.verify
+
+    def folder(name: str | None) -> str | None:
+        return None if name is None else str(resolve("verifier", name))
+
+    return VerifierSpec(folder(v.verifier), folder(v.second), v.deepface, v.confidence)
+
+
+def adp_folder(params: Params) -> str:
+    return str(resolve("adp", params.adp.path))

@@ -1,0 +1,153 @@
+"""The params resolved once into a ``RunSpec`` (``fairsynth.run.spec``): world names turned
+into folders, targets built, quotas planned, the fingerprint computed. Every stage resolves
+here, before anything is loaded or generated; nothing below the app layer reads the params."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fairsynth.app.config import Params, as_dict
+from fairsynth.app.resolve import (
+    adp_folder,
+    model_spec,
+    prompt_spec,
+    sampler_settings,
+    verifier_spec,
+)
+from fairsynth.core.filehash import files_signature, local_model_path
+from fairsynth.core.plugins import resolve
+from fairsynth.core.quotas import plan_augment, plan_standalone
+from fairsynth.diffusion.spec import PromptSpec
+from fairsynth.run.ledger import fingerprint
+from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
+
+
+def guidance_hash(params: Params) -> str:
+    blob = json.dumps(
+        {
+            "guidance": as_dict(params.guidance),
+            "model": as_dict(params.model),
+            "adp": as_dict(params.adp),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
+    target = params.build_target()
+    if params.generate.mode == "standalone":
+        return plan_standalone(target.probs, params.generate.n)
+    if audit_report is None:
+        raise ValueError("generate.mode augment needs the reference audit (run the audit stage)")
+    if audit_report["cells"] != target.space.cell_names():
+        raise ValueError(
+            "the audit was made for other cells than the target's; re-run the audit stage"
+        )
+    return plan_augment(target.probs, np.asarray(audit_report["counts"]))
+
+
+def plan_jobs(params: Params, audit_report: dict | None) -> list[Job]:
+    """One job for an unconditional model; one per prompt for text-to-image (each with its own
+    target and quota total)."""
+    jobs = params.jobs()
+    if params.model.kind != "text2image":
+        prompt, target, _ = jobs[0]
+        return [Job(prompt_spec(prompt), target, plan_quotas(params, audit_report))]
+    return [Job(prompt_spec(p), t, plan_standalone(t.probs, n)) for p, t, n in jobs]
+
+
+def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
+    """Everything that decides which samples a run generates and accepts (not the budget)."""
+    target = params.build_target()
+    v = params.verify
+    return {
+        "quotas": quotas.tolist(),
+        "target": target.probs.round(9).tolist(),
+        "cells": target.space.cell_names(),
+        "guidance": guidance_hash(params),
+        "model_files": files_signature(local_model_path(resolve("model", params.model.path))),
+        "adp_files": files_signature(adp_folder(params))
+        if params.guidance.mode != "none"
+        else None,
+        "verify": as_dict(v),
+        "verifier_files": files_signature(resolve("verifier", v.verifier))
+        if v.verifier != "deepface"
+        else None,
+        "second_verifier_files": files_signature(resolve("verifier", v.second))
+        if v.second not in (None, "deepface")
+        else None,
+        "seed": params.generate.seed,
+        "dataset": params.generate.dataset,
+        "min_batch": params.generate.min_batch,
+        "window": params.scale.window,  # not the engine or the worker count: they change nothing
+    }
+
+
+def weights_signature(params: Params) -> list:
+    """The model, ADP and verifier files of a run, by content."""
+    paths = [local_model_path(resolve("model", params.model.path)), adp_folder(params)]
+    for name in (params.verify.verifier, params.verify.second):
+        if name not in (None, "deepface"):
+            paths.append(resolve("verifier", name))
+    return [files_signature(p) for p in paths]
+
+
+def producer_recipe(params: Params, prompts: tuple[PromptSpec | None, ...]) -> ProducerRecipe:
+    guidance = params.guidance.to_config()
+    recipe = ProducerRecipe(
+        model=model_spec(params),
+        prompts=prompts,
+        adp=adp_folder(params) if guidance.mode != "none" else None,
+        verifier=verifier_spec(params),
+        attributes=params.attribute_space(),
+        space=params.build_target().space,
+        guidance=guidance,
+        sampler=sampler_settings(params),
+        threads=params.scale.threads_per_worker,
+    )
+    key = fingerprint([json.dumps(as_dict(params), sort_keys=True, default=str),
+                       repr(recipe), weights_signature(params)])  # fmt: skip
+    return ProducerRecipe(**{**recipe.__dict__, "key": key})
+
+
+def scale_spec(params: Params) -> ScaleSpec:
+    s = params.scale
+    return ScaleSpec(s.mode, s.address, s.n_workers, s.threads_per_worker,
+                     dict(s.resources) if s.resources else None, s.batch_resources(), s.retries)  # fmt: skip
+
+
+def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:
+    """The generation run these params describe (quotas from ``audit_report`` in augment mode)."""
+    jobs = tuple(plan_jobs(params, audit_report))
+    fp = generation_fingerprint(params, np.stack([j.quotas for j in jobs]))
+    gen = params.generate
+    return RunSpec(
+        space=params.build_target().space,
+        jobs=jobs,
+        recipe=producer_recipe(params, tuple(j.prompt for j in jobs)),
+        scale=scale_spec(params),
+        output_dir=Path(params.output.dir),
+        dataset=gen.dataset,
+        seed=gen.seed,
+        budget=gen.budget,
+        batch_size=params.guidance.batch_size,
+        min_batch=gen.min_batch,
+        window=params.scale.window,
+        shard_size=params.output.shard_size,
+        model_name=str(params.model.path),
+        guidance_hash=guidance_hash(params),
+        fingerprint=fp,
+        fingerprint_id=fingerprint(fp),
+    )
+
+
+def expected_fingerprint(params: Params, audit_report: dict | None = None) -> str:
+    """The fingerprint a complete run of these params records in its ``index.json``."""
+    quotas = np.stack([j.quotas for j in plan_jobs(params, audit_report)])
+    return fingerprint(generation_fingerprint(params, quotas))

@@ -1,0 +1,31 @@
+"""``python -m fairsynth.app.stages STAGE [--params FILE]``: run one pipeline stage, or ``show``
+the report's table."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+STAGES = ("reference", "audit", "train_adp", "generate", "report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        prog="python -m fairsynth.app.stages", description="run one pipeline stage"
+    )
+    ap.add_argument("stage", choices=[*STAGES, "show"])
+    a, rest = ap.parse_known_args(argv)
+    if a.stage == "show":
+        from fairsynth.app.stages.common import REPORT_DIR
+        from fairsynth.app.stages.report import format_metrics
+
+        print(format_metrics(json.loads((REPORT_DIR / "metrics.json").read_text())))
+        return 0
+    return importlib.import_module(f"fairsynth.app.stages.{a.stage}").main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

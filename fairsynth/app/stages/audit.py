@@ -1,0 +1,76 @@
+"""The audit stage: per-cell counts of the reference against the target, and how each verifier does on the reference's own labels."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fairsynth.app.config import Params
+from fairsynth.app.resolve import verifier_spec
+from fairsynth.app.stages.common import AUDIT_DIR, stage_main
+from fairsynth.app.stages.reference import load_reference
+from fairsynth.data import shards
+from fairsynth.data.plots import distribution_bars
+from fairsynth.data.reference import (
+    ReferenceData,
+    audit,
+    load_images,
+    verifier_confusion,
+)
+from fairsynth.verify import load_one
+
+
+def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
+    """Per-cell counts of the reference vs the target; JSON report and bar chart."""
+    out_dir = Path(out_dir)
+    target = params.build_target()
+    data = load_reference(params)
+    report = audit(data, target)
+    if data.source != "classifier" and params.verify.audit_n > 0:
+        report["verifiers"] = audit_verifiers(params, data)
+    shards.write_json(out_dir / "audit.json", report)
+    distribution_bars(
+        report["cells"],
+        {"reference": report["fractions"], "target": report["target"]},
+        out_dir / "reference_vs_target.png",
+        f"Reference ({report['n']} samples) vs target — FD {report['fd']:.3f}",
+    )
+    return report
+
+
+def audit_verifiers(params: Params, data: ReferenceData) -> dict:
+    """Each configured verifier against the reference's own labels (its first
+    ``verify.audit_n`` samples): confusion matrices, per-class recall, rejections."""
+    n = min(params.verify.audit_n, len(data.keys))
+    keys = data.keys[:n]
+    images = load_images(params.reference.source, params.reference.path, keys)
+    labels = {k: np.asarray(v)[:n] for k, v in data.labels.items()}
+    space = params.attribute_space()
+    resolved = verifier_spec(params)
+    names = {"first": params.verify.verifier, "second": params.verify.second}
+    folders = {"first": resolved.first, "second": resolved.second}
+    out = {"n": n}
+    for role, name in names.items():
+        if name is None:
+            continue
+        verifier = load_one(folders[role], resolved.deepface, space)
+        try:
+            out[role] = {"verifier": name, **verifier_confusion(verifier, images, labels, space)}
+        finally:
+            verifier.close()
+    return out
+
+
+def _cli(params: Params) -> None:
+    r = stage_audit(params)
+    print(f"reference: {r['n']} samples, FD to target {r['fd']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("audit", _cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""What the stage modules share: their default folders and their command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from fairsynth.app.config import Params, load_params
+from fairsynth.app.errors import USER_ERRORS
+from fairsynth.app.errors import report as report_error
+
+AUDIT_DIR = Path("data/audit")
+ADP_OUT = Path("data/adp")
+REPORT_DIR = Path("data/report")
+
+
+def read_audit() -> dict | None:
+    """The reference audit of ``dvc repro`` (the generate and report stages read it)."""
+    path = AUDIT_DIR / "audit.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stage_main(name: str, run: Callable[[Params], object], argv: list[str] | None = None) -> int:
+    """``python -m fairsynth.app.stages.<name> [--params params.yaml]``: the params validated
+    before any work starts; a bad input is one line and exit code 2, never a traceback."""
+    ap = argparse.ArgumentParser(
+        prog=f"python -m fairsynth.app.stages.{name}", description=f"run the {name} stage"
+    )
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = ap.parse_args(argv)
+    try:
+        run(load_params(a.params))
+    except USER_ERRORS as exc:
+        return report_error(exc)
+    return 0

@@ -1,0 +1,62 @@
+"""The generate stage: quota-driven guided generation, verification and publication of shards and manifest, on the executor ``scale`` names."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fairsynth.app.config import Params, replace
+from fairsynth.app.runspec import resolve_run
+from fairsynth.app.stages.common import read_audit, stage_main
+from fairsynth.app.weights import check_inputs, require_weights
+from fairsynth.run.executors import make_executor
+from fairsynth.run.judge import GenerationState
+from fairsynth.run.lock import OutputLock
+from fairsynth.run.orchestrate import Executor, generate_dataset
+
+
+def stage_generate(
+    params: Params,
+    audit_report: dict | None = None,
+    adp_path: str | Path | None = None,
+    progress: bool = True,
+    on_batch: Callable[[GenerationState], None] | None = None,
+    executor: Executor | None = None,
+) -> dict:
+    """Quota-driven guided generation, verification, and publication of shards + manifest.
+
+    Batches are produced where ``scale`` says (this process or Dask workers; ``executor``
+    overrides it, as the Prefect flow does with its task runner) and judged here. Crash-safe:
+    every finished batch goes to the ledger first (``fairsynth.run.ledger``); a run started again
+    with the same params replays it and continues. One writer per output.
+    """
+    if adp_path is not None:
+        params = replace(params, adp=replace(params.adp, path=str(adp_path)))
+    require_weights(params)  # before anything is loaded or generated: the whole list at once
+    check_inputs(params)  # class names and step count against what the folders say
+    run = resolve_run(params, audit_report)
+    with OutputLock(run.output_dir):
+        own = executor is None
+        executor = executor or make_executor(run.scale)
+        try:
+            return generate_dataset(run, executor, progress, on_batch)
+        finally:
+            if own:
+                executor.close()
+
+
+def _cli(params: Params) -> None:
+    s = stage_generate(params, read_audit(), adp_path=None)
+    print(
+        json.dumps({k: s[k] for k in ("accepted", "quotas", "generated", "complete", "shortfall")})
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("generate", _cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

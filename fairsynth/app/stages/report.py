@@ -1,0 +1,118 @@
+"""The report stage: metrics.json (DVC metrics), the before/after plot and table, from the published manifest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsynth.app.config import Params
+from fairsynth.app.stages.common import REPORT_DIR, read_audit, stage_main
+from fairsynth.core.metrics import fairness_discrepancy, kl_divergence, total_variation
+from fairsynth.data import shards
+from fairsynth.data.plots import distribution_bars
+from fairsynth.data.runlog import read_run_record, write_run_record
+
+
+def stage_report(
+    params: Params, audit_report: dict | None, report_dir: str | Path = REPORT_DIR
+) -> dict:
+    """metrics.json (DVC metrics) and the before/after plot, from the published manifest."""
+    out = Path(params.output.dir)
+    report_dir = Path(report_dir)
+    target = params.build_target()
+    space = target.space
+    index = json.loads((out / "index.json").read_text())
+    frame = pd.read_parquet(out / "manifest.parquet")
+    acc = frame[frame["accepted"]]
+    names = space.cell_names()
+    synth_counts = np.array([(acc["cell"] == c).sum() for c in names])
+    ref_counts = np.asarray(audit_report["counts"]) if audit_report else np.zeros(len(names), int)
+    after_counts = synth_counts + (ref_counts if params.generate.mode == "augment" else 0)
+    before = ref_counts / max(1, ref_counts.sum())
+    after = after_counts / max(1, after_counts.sum())
+    soft = _soft_distribution(acc, space)
+    metrics = {
+        "fd_before": fairness_discrepancy(before, target.probs) if audit_report else None,
+        "fd_after": fairness_discrepancy(after, target.probs),
+        "fd_after_soft": fairness_discrepancy(soft, target.probs) if len(acc) else None,
+        "kl_target_to_after": kl_divergence(target.probs, after),
+        "tv_after": total_variation(after, target.probs),
+        "cells": names,
+        "target": target.probs.round(6).tolist(),
+        "counts_reference": ref_counts.tolist(),
+        "counts_synthetic": synth_counts.tolist(),
+        "quotas": index["quotas"],
+        "quotas_met": bool((synth_counts == np.asarray(index["quotas"])).all()),
+        "samples_generated": int(index["generated"]),
+        "samples_accepted": int(len(acc)),
+        "samples_per_accepted": index["samples_per_accepted"],
+        "rejections": {
+            k: int(v) for k, v in frame.loc[~frame["accepted"], "reason"].value_counts().items()
+        },
+        "verifier_disagreement_rate": float((~frame["verifiers_agree"].astype(bool)).mean())
+        if "verifiers_agree" in frame and len(frame)
+        else None,
+        "mode": params.generate.mode,
+        "guidance_mode": params.guidance.mode,
+    }
+    shards.write_json(report_dir / "metrics.json", metrics)
+    run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
+    write_run_record(
+        report_dir, {k: run[k] for k in ("wall_seconds", "generation_seconds") if k in run}
+    )
+    series = {"target": target.probs.tolist(), "after": after.tolist()}
+    if audit_report:
+        series = {"reference (before)": before.tolist(), **series}
+    distribution_bars(names, series, report_dir / "distribution.png",
+                      f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
+    pd.DataFrame({"cell": names, "target": target.probs, "before": before, "after": after}).to_csv(
+        report_dir / "distribution.csv", index=False
+    )
+    return metrics
+
+
+def _soft_distribution(acc: pd.DataFrame, space) -> np.ndarray:
+    if not len(acc):
+        return np.zeros(space.n_cells)
+    joint = None
+    for n in space.names:
+        p = np.stack(acc[f"p_{n}"].to_numpy())
+        joint = p if joint is None else (joint[:, :, None] * p[:, None, :]).reshape(len(p), -1)
+    return joint.mean(0)
+
+
+def format_metrics(m: dict) -> str:
+    lines = [
+        f"Balanced dataset ({m['mode']}, guidance {m['guidance_mode']}): "
+        f"FD before {m['fd_before'] if m['fd_before'] is None else round(m['fd_before'], 4)}, "
+        f"after {m['fd_after']:.4f}; quotas met: {m['quotas_met']}",
+        f"{'cell':<24}{'target':>8}{'quota':>7}{'accepted':>10}",
+    ]
+    for c, t, q, a in zip(m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True):
+        lines.append(f"{c:<24}{t:>8.3f}{q:>7}{a:>10}")
+    lines.append(
+        f"{m['samples_generated']} generated, {m['samples_accepted']} accepted "
+        f"({m['samples_per_accepted']:.2f} generated per accepted); rejections {m['rejections']}"
+    )
+    return "\n".join(lines)
+
+
+def _cli(params: Params) -> None:
+    m = stage_report(params, read_audit())
+    print(
+        json.dumps(
+            {k: m[k] for k in ("fd_before", "fd_after", "quotas_met", "samples_per_accepted")}
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("report", _cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

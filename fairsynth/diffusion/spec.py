@@ -1,0 +1,22 @@
+"""Which model a run uses, resolved: a folder or hub id (a world's name already turned into its
+folder), its kind, and for text-to-image the prompt of each job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str | Path  # a folder, or a hub id (a world's name already resolved to its folder)
+    kind: Literal["unconditional", "text2image"] = "unconditional"
+    local_files_only: bool = True
+    cfg_scale: float = 7.5  # text2image: classifier-free guidance scale
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    prompt: str
+    negative_prompt: str | None = None

@@ -1,0 +1,83 @@
+"""A generation run, resolved once: what the run layer gets instead of the params.
+
+``fairsynth.app.runspec.resolve_run`` builds a ``RunSpec`` from the params (names resolved to
+folders, targets built, quotas planned, the fingerprint computed) before anything is loaded;
+below the app layer nothing reads the params again. ``ProducerRecipe`` is the part a worker
+needs to build its producer (model, prompts, ADP, verifiers, guidance and sampler settings),
+small and picklable, sent with every batch task and keyed by content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fairsynth.core.attributes import AttributeSpace, Target
+from fairsynth.diffusion.sampling import SamplerSettings
+from fairsynth.diffusion.spec import ModelSpec, PromptSpec
+from fairsynth.guidance.config import GuidanceConfig
+from fairsynth.verify import VerifierSpec
+
+
+@dataclass(frozen=True)
+class ProducerRecipe:
+    model: ModelSpec
+    prompts: tuple[PromptSpec | None, ...]  # per job; (None,) for an unconditional model
+    adp: str | Path | None  # the ADP folder; None when guidance is off
+    verifier: VerifierSpec
+    attributes: AttributeSpace  # every attribute: the ADP's and verifiers' classes line up here
+    space: AttributeSpace  # the guided attributes: the targets' cells
+    guidance: GuidanceConfig
+    sampler: SamplerSettings
+    threads: int = 1  # torch threads of a worker process
+    key: str = ""  # content fingerprint (settings and weight files): a worker's cache key
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    mode: str = "local"  # local | dask
+    address: str | None = None
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    resources: dict | None = None
+    batch_resources: dict | None = None  # what each batch task asks of a worker
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation job: an unconditional model has one, text-to-image one per prompt."""
+
+    prompt: PromptSpec | None
+    target: Target
+    quotas: np.ndarray
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    space: AttributeSpace
+    jobs: tuple[Job, ...]
+    recipe: ProducerRecipe
+    scale: ScaleSpec
+    output_dir: Path
+    dataset: str
+    seed: int
+    budget: int
+    batch_size: int
+    min_batch: int
+    window: int
+    shard_size: int
+    model_name: str  # as the params name it (recorded per sample)
+    guidance_hash: str
+    fingerprint: dict = field(default_factory=dict)  # what decides the samples (not the budget)
+    fingerprint_id: str = ""
+
+    @property
+    def confidence(self) -> float:
+        return self.recipe.verifier.confidence
+
+    @property
+    def text2image(self) -> bool:
+        return self.recipe.model.kind == "text2image"
