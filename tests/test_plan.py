@@ -1,20 +1,20 @@
 import numpy as np
 import pytest
 
-from fairsynth.core.quotas import plan_augment, plan_standalone, remaining_target
+from fairsynth.core.quotas import augment_quotas, remaining_target, standalone_quotas
 
 
 def test_standalone_sums_exactly():
-    q = plan_standalone(np.array([1 / 3, 1 / 3, 1 / 3]), 100)
+    q = standalone_quotas(np.array([1 / 3, 1 / 3, 1 / 3]), 100)
     assert q.sum() == 100 and sorted(q.tolist()) == [33, 33, 34]
-    assert plan_standalone(np.array([0.7, 0.3]), 10).tolist() == [7, 3]
+    assert standalone_quotas(np.array([0.7, 0.3]), 10).tolist() == [7, 3]
 
 
 def test_augment_fewest_samples():
     # reference 80 light / 20 dark, target 50/50 -> add 60 dark only
-    assert plan_augment(np.array([0.5, 0.5]), np.array([80, 20])).tolist() == [0, 60]
+    assert augment_quotas(np.array([0.5, 0.5]), np.array([80, 20])).tolist() == [0, 60]
     # target 30/70 -> total T with 0.3 T >= 80 -> T = 267 (largest remainder 80/187)
-    q = plan_augment(np.array([0.3, 0.7]), np.array([80, 20]))
+    q = augment_quotas(np.array([0.3, 0.7]), np.array([80, 20]))
     final = q + np.array([80, 20])
     assert (q >= 0).all() and final[0] == 80
     assert abs(final[0] / final.sum() - 0.3) < 0.005
@@ -25,7 +25,7 @@ def test_augment_random_is_minimal_and_on_target(seed):
     rng = np.random.default_rng(seed)
     p = rng.dirichlet(np.ones(4))
     r = rng.integers(0, 500, 4)
-    q = plan_augment(p, r)
+    q = augment_quotas(p, r)
     final = q + r
     assert (q >= 0).all()
     assert np.abs(final / final.sum() - p).max() <= 1.0 / final.sum() + 1e-12
@@ -35,7 +35,7 @@ def test_augment_random_is_minimal_and_on_target(seed):
 
 def test_augment_zero_target_cell_with_reference_refused():
     with pytest.raises(ValueError, match="cannot reach"):
-        plan_augment(np.array([1.0, 0.0]), np.array([3, 4]))
+        augment_quotas(np.array([1.0, 0.0]), np.array([3, 4]))
 
 
 def test_remaining_target():

@@ -17,7 +17,7 @@ from fairsynth.run.judge import GenerationState, next_batch_size
 from fairsynth.run.windows import plan_window
 
 
-def _plan(quotas, accepted, generated=0, **kw):
+def _next_window(quotas, accepted, generated=0, **kw):
     args = dict(size=4, batch_size=64, min_batch=8, budget=10_000, seed=0)
     args.update(kw)
     return plan_window(
@@ -30,25 +30,25 @@ def test_window_of_one_is_the_sequential_loop():
     # missing), never below 8
     for missing, size in (([100, 100], 64), ([10, 0], 15), ([3, 2], 8), ([40, 1], 62)):
         state = GenerationState(quotas=np.array(missing), accepted=np.zeros(2, int))
-        (spec,) = _plan([missing], [[0, 0]], size=1)
+        (spec,) = _next_window([missing], [[0, 0]], size=1)
         assert spec.size == size
         assert next_batch_size(state, 64, 8) == size  # the sequential helper agrees
 
 
 def test_window_prefers_full_batches_and_respects_budget():
-    specs = _plan([[256, 256]], [[0, 0]], size=8)
+    specs = _next_window([[256, 256]], [[0, 0]], size=8)
     assert [s.size for s in specs] == [64] * 8 and [s.batch for s in specs] == list(range(8))
     assert all(s.window == 0 and s.target == (0.5, 0.5) for s in specs)
-    assert [s.size for s in _plan([[128, 128]], [[0, 0]], size=8)] == [64] * 4  # not 1.5x
-    tail = _plan([[256, 256]], [[256, 250]], size=8)  # 6 missing: one batch of 9, not 8 of 8
+    assert [s.size for s in _next_window([[128, 128]], [[0, 0]], size=8)] == [64] * 4  # not 1.5x
+    tail = _next_window([[256, 256]], [[256, 250]], size=8)  # 6 missing: one batch of 9, not 8 of 8
     assert [s.size for s in tail] == [9] and tail[0].target == (0.0, 1.0)
-    assert len(_plan([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)) == 2
-    assert _plan([[256, 256]], [[0, 0]], generated=200, budget=200) == []
-    assert _plan([[5, 5]], [[5, 5]]) == []
+    assert len(_next_window([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)) == 2
+    assert _next_window([[256, 256]], [[0, 0]], generated=200, budget=200) == []
+    assert _next_window([[5, 5]], [[5, 5]]) == []
 
 
 def test_window_serves_the_jobs_missing_most_first():
-    specs = _plan([[10, 10], [100, 100], [0, 0]], [[0, 0], [0, 0], [0, 0]], size=6)
+    specs = _next_window([[10, 10], [100, 100], [0, 0]], [[0, 0], [0, 0], [0, 0]], size=6)
     assert [s.job for s in specs] == [1, 1, 1, 1, 0]  # job 1 (200 missing) first, then job 0
     assert [s.size for s in specs] == [64, 64, 64, 12, 30]  # ~what is missing, 1.5x the rest
 

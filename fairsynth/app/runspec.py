@@ -18,9 +18,10 @@ from fairsynth.app.resolve import (
     sampler_settings,
     verifier_spec,
 )
+from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.filehash import files_signature, local_model_path
 from fairsynth.core.plugins import resolve
-from fairsynth.core.quotas import plan_augment, plan_standalone
+from fairsynth.core.quotas import augment_quotas, standalone_quotas
 from fairsynth.diffusion.spec import PromptSpec
 from fairsynth.run.ledger import fingerprint
 from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
@@ -39,32 +40,32 @@ def guidance_hash(params: Params) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def plan_quotas(params: Params, audit_report: dict | None) -> np.ndarray:
-    target = params.build_target()
+def job_quotas(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
+    """Per-cell quotas of an unconditional run: ``generate.n`` following the target, or the
+    fewest samples that make reference + synthetic follow it (augment)."""
     if params.generate.mode == "standalone":
-        return plan_standalone(target.probs, params.generate.n)
+        return standalone_quotas(target.probs, params.generate.n)
     if audit_report is None:
         raise ValueError("generate.mode augment needs the reference audit (run the audit stage)")
     if audit_report["cells"] != target.space.cell_names():
         raise ValueError(
             "the audit was made for other cells than the target's; re-run the audit stage"
         )
-    return plan_augment(target.probs, np.asarray(audit_report["counts"]))
+    return augment_quotas(target.probs, np.asarray(audit_report["counts"]))
 
 
-def plan_jobs(params: Params, audit_report: dict | None) -> list[Job]:
+def build_jobs(params: Params, audit_report: dict | None) -> list[Job]:
     """One job for an unconditional model; one per prompt for text-to-image (each with its own
     target and quota total)."""
     jobs = params.jobs()
     if params.model.kind != "text2image":
         prompt, target, _ = jobs[0]
-        return [Job(prompt_spec(prompt), target, plan_quotas(params, audit_report))]
-    return [Job(prompt_spec(p), t, plan_standalone(t.probs, n)) for p, t, n in jobs]
+        return [Job(prompt_spec(prompt), target, job_quotas(params, target, audit_report))]
+    return [Job(prompt_spec(p), t, standalone_quotas(t.probs, n)) for p, t, n in jobs]
 
 
-def generation_fingerprint(params: Params, quotas: np.ndarray) -> dict:
+def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -> dict:
     """Everything that decides which samples a run generates and accepts (not the budget)."""
-    target = params.build_target()
     v = params.verify
     return {
         "quotas": quotas.tolist(),
@@ -98,7 +99,9 @@ def weights_signature(params: Params) -> list:
     return [files_signature(p) for p in paths]
 
 
-def producer_recipe(params: Params, prompts: tuple[PromptSpec | None, ...]) -> ProducerRecipe:
+def producer_recipe(
+    params: Params, space: AttributeSpace, prompts: tuple[PromptSpec | None, ...]
+) -> ProducerRecipe:
     guidance = params.guidance.to_config()
     recipe = ProducerRecipe(
         model=model_spec(params),
@@ -106,7 +109,7 @@ def producer_recipe(params: Params, prompts: tuple[PromptSpec | None, ...]) -> P
         adp=adp_folder(params) if guidance.mode != "none" else None,
         verifier=verifier_spec(params),
         attributes=params.attribute_space(),
-        space=params.build_target().space,
+        space=space,
         guidance=guidance,
         sampler=sampler_settings(params),
         threads=params.scale.threads_per_worker,
@@ -124,13 +127,14 @@ def scale_spec(params: Params) -> ScaleSpec:
 
 def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:
     """The generation run these params describe (quotas from ``audit_report`` in augment mode)."""
-    jobs = tuple(plan_jobs(params, audit_report))
-    fp = generation_fingerprint(params, np.stack([j.quotas for j in jobs]))
+    target = params.build_target()  # the guided attributes and the top-level target, once
+    jobs = tuple(build_jobs(params, audit_report))
+    fp = generation_fingerprint(params, target, np.stack([j.quotas for j in jobs]))
     gen = params.generate
     return RunSpec(
-        space=params.build_target().space,
+        space=target.space,
         jobs=jobs,
-        recipe=producer_recipe(params, tuple(j.prompt for j in jobs)),
+        recipe=producer_recipe(params, target.space, tuple(j.prompt for j in jobs)),
         scale=scale_spec(params),
         output_dir=Path(params.output.dir),
         dataset=gen.dataset,
@@ -149,5 +153,5 @@ def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:
 
 def expected_fingerprint(params: Params, audit_report: dict | None = None) -> str:
     """The fingerprint a complete run of these params records in its ``index.json``."""
-    quotas = np.stack([j.quotas for j in plan_jobs(params, audit_report)])
-    return fingerprint(generation_fingerprint(params, quotas))
+    quotas = np.stack([j.quotas for j in build_jobs(params, audit_report)])
+    return fingerprint(generation_fingerprint(params, params.build_target(), quotas))

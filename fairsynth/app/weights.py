@@ -11,6 +11,7 @@ from pathlib import Path
 from fairsynth.app.config import Params
 from fairsynth.core.plugins import resolve
 from fairsynth.guidance.adp import ADP_FILES
+from fairsynth.run.spec import RunSpec
 
 MODEL_FILES = (
     "unet/config.json",
@@ -92,28 +93,29 @@ def require_weights(params: Params, adp_made_by_pipeline: bool = False) -> None:
         raise MissingFiles(missing)
 
 
-def check_inputs(params: Params) -> None:
+def check_inputs(run: RunSpec) -> None:
     """What the model, ADP and verifier folders say about themselves, checked against the
-    params before anything is loaded: class names (matched by name, any order) and the step
-    count the scheduler allows. A ValueError names the key and both sides."""
+    resolved run before anything is loaded: class names (matched by name, any order) and the
+    step count the scheduler allows. A ValueError names the key and both sides."""
     import json
 
-    space = params.attribute_space()
+    recipe = run.recipe
     sources = []
-    if params.guidance.mode != "none":
-        sources.append(("ADP", Path(resolve("adp", params.adp.path)) / "adp.json"))
-    for name in (params.verify.verifier, params.verify.second):
-        if name not in (None, "deepface"):
-            sources.append((f"verifier {name}", Path(resolve("verifier", name)) / "config.json"))
+    if recipe.adp is not None:
+        sources.append(("ADP", Path(recipe.adp) / "adp.json"))
+    for folder in (recipe.verifier.first, recipe.verifier.second):
+        if folder not in (None, "deepface"):
+            sources.append((f"verifier {folder}", Path(folder) / "config.json"))
     for what, file in sources:
         if file.is_file():
-            space.order_from(json.loads(file.read_text()).get("attributes", {}), what)
-    scheduler = Path(resolve("model", params.model.path)) / "scheduler" / "scheduler_config.json"
+            recipe.attributes.order_from(json.loads(file.read_text()).get("attributes", {}), what)
+    scheduler = Path(recipe.model.path) / "scheduler" / "scheduler_config.json"
+    steps = recipe.sampler.steps
     if scheduler.is_file():
         trained = int(json.loads(scheduler.read_text()).get("num_train_timesteps", 1000))
-        if params.model.steps > trained:
+        if steps > trained:
             raise ValueError(
-                f"model.steps: {params.model.steps} is more than the scheduler's "
+                f"model.steps: {steps} is more than the scheduler's "
                 f"{trained} training timesteps ({scheduler})"
             )
 

@@ -15,13 +15,13 @@ import numpy as np
 MODES = ("standalone", "augment")
 
 
-def plan_standalone(target: np.ndarray, n: int) -> np.ndarray:
+def standalone_quotas(target: np.ndarray, n: int) -> np.ndarray:
     if n < 1:
         raise ValueError("generate.n must be >= 1 in standalone mode")
     return largest_remainder(np.asarray(target, dtype=np.float64), n)
 
 
-def plan_augment(target: np.ndarray, reference_counts: np.ndarray) -> np.ndarray:
+def augment_quotas(target: np.ndarray, reference_counts: np.ndarray) -> np.ndarray:
     p = np.asarray(target, dtype=np.float64)
     r = np.asarray(reference_counts, dtype=np.int64)
     if p.shape != r.shape:

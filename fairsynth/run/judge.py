@@ -25,7 +25,7 @@ CELL_FULL = "cell_full"
 
 
 @dataclass
-class BatchResult:
+class JudgedBatch:
     batch: int
     images: np.ndarray  # uint8 NHWC, all samples of the batch
     cells: np.ndarray  # verified cell per sample
@@ -107,7 +107,7 @@ def next_batch_size(
 
 def judge(
     out: BatchOutput, state: GenerationState, space: AttributeSpace, confidence: float
-) -> BatchResult:
+) -> JudgedBatch:
     """Accept or reject the samples of one produced batch against ``state`` (updated)."""
     spec = out.spec
     if spec.batch != state.next_batch:
@@ -127,7 +127,7 @@ def judge(
             "worker": out.worker,
         }
     )
-    return BatchResult(
+    return JudgedBatch(
         spec.batch, out.images, cells, conf, out.verdict.probs, reasons,
         np.asarray(spec.target), out.seconds, out.verdict.second,
     )  # fmt: skip

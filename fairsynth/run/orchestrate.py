@@ -62,7 +62,7 @@ def generate_dataset(
     workers: set[str] = set()
     next_batch = resumed
     while not all(s.done for s in states):
-        specs = pending or _plan(run, states, next_batch)
+        specs = pending or _next_window(run, states, next_batch)
         pending = []
         if not specs:
             break  # budget spent
@@ -106,7 +106,7 @@ def generate_dataset(
     return summary
 
 
-def _plan(run: RunSpec, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
+def _next_window(run: RunSpec, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
     return plan_window(
         [s.quotas for s in states], [s.accepted for s in states],
         sum(s.generated for s in states), first_batch, size=run.window,
@@ -121,7 +121,7 @@ def _replay(run: RunSpec, ledger: Ledger, states, rows: list) -> list[BatchSpec]
     done: LedgerBatch | None = next(recorded, None)
     first = 0
     while done is not None:
-        specs = _plan(run, states, first)
+        specs = _next_window(run, states, first)
         if not specs:
             raise ValueError(f"{ledger.path}: batch {done.batch} recorded beyond the plan")
         for k, spec in enumerate(specs):

@@ -10,12 +10,12 @@ import pandas as pd
 
 from fairsynth.data import shards, tario
 from fairsynth.data.grid import save_grid
-from fairsynth.run.judge import ACCEPTED, BatchResult, shortfall
+from fairsynth.run.judge import ACCEPTED, JudgedBatch, shortfall
 from fairsynth.run.ledger import Ledger
 from fairsynth.run.spec import RunSpec
 
 
-def batch_records(run: RunSpec, job: int, res: BatchResult) -> tuple[list[dict], list[dict]]:
+def batch_records(run: RunSpec, job: int, res: JudgedBatch) -> tuple[list[dict], list[dict]]:
     """Manifest rows of every sample of a judged batch, and the accepted samples to publish."""
     space = run.space
     provenance = prompt_provenance(run, job)

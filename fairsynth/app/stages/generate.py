@@ -35,8 +35,8 @@ def stage_generate(
     if adp_path is not None:
         params = replace(params, adp=replace(params.adp, path=str(adp_path)))
     require_weights(params)  # before anything is loaded or generated: the whole list at once
-    check_inputs(params)  # class names and step count against what the folders say
     run = resolve_run(params, audit_report)
+    check_inputs(run)  # class names and step count against what the folders say
     with OutputLock(run.output_dir):
         own = executor is None
         executor = executor or make_executor(run.scale)
