@@ -97,6 +97,21 @@ def local_run(tmp_path, tiny_world):
     return summary, tmp_path / "local"
 
 
+def test_a_local_run_keeps_this_process_threads(tmp_path, tiny_world):
+    """threads_per_worker sizes workers: a local run (dvc repro's default) keeps all of its
+    process's threads, so the same params give the same bytes as before Dask existed."""
+    from fairsynth.app.stages.generate import stage_generate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = _params(tmp_path, "local", "{window: 2, threads_per_worker: 1}", n=4)
+        stage_generate(params, None, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _assert_same_dataset(a, b):
     fa, fb = pd.read_parquet(a / "manifest.parquet"), pd.read_parquet(b / "manifest.parquet")
     assert list(fa.loc[fa["accepted"], "key"]) == list(fb.loc[fb["accepted"], "key"])

@@ -36,11 +36,12 @@ def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProduc
 
 
 class LocalExecutor:
-    """Batches one after the other in this process (its producer loaded once per recipe)."""
+    """Batches one after the other in this process (its producer loaded once per recipe), on
+    all of this process's threads: ``threads_per_worker`` is for workers."""
 
     def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
         for spec in specs:
-            yield produce_on_worker(recipe, spec)
+            yield _producer(recipe, threads=None).produce(spec)
 
     def close(self) -> None:
         release_producers()
@@ -54,16 +55,21 @@ def produce_on_worker(recipe: ProducerRecipe, spec: BatchSpec) -> BatchOutput:
     """The task a worker runs: its producer for this recipe is loaded on first use and kept
     (one per process: the latest run's), then the spec is produced. The recipe's key covers
     the weight files by content: a long-lived worker never keeps weights retrained in place."""
+    return _producer(recipe, threads=recipe.threads).produce(spec)
+
+
+def _producer(recipe: ProducerRecipe, threads: int | None) -> BatchProducer:
     with _LOCK:  # one load per process even with several threads per worker
         producer = _PRODUCERS.get(recipe.key)
         if producer is None:
             import torch
 
             release_producers()  # a long-lived worker keeps the latest run only
-            torch.set_num_threads(recipe.threads)
+            if threads is not None:
+                torch.set_num_threads(threads)
             producer = build_producer(recipe, worker=_worker_name())
             _PRODUCERS[recipe.key] = producer
-    return producer.produce(spec)
+    return producer
 
 
 def release_producers() -> None:
