@@ -8,6 +8,9 @@ Both modes run in this one process, alternating, on the same seeds and prompt; t
 differentiates only the ADP (h-space update on the conditional half of the CFG batch). Without
 ``--adp`` a random ADP of the right shape is used: cost does not depend on its weights.
 Prints seconds per image for each mode and the ratio guided / unguided (target <= 1.15).
+
+``--quality [ARGS]`` runs ``benchmarks/text2image_debias.py`` instead: FD, confidence and
+Fréchet per prompt and target on the trained toy text-to-image model.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def h_shape(model: PromptedModel, layer: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--quality" in argv:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from text2image_debias import main as quality
+
+        return quality([x for x in argv if x != "--quality"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="SD folder or hub id (default: tiny, built here)")
     ap.add_argument("--adp", default=None)

@@ -80,7 +80,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, tiny_world):
             proc = _spawn(params)
             _started(proc, tmp_path / f"killed{trial}.lock")
             try:
-                code = proc.wait(timeout=rng.uniform(0.0, 0.8) * generation if attempt < 3 else None)
+                code = proc.wait(
+                    timeout=rng.uniform(0.0, 0.8) * generation if attempt < 3 else None
+                )
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

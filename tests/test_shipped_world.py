@@ -75,3 +75,20 @@ def test_verifier_confidence_means_a_clear_face():
     assert confident(x) >= 0.99
     gen = torch.Generator().manual_seed(0)
     assert confident((x + 0.8 * torch.randn(x.shape, generator=gen)).clamp(-1, 1)) <= 0.05
+
+
+@pytest.mark.slow
+def test_shipped_text_to_image_model_draws_each_prompts_bias():
+    """A few samples per prompt from the trained toy text-to-image model: the nurse prompt
+    (trained 80 % dark-skinned) draws far more dark skin than the doctor (10 %), the teacher
+    (80 %) far more eyeglasses than the nurse (15 %), and the faces are clear."""
+    from fairsynth.toyfaces.audit_t2i import audit_text2image
+
+    report = audit_text2image(n=24, cfg_scales=(1.0,), steps=10, batch_size=24)
+    rows = {p: r["by_cfg"]["1"] for p, r in report["prompts"].items()}
+    assert set(rows) >= {"a photo of a doctor", "a photo of a nurse", "a photo of a teacher"}
+    dark = {p: r["attributes"]["skin"]["dark"] for p, r in rows.items()}
+    glasses = {p: r["attributes"]["eyeglasses"]["yes"] for p, r in rows.items()}
+    assert dark["a photo of a nurse"] - dark["a photo of a doctor"] >= 0.4, dark
+    assert glasses["a photo of a teacher"] - glasses["a photo of a nurse"] >= 0.4, glasses
+    assert min(r["confident_fraction"] for r in rows.values()) >= 0.8, rows

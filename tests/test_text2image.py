@@ -78,6 +78,32 @@ def test_guidance_edits_only_the_conditional_half(tiny_sd):
     assert not torch.allclose(guided, plain)
 
 
+@pytest.mark.parametrize("mode", ["distribution", "sample"])
+def test_guiding_both_halves_sees_the_whole_cfg_batch(tiny_sd, mode):
+    """The official code's way, kept for comparison: the edit sees [uncond, cond] (2n)."""
+    from fairsynth.guidance.guide import SampleGuidance
+
+    model = load_text2image(tiny_sd)
+    seen = []
+    base = DistributionGuidance if mode == "distribution" else SampleGuidance
+    target = np.array([1.0, 0.0]) if mode == "distribution" else np.array([0, 1])
+
+    class Spy(base):
+        def edit(self, h):
+            seen.append(h.shape[0])
+            return super().edit(h)
+
+    g = Spy(_adp(32, 8), ("gender",), target, GuidanceConfig(strength=50.0, max_step=0.5))
+    both = PromptedModel(model, "a face", cfg_scale=5.0, guide_halves="both")
+    two = SamplerSettings(steps=2)
+    guided = sample(both, 2, torch.Generator().manual_seed(3), two, guidance=g)
+    plain = sample(both, 2, torch.Generator().manual_seed(3), two)
+    assert seen == [4, 4]
+    assert not torch.allclose(guided, plain)
+    with pytest.raises(ValueError, match="guide_halves"):
+        PromptedModel(model, "a face", guide_halves="unconditional")
+
+
 def test_trajectories_record_the_conditional_half(tiny_sd):
     model = load_text2image(tiny_sd)
 

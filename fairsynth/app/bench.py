@@ -55,7 +55,7 @@ def check_bars(bars: list[Bar], report_only: bool = False) -> int:
 
 
 def bars_json(bars: list[Bar]) -> list[dict]:
-    return [{**asdict(b), "ok": b.ok} for b in bars]
+    return [{**asdict(b), "value": float(b.value), "ok": bool(b.ok)} for b in bars]
 
 
 def run_settings(**decided_by) -> dict:

@@ -82,6 +82,9 @@ def load_text2image(
     return TextToImageModel(pipe)
 
 
+CFG_HALVES = ("conditional", "both")
+
+
 def split_conditional(edit: Callable[[torch.Tensor], torch.Tensor], n: int):
     """An h edit for a CFG batch [uncond (n), cond (n)]: ``edit`` sees and changes the
     conditional half only."""
@@ -103,6 +106,13 @@ class PromptedModel:
     prompt: str
     negative_prompt: str | None = None
     cfg_scale: float = 7.5
+    # "both": the edit sees the whole CFG batch, its statistics over both halves (the official
+    # code's way, kept for comparison); "conditional": the conditional half only
+    guide_halves: str = "conditional"
+
+    def __post_init__(self) -> None:
+        if self.guide_halves not in CFG_HALVES:
+            raise ValueError(f"guide_halves must be one of {CFG_HALVES}, got {self.guide_halves!r}")
 
     @property
     def unet(self):
@@ -150,7 +160,8 @@ class PromptedModel:
         timesteps = scheduler.timesteps
         with HSpace(pipe.unet, settings.layer) as hsp:
             if guidance is not None:
-                hsp.edit = split_conditional(guidance.edit, n)
+                both = self.guide_halves == "both"
+                hsp.edit = guidance.edit if both else split_conditional(guidance.edit, n)
             for i, t in enumerate(timesteps):
                 if guidance is not None:
                     guidance.begin_step(t, i, len(timesteps))

@@ -121,7 +121,10 @@ class SampleGuidance(Guidance):
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
         self.last_probs = probs.detach()
-        picked = probs.gather(1, self.cells.to(probs.device)[:, None]).squeeze(1)
+        cells = self.cells.to(probs.device)
+        if len(probs) != len(cells):  # a CFG batch guided as a whole: each half its cells
+            cells = cells.repeat(len(probs) // len(cells))
+        picked = probs.gather(1, cells[:, None]).squeeze(1)
         return -torch.log(picked.clamp_min(1e-12)).mean()
 
 

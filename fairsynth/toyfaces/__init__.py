@@ -8,3 +8,5 @@ DDPM_DIR = WEIGHTS_DIR / "ddpm"
 PSEUDO_LABELLER_DIR = WEIGHTS_DIR / "pseudo_labeller"
 VERIFIER_DIR = WEIGHTS_DIR / "verifier"
 ADP_DIR = WEIGHTS_DIR / "adp"
+T2I_DIR = WEIGHTS_DIR / "t2i"  # the toy text-to-image model (a Stable Diffusion folder)
+T2I_ADP_DIR = WEIGHTS_DIR / "t2i_adp"

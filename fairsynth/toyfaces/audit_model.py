@@ -11,8 +11,14 @@ import pandas as pd
 import torch
 
 from fairsynth.data.grid import save_grid
-from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample, to_uint8
-from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_model
+from fairsynth.diffusion.sampling import (
+    Backend,
+    SamplerSettings,
+    batch_generator,
+    sample,
+    to_uint8,
+)
+from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.toyfaces import DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS, LABELS_FILE
 from fairsynth.toyfaces.render import ATTRIBUTES
@@ -38,7 +44,7 @@ def reference_fractions(reference: str | Path | None) -> tuple[dict[str, dict[st
 
 
 def sample_images(
-    model: DiffusionModel,
+    model: Backend,
     n: int,
     seed: int,
     steps: int = 50,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from fairsynth.toyfaces import DDPM_DIR, PSEUDO_LABELLER_DIR, VERIFIER_DIR
+from fairsynth.toyfaces import DDPM_DIR, PSEUDO_LABELLER_DIR, T2I_DIR, VERIFIER_DIR
 
 
 def _cmd_build_reference(a: argparse.Namespace) -> int:
@@ -41,6 +41,29 @@ def _cmd_audit_model(a: argparse.Namespace) -> int:
         save_report(report, a.out)
     print(json.dumps(report, indent=2) if a.json else format_report(report))
     return 0
+
+
+def _cmd_audit_t2i(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces.audit_t2i import audit_text2image, format_t2i_report
+
+    report = audit_text2image(
+        model_path=a.model,
+        verifier_path=a.verifier,
+        n=a.n,
+        cfg_scales=tuple(a.cfg),
+        preset_cfg=a.preset_cfg,
+        steps=a.steps,
+        eta=a.eta,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        progress=not a.json,
+        grid_dir=a.grids,
+    )
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2) if a.json else format_t2i_report(report))
+    return 0 if report["all_pass"] or not a.check else 1
 
 
 def _cmd_check_classifiers(a: argparse.Namespace) -> int:
@@ -91,6 +114,26 @@ def add_commands(sub, positive_int: Callable[[str], int]) -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_audit_model)
+
+    p = toy.add_parser(
+        "audit-t2i",
+        help="sample the toy text-to-image model per prompt and CFG scale; compare each "
+        "prompt's fractions with its training bias",
+    )
+    p.add_argument("--n", type=positive_int, default=512, help="samples per prompt and scale")
+    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 7.5], help="CFG scales")
+    p.add_argument("--preset-cfg", type=float, default=None, help="the scale the bars apply at")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=25, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--model", type=Path, default=T2I_DIR)
+    p.add_argument("--verifier", type=Path, default=VERIFIER_DIR)
+    p.add_argument("--grids", type=Path, default=None, help="a sample grid per prompt here")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--check", action="store_true", help="exit 1 when a prompt misses a bar")
+    p.set_defaults(func=_cmd_audit_t2i)
 
     p = toy.add_parser("show-audit", help="print a saved audit-model report as a table")
     p.add_argument("file", type=Path)

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, PSEUDO_LABELLER_DIR, VERIFIER_DIR
+from fairsynth.toyfaces import (
+    ADP_DIR,
+    DDPM_DIR,
+    PSEUDO_LABELLER_DIR,
+    T2I_ADP_DIR,
+    T2I_DIR,
+    VERIFIER_DIR,
+)
 
 NAME = "toyfaces"
+T2I_NAME = "toyfaces-t2i"  # the toy text-to-image model and its ADP
 
 
 def build_reference(path, n: int, seed: int, progress: bool = True):
@@ -49,6 +57,8 @@ def register(registry) -> None:
         ("pseudo_labeller", PSEUDO_LABELLER_DIR),
     ):
         registry.artefact(kind, NAME, path)
+    registry.artefact("model", T2I_NAME, T2I_DIR)
+    registry.artefact("adp", T2I_NAME, T2I_ADP_DIR)
     registry.provide("attributes", NAME, {k: tuple(v) for k, v in ATTRIBUTES.items()})
     registry.provide("reference", NAME, build_reference)
     registry.provide("test_set", NAME, render_test_set)

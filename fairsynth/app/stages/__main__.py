@@ -7,6 +7,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 STAGES = ("reference", "audit", "train_adp", "generate", "report")
 
@@ -16,8 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m fairsynth.app.stages", description="run one pipeline stage"
     )
-    ap.add_argument("stage", choices=[*STAGES, "show"])
+    ap.add_argument("stage", choices=[*STAGES, "show", "show-prompts"])
     a, rest = ap.parse_known_args(argv)
+    if a.stage == "show-prompts":  # a text-to-image output's index.json, per prompt
+        from fairsynth.app.stages.report import format_prompts
+
+        index = Path(rest[0] if rest else "data/shards/index.json")
+        if not index.is_file():
+            print(f"error: no index at {index}: run the generate stage first", file=sys.stderr)
+            return 2
+        print(format_prompts(json.loads(index.read_text())))
+        return 0
     if a.stage == "show":
         from fairsynth.app.stages.common import REPORT_DIR
         from fairsynth.app.stages.report import format_metrics

@@ -101,6 +101,24 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+def format_prompts(index: dict) -> str:
+    """A text-to-image run's index (``index.json``) per prompt: quotas against accepted."""
+    lines = [f"Per prompt (CFG scale {index.get('cfg_scale')}), cells {index['cells']}:"]
+    for p in index["prompts"]:
+        met = p["accepted"] == p["quotas"]
+        per = p["generated"] / max(1, sum(p["accepted"]))
+        lines.append(
+            f"  {p['prompt']!r}: quotas {p['quotas']}, accepted {p['accepted']} "
+            f"({'met' if met else 'NOT met'}), {p['generated']} generated "
+            f"({per:.2f} per accepted)"
+        )
+    lines.append(
+        f"all prompts: {index['generated']} generated, {sum(index['accepted'])} accepted "
+        f"({index['samples_per_accepted']:.2f} generated per accepted)"
+    )
+    return "\n".join(lines)
+
+
 def _cli(params: Params) -> None:
     m = stage_report(params, read_audit())
     print(
