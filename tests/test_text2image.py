@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,25 @@ def test_adp_trains_on_text_to_image_trajectories(tmp_path, tiny_sd):
                                        "a photo of a person"]  # fmt: skip
     assert trained.meta["cfg_scale"] == 4.0
     assert TrainedADP.load(tmp_path / "adp_t2i").model.config["in_channels"] == 32
+
+
+def test_show_prompts_prints_each_prompts_quotas(tmp_path, capsys):
+    from fairsynth.app.stages.__main__ import main
+
+    index = {
+        "cells": ["light", "dark"], "cfg_scale": 1.0, "generated": 7, "accepted": [3, 2],
+        "samples_per_accepted": 1.4,
+        "prompts": [
+            {"prompt": "a doctor", "quotas": [2, 1], "accepted": [2, 1], "generated": 4},
+            {"prompt": "a nurse", "quotas": [1, 2], "accepted": [1, 0], "generated": 3},
+        ],
+    }  # fmt: skip
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert main(["show-prompts", str(tmp_path / "index.json")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "'a doctor': quotas [2, 1], accepted [2, 1] (met), 4 generated (1.33 per accepted)" in out
+    )
+    assert "'a nurse': quotas [1, 2], accepted [1, 0] (NOT met)" in out
+    assert main(["show-prompts", str(tmp_path / "missing.json")]) == 2
+    assert "no index at" in capsys.readouterr().err

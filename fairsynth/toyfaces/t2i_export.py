@@ -1,12 +1,11 @@
 """The trained toy text-to-image model as a diffusers folder (EMA UNet, VAE, text encoder,
 tokenizer, scheduler; ``fairsynth.json`` with the prompts and their class distributions), and
-checks that it does what it says: the VAE keeps the attributes, each prompt draws its bias."""
+the check that the VAE keeps the attributes (each prompt's bias: ``audit_t2i``)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -153,41 +152,3 @@ def _readme(info: dict) -> str:
         )
         lines.append(f"- `{prompt}`: {parts}")
     return "\n".join(lines) + "\n"
-
-
-@torch.no_grad()
-def check_export(
-    model: Path, n: int = 64, cfg_scale: float = 3.0, steps: int = 25, seed: int = 0
-) -> dict:
-    """Sample ``n`` images per prompt from the exported folder; verifier class fractions and
-    confident fraction next to the training distribution."""
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(model), safety_checker=None, requires_safety_checker=False, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    verifier = AttributeClassifier.load(VERIFIER)
-    expected = json.loads((model / "fairsynth.json").read_text())["prompts"]
-    report = {}
-    for i, prompt in enumerate(expected):
-        t0 = time.time()
-        out = pipe(
-            prompt,
-            num_images_per_prompt=n,
-            num_inference_steps=steps,
-            guidance_scale=cfg_scale,
-            generator=torch.Generator().manual_seed(seed + i),
-            output_type="pt",
-        ).images
-        probs = verifier.predict_proba(out * 2 - 1)
-        conf = np.min([probs[a].max(1) for a in ATTRIBUTES], axis=0)
-        row = {"seconds": round(time.time() - t0, 1), "confident": float((conf >= 0.9).mean())}
-        for a in ATTRIBUTES:
-            frac = np.bincount(probs[a].argmax(1), minlength=len(ATTRIBUTES[a])) / n
-            row[a] = {c: round(float(f), 3) for c, f in zip(ATTRIBUTES[a], frac, strict=True)}
-            row[a + "_expected"] = expected[prompt][a]
-        report[prompt] = row
-        print(prompt, json.dumps(row), flush=True)
-    return report
-
-
-# --- CLI -------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from diffusers import (
 from safetensors.torch import load_file, save_file
 
 from fairsynth.toyfaces.render import FaceParams, render, sample_params
-from fairsynth.toyfaces.t2i_export import check_export, check_vae, export_pipeline
+from fairsynth.toyfaces.t2i_export import check_vae, export_pipeline
 from fairsynth.toyfaces.t2i_world import (
     PROMPT_DROPOUT,
     PROMPTS,
@@ -317,9 +317,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(report, indent=2))
     elif a.cmd == "export":
         export_pipeline(a.state, a.out)
-    else:
+    else:  # the same audit as `fairsynth toyfaces audit-t2i`, at one scale
+        from fairsynth.toyfaces.audit_t2i import audit_text2image, format_t2i_report
+
         torch.set_num_threads(a.threads)
-        check_export(a.model, a.n, a.cfg_scale, a.steps)
+        report = audit_text2image(a.model, n=a.n, cfg_scales=(a.cfg_scale,), steps=a.steps)
+        print(format_t2i_report(report))
 
 
 if __name__ == "__main__":
