@@ -27,6 +27,7 @@ import numpy as np
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import frechet_distance
+from fairsynth.diffusion.device import DTYPES, resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=str(DDPM_DIR))
     ap.add_argument("--adp", default=str(ADP_DIR))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guidance.json"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
     add_bar_arguments(ap)
     a = ap.parse_args(argv)
 
-    model = load_diffusion_model(a.model)
-    adp = TrainedADP.load(a.adp)
+    device = resolve_device(a.device)
+    model = load_diffusion_model(a.model, device=device, dtype=torch_dtype(a.dtype))
+    adp = TrainedADP.load(a.adp, device)
     verifier = AttributeClassifier.load(VERIFIER_DIR)
     rec = adp.meta.get("recommended", {})
     if a.max_step is None:

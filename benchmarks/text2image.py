@@ -77,12 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         base = load_text2image(path, local_files_only=True, device=a.device)
         model = PromptedModel(base, a.prompt, None, a.cfg_scale)
         if a.adp:
-            adp = TrainedADP.load(a.adp)
-            adp.model.to(a.device)
+            adp = TrainedADP.load(a.adp, a.device)
         else:
             channels, spatial = h_shape(model, a.layer)
             torch.manual_seed(0)
-            adp = TrainedADP(ADP(channels, spatial, {"gender": 2}).eval().to(a.device), SPACE, {})
+            adp = TrainedADP(ADP(channels, spatial, {"gender": 2}).eval(), SPACE, {}).to(a.device)
         names = adp.space.names[:1]
         target = np.full(len(adp.space.classes(names[0])), 1.0 / len(adp.space.classes(names[0])))
         config = GuidanceConfig(mode="distribution", strength=a.strength, max_step=0.2)
@@ -93,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             settings = SamplerSettings(steps=a.steps, layer=a.layer)
-            sample(
-                model, a.batch_size, batch_generator(0, b, a.device), settings, guidance=guidance
-            )
+            sample(model, a.batch_size, batch_generator(0, b), settings, guidance=guidance)
             if a.device.startswith("cuda"):
                 torch.cuda.synchronize()
             return time.perf_counter() - t0

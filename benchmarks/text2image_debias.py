@@ -28,6 +28,7 @@ from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, r
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import frechet_distance
 from fairsynth.core.plugins import resolve
+from fairsynth.diffusion.device import DTYPES, resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
 from fairsynth.guidance.adp import TrainedADP
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/text2image_debias.json"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
     add_bar_arguments(ap)
     a = ap.parse_args(argv)
 
+    device = resolve_device(a.device)
     model_dir, adp_dir = Path(resolve("model", a.model)), Path(resolve("adp", a.adp))
-    adp = TrainedADP.load(adp_dir).aligned(SPACE)
+    adp = TrainedADP.load(adp_dir, device).aligned(SPACE)
     meta, rec = adp.meta, adp.meta.get("recommended", {})
     steps = a.steps or int(meta.get("steps", 25))
     eta = float(meta.get("eta", 1.0)) if a.eta is None else a.eta
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     strengths["distribution-both"] = strengths["distribution"]
     bias = json.loads((model_dir / "fairsynth.json").read_text())["prompts"]
     prompts = a.prompts or [p for p in bias if "face" not in p][:4]
-    base = load_text2image(model_dir)
+    base = load_text2image(model_dir, device=device, dtype=torch_dtype(a.dtype))
     verifier = AttributeClassifier.load(VERIFIER_DIR)
     settings = SamplerSettings(steps=steps, eta=eta, layer=str(meta.get("layer", "mid_block")))
 

@@ -14,19 +14,19 @@ from prefect_dask import DaskTaskRunner
 
 from fairsynth.app.config import Params
 from fairsynth.app.runspec import scale_spec
-from fairsynth.run.executors import local_cluster_kwargs, produce_on_worker
+from fairsynth.run.executors import local_cluster_kwargs, make_local_cluster, produce_on_worker
 from fairsynth.run.spec import ProducerRecipe, ScaleSpec
 from fairsynth.run.windows import BatchOutput, BatchSpec
 
 
 def dask_task_runner(params: Params) -> DaskTaskRunner:
     """The task runner for ``scale``: an existing scheduler, or a local cluster of processes
-    (on a GPU machine, ``dask_cuda.LocalCUDACluster`` via ``cluster_class``: one GPU each)."""
+    (``make_local_cluster``: on a GPU machine one worker per GPU, dask_cuda's when installed)."""
     scale = scale_spec(params)
     if scale.address:
         return DaskTaskRunner(address=scale.address)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(scale)
+        cluster_class=make_local_cluster, cluster_kwargs=local_cluster_kwargs(scale)
     )
 
 

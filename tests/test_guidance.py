@@ -266,3 +266,41 @@ def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeyp
     both = first + np.bincount(seen[1][1], minlength=2)
     assert np.allclose(seen[1][0], residual_target(target.probs, first, 6))
     assert np.allclose(seen[2][0], residual_target(target.probs, both, 8))
+
+
+def test_streamed_trajectories_train_the_same_adp_as_in_memory(tmp_path, tiny_model):
+    """A store on disk holds what the in-memory recording holds, and the ADP trained from it
+    (rows read through the DataLoader) has the same weights."""
+    from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
+    from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
+
+    def labeller(images):
+        bright = images.mean(axis=(1, 2, 3)) > 120
+        return {
+            "skin": np.eye(2)[bright.astype(int)],
+            "hair": np.eye(3)[np.zeros(len(images), int)],
+        }
+
+    kw = dict(n=10, seed=0, settings=SamplerSettings(steps=4), record_every=2, batch_size=4)
+    memory = record_trajectories(tiny_model, labeller, **kw)
+    writer = TrajectoryWriter(tmp_path / "store")
+    assert not is_store(tmp_path / "store")  # unfinished until finish()
+    stream_trajectories(writer, tiny_model, labeller, **kw)
+    writer.finish()
+    disk = Trajectories.open(tmp_path / "store")
+    assert disk.h.shape == memory.h.shape and len(disk.h) == 10
+    assert torch.equal(disk.h.to_tensor(), memory.h)
+    assert torch.equal(disk.h[np.array([9, 0]), np.array([1, 0])], memory.h[[9, 0], [1, 0]])
+    assert (np.asarray(disk.images) == memory.images).all()
+    assert all((disk.labels[k] == memory.labels[k]).all() for k in memory.labels)
+    assert torch.equal(disk.timesteps, memory.timesteps)
+    train = dict(epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
+    a, b = train_adp(memory, SPACE, **train), train_adp(disk, SPACE, **train)
+    for (name, x), y in zip(
+        a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    w = TrajectoryWriter(tmp_path / "mixed")
+    w.append(torch.zeros(1, 2, 16, 8, 8), [750, 250], np.zeros((1, 32, 32, 3), np.uint8), {})
+    with pytest.raises(ValueError, match="different timesteps"):
+        w.append(torch.zeros(1, 2, 16, 8, 8), [700, 250], np.zeros((1, 32, 32, 3), np.uint8), {})

@@ -112,6 +112,59 @@ def test_a_local_run_keeps_this_process_threads(tmp_path, tiny_world):
         torch.set_num_threads(threads)
 
 
+def test_overlapped_verification_gives_the_same_dataset(tmp_path, local_run):
+    """Generation on a thread one batch ahead of verification and the ledger: the same
+    manifest and shard bytes; the run record splits the time."""
+    import json
+
+    from fairsynth.app.stages.generate import stage_generate
+    from fairsynth.data.runlog import read_run_record
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = _params(tmp_path, "overlap", "{window: 4, overlap: true}")
+        summary = stage_generate(params, None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same_dataset(local_run[1], tmp_path / "overlap")
+    _assert_quotas_exact(summary, tmp_path / "overlap")
+    record = read_run_record(tmp_path / "overlap")
+    assert record["scale"]["overlap"] is True and set(record["time_split"]) == {
+        "sampling", "verifying", "ledger", "idle"
+    }  # fmt: skip
+    assert record["time_split"]["sampling"] > 0 and record["time_split"]["verifying"] > 0
+    index = json.loads((tmp_path / "overlap" / "index.json").read_text())
+    assert "time_split" not in index  # timings vary between runs: beside the output only
+    assert read_run_record(local_run[1])["scale"]["overlap"] is False  # auto, on a CPU
+
+
+def test_overlap_stops_generating_when_the_flow_stops_early(tiny_world):
+    """Closing the outputs (quotas met mid-window) stops the generation thread."""
+    from fairsynth.run.executors import _overlapped
+    from fairsynth.run.windows import BatchSpec
+
+    class Producer:
+        made: list[int] = []
+
+        def generate(self, spec):
+            self.made.append(spec.batch)
+            return np.zeros((1, 2, 2, 3), np.uint8), 0.01
+
+        def verify(self, spec, images, seconds):
+            from fairsynth.run.windows import BatchOutput
+
+            return BatchOutput(spec, images, None, seconds, timing={"sample": seconds})
+
+    specs = [BatchSpec(batch=b, job=0, size=1, target=(1.0,), seed=0, window=0) for b in range(20)]
+    outputs = _overlapped(Producer(), specs)
+    first = next(outputs)
+    assert first.spec.batch == 0 and "wait" in first.timing
+    outputs.close()
+    assert not any(t.name == "fairsynth-generate" for t in threading.enumerate())
+    assert len(Producer.made) <= 3  # one ahead (plus one in flight), not the whole window
+
+
 def _assert_same_dataset(a, b):
     fa, fb = pd.read_parquet(a / "manifest.parquet"), pd.read_parquet(b / "manifest.parquet")
     assert list(fa.loc[fa["accepted"], "key"]) == list(fb.loc[fb["accepted"], "key"])
@@ -220,3 +273,41 @@ def test_balance_flow_runs_on_a_dask_task_runner_when_scale_says_so(tmp_path, ti
     assert runner.cluster_kwargs["n_workers"] == 3
     assert runner.cluster_kwargs["resources"] == {"GPU": 1}
     assert dask_params.scale.batch_resources() == {"GPU": 1}
+
+
+def _worker_env():
+    import os
+
+    import torch
+
+    return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
+            torch.get_num_threads())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_start_without_dask_malloc_trim(monkeypatch):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 (glibc then mmaps every large tensor: a
+    1-thread worker ran 2x slower than this process) and OMP_NUM_THREADS=1 whatever the threads
+    (a variable set in the environment still wins, as Dask has it)."""
+    from distributed import Client
+
+    for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    from fairsynth.run.executors import make_local_cluster
+
+    with make_local_cluster(n_workers=1, threads_per_worker=2, processes=True,
+                            dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        trim, omp, threads = client.submit(_worker_env, pure=False).result()
+    assert (trim, omp, threads) == (None, "2", 2)
+
+
+def test_workers_of_a_plain_gpu_cluster_take_their_own_gpu(monkeypatch):
+    from fairsynth.run import executors
+
+    monkeypatch.setattr(executors, "_worker_name", lambda: "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert executors.worker_device("cuda") == "cuda"  # dask_cuda (or none): cuda is its own
+    monkeypatch.setenv(executors.PIN_BY_NAME, "1")
+    assert executors.worker_device("cuda") == "cuda:3"
+    assert executors.worker_device("cuda:1") == "cuda:1"  # a device named in the params stays
+    assert executors.worker_device("cpu") == "cpu"

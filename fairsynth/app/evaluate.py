@@ -27,12 +27,11 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
     if not 0 <= prompt < len(jobs):
         raise ValueError(f"prompt index {prompt} out of range (0..{len(jobs) - 1})")
     prompt_config, target, _ = jobs[prompt]
-    model = bind_prompt(
-        load_model(model_spec(params)), prompt_spec(prompt_config), params.model.cfg_scale
-    )
+    spec = model_spec(params)
+    model = bind_prompt(load_model(spec), prompt_spec(prompt_config), params.model.cfg_scale)
     config = params.guidance.to_config()
     adp = (
-        TrainedADP.load(adp_folder(params)).aligned(params.attribute_space())
+        TrainedADP.load(adp_folder(params), spec.device).aligned(params.attribute_space())
         if config.mode != "none"
         else None
     )
@@ -53,6 +52,8 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
             "batch_size": params.guidance.batch_size,
             "seconds_per_batch": float(np.mean(seconds)),
             "threads": torch.get_num_threads(),
+            "device": spec.device,
+            "dtype": spec.dtype,
             **getattr(model, "provenance", {}),
         }
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from fairsynth.app.config import Params, PromptConfig
 from fairsynth.core.plugins import resolve
+from fairsynth.diffusion.device import resolve_device
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.spec import ModelSpec, PromptSpec
 from fairsynth.verify import VerifierSpec
@@ -13,7 +14,10 @@ from fairsynth.verify import VerifierSpec
 
 def model_spec(params: Params) -> ModelSpec:
     m = params.model
-    return ModelSpec(str(resolve("model", m.path)), m.kind, m.local_files_only, m.cfg_scale)
+    return ModelSpec(
+        str(resolve("model", m.path)), m.kind, m.local_files_only, m.cfg_scale,
+        device=resolve_device(m.device), dtype=m.dtype, compile=m.compile, layer=m.layer,
+    )  # fmt: skip
 
 
 def prompt_spec(prompt: PromptConfig | None) -> PromptSpec | None:

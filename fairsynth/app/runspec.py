@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fairsynth.app.config import Params, as_dict
+from fairsynth.app.config.schema import ENGINE_KEYS
 from fairsynth.app.resolve import (
     adp_folder,
     model_spec,
@@ -22,16 +23,22 @@ from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.filehash import files_signature, local_model_path
 from fairsynth.core.plugins import resolve
 from fairsynth.core.quotas import augment_quotas, standalone_quotas
+from fairsynth.diffusion.device import resolve_device
 from fairsynth.diffusion.spec import PromptSpec
 from fairsynth.run.ledger import fingerprint
 from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
 
 
 def guidance_hash(params: Params) -> str:
+    """Recorded per sample: the guidance, model and ADP settings, without the engine's (device,
+    compile; the dtype only where it is not float32, so float32 runs keep their hash)."""
+    model = {k: v for k, v in as_dict(params.model).items() if k not in ENGINE_KEYS}
+    if params.model.dtype != "float32":
+        model["dtype"] = params.model.dtype
     blob = json.dumps(
         {
             "guidance": as_dict(params.guidance),
-            "model": as_dict(params.model),
+            "model": model,
             "adp": as_dict(params.adp),
         },
         sort_keys=True,
@@ -86,7 +93,12 @@ def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -
         "seed": params.generate.seed,
         "dataset": params.generate.dataset,
         "min_batch": params.generate.min_batch,
-        "window": params.scale.window,  # not the engine or the worker count: they change nothing
+        "window": params.scale.window,  # not the executor or the worker count: they change nothing
+        # numerics differ across devices and precisions: a ledger resumes on the same kind only
+        "engine": {
+            "device": resolve_device(params.model.device).split(":")[0],
+            "dtype": params.model.dtype,
+        },  # fmt: skip
     }
 
 
@@ -121,8 +133,16 @@ def producer_recipe(
 
 def scale_spec(params: Params) -> ScaleSpec:
     s = params.scale
+    on_cuda = resolve_device(params.model.device).startswith("cuda")
+    overlap = on_cuda if s.overlap == "auto" else s.overlap
+    gpus = 0
+    if s.mode == "dask" and not s.address and on_cuda:
+        import torch
+
+        gpus = torch.cuda.device_count()
     return ScaleSpec(s.mode, s.address, s.n_workers, s.threads_per_worker,
-                     dict(s.resources) if s.resources else None, s.batch_resources(), s.retries)  # fmt: skip
+                     dict(s.resources) if s.resources else None, s.batch_resources(), s.retries,
+                     overlap, gpus)  # fmt: skip
 
 
 def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:

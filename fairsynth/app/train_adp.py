@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fairsynth.app.config import Params, PromptConfig, as_dict
 from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
@@ -14,7 +15,8 @@ from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.training import train_adp
-from fairsynth.guidance.trajectories import Trajectories, record_trajectories
+from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
+from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
 from fairsynth.verify import AlignedVerifier, ClassifierVerifier
 from fairsynth.verify.classifier import AttributeClassifier
 
@@ -29,7 +31,8 @@ def train_adp_from_params(
 ) -> TrainedADP:
     """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
     with other ADP settings then skips the sampling)."""
-    model = load_model(model_spec(params))
+    spec = model_spec(params)
+    model = load_model(spec)
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
     if pseudo_labeller == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
@@ -56,29 +59,40 @@ def train_adp_from_params(
     )
     seed = params.adp.seed + 10_000  # disjoint from generation seeds
     prompts = training_prompts(params)
-    if trajectories_file is not None and Path(trajectories_file).is_file():
-        traj = Trajectories.load(trajectories_file)
+    reuse = trajectories_file is not None and (
+        Path(trajectories_file).is_file() or is_store(trajectories_file)
+    )
+    scratch = None
+    if reuse:
+        traj = (
+            Trajectories.open(trajectories_file)
+            if is_store(trajectories_file)
+            else Trajectories.load(trajectories_file)  # a single-file recording
+        )
         if len(traj.h) != params.adp.trajectories:
             raise ValueError(
                 f"{trajectories_file} holds {len(traj.h)} trajectories, adp.trajectories is "
                 f"{params.adp.trajectories}; delete it to record again"
             )
-    elif not prompts:
-        traj = record_trajectories(model, label, n=params.adp.trajectories, seed=seed, **record)
     else:
-        # one ADP shared by all prompts: the attributes' h-space directions are shared across
-        # prompts, and neutral prompts widen the distribution the ADP sees
-        parts = []
-        share = np.array_split(np.arange(params.adp.trajectories), len(prompts))
-        for k, prompt in enumerate(prompts):
-            bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
-            parts.append(
-                record_trajectories(bound, label, n=len(share[k]), seed=seed + 1_000 * k, **record)
-            )
-        traj = concatenate_trajectories(parts)
-    if trajectories_file is not None and not Path(trajectories_file).is_file():
-        Path(trajectories_file).parent.mkdir(parents=True, exist_ok=True)
-        traj.save(trajectories_file)
+        # streamed to disk batch by batch: memory does not grow with adp.trajectories
+        if trajectories_file is None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".trajectories-", dir=Path(out).parent)
+        writer = TrajectoryWriter(trajectories_file or scratch)
+        n = params.adp.trajectories
+        if not prompts:
+            stream_trajectories(writer, model, label, n=n, seed=seed, **record)
+        else:
+            # one ADP shared by all prompts: the attributes' h-space directions are shared
+            # across prompts, and neutral prompts widen the distribution the ADP sees
+            share = np.array_split(np.arange(n), len(prompts))
+            for k, prompt in enumerate(prompts):
+                bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
+                stream_trajectories(writer, bound, label, n=len(share[k]), seed=seed + 1_000 * k,
+                                    **record)  # fmt: skip
+        writer.finish()
+        traj = Trajectories.open(writer.folder)
     a = params.adp
     trained = train_adp(
         traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
@@ -106,6 +120,7 @@ def train_adp_from_params(
         # text-to-image: calibrated on the first prompt, at the configured CFG scale
         first = prompt_spec(prompts[0]) if prompts else None
         calib_model = bind_prompt(model, first, params.model.cfg_scale)
+        trained.to(spec.device)
         recommended = {}
         for mode in ("distribution", "sample"):
             result = calibrate_strength(
@@ -116,8 +131,11 @@ def train_adp_from_params(
             recommended[f"{mode}_strength"] = result["chosen"]
             trained.meta.setdefault("calibration", {})[mode] = result
         trained.meta["recommended"] = recommended
+        trained.to("cpu")
     trained.meta["inputs_fingerprint"] = adp_inputs_hash(params)  # what made it, checked on reuse
     trained.save(out)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return trained
 
 
@@ -144,6 +162,8 @@ def adp_fingerprint(params: Params) -> dict:
             "batch_size": params.guidance.batch_size,
             "cfg_scale": m.cfg_scale if prompts else None,
             "prompts": prompts,
+            # float32 recordings keep the fingerprint they had before dtype was a setting
+            **({"dtype": m.dtype} if m.dtype != "float32" else {}),
         },  # fmt: skip
         "code": code_signature(),
     }
@@ -174,14 +194,3 @@ def training_prompts(params: Params) -> list[PromptConfig]:
         return []
     neutral = [PromptConfig(prompt=p) for p in params.adp.neutral_prompts or []]
     return [*(params.model.prompts or []), *neutral]
-
-
-def concatenate_trajectories(parts: list[Trajectories]) -> Trajectories:
-    if any(not torch.equal(p.timesteps, parts[0].timesteps) for p in parts):
-        raise ValueError("trajectories recorded at different timesteps cannot be joined")
-    return Trajectories(
-        torch.cat([p.h for p in parts]),
-        parts[0].timesteps,
-        {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
-        np.concatenate([p.images for p in parts]),
-    )

@@ -5,6 +5,8 @@ training, guidance, quota generation, verification, shards) is the same for both
 
 from __future__ import annotations
 
+from fairsynth.diffusion.compile import compile_around
+from fairsynth.diffusion.device import torch_dtype
 from fairsynth.diffusion.sampling import Backend
 from fairsynth.diffusion.spec import ModelSpec, PromptSpec
 from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_model
@@ -13,11 +15,16 @@ from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_mod
 def load_model(spec: ModelSpec):
     """The model: a ``DiffusionModel`` (itself a backend) or a ``TextToImageModel`` (a backend
     once bound to a prompt)."""
+    dtype = torch_dtype(spec.dtype)
     if spec.kind == "text2image":
         from fairsynth.diffusion.text2image import load_text2image
 
-        return load_text2image(spec.path, spec.local_files_only)
-    return load_diffusion_model(spec.path, spec.local_files_only)
+        model = load_text2image(spec.path, spec.local_files_only, spec.device, dtype)
+    else:
+        model = load_diffusion_model(spec.path, spec.local_files_only, spec.device, dtype)
+    if spec.compile:
+        compile_around(model.unet, spec.layer)
+    return model
 
 
 def bind_prompt(model, prompt: PromptSpec | None, cfg_scale: float) -> Backend:

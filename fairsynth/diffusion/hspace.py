@@ -28,6 +28,14 @@ def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     return module
 
 
+def _replace_skip(item, old: torch.Tensor, new: torch.Tensor):
+    """A down block returns (h, skips) where the last skip *is* h: edit both, so the decoder
+    sees the nudged h through the skip connection as well as through the bottleneck."""
+    if isinstance(item, tuple) and item and item[-1] is old:
+        return (*item[:-1], new)
+    return item
+
+
 class HSpace:
     """Hook on one layer. ``captured`` holds the last h seen (after any edit); ``edit``, when
     set, maps h to its replacement. Use as a context manager, or call ``remove()``."""
@@ -50,7 +58,9 @@ class HSpace:
             self.captured = h
         if self.edit is None:
             return None
-        return (h, *output[1:]) if isinstance(output, tuple) else h
+        if not isinstance(output, tuple):
+            return h
+        return (h, *(_replace_skip(o, output[0], h) for o in output[1:]))
 
     def remove(self) -> None:
         self._handle.remove()

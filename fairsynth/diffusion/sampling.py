@@ -87,15 +87,15 @@ def sample(
     return backend.sample(backend.noise(n, generator), settings, generator, callback, guidance)
 
 
-def batch_generator(
-    seed: int, batch_index: int, device: str | torch.device = "cpu"
-) -> torch.Generator:
+def batch_generator(seed: int, batch_index: int) -> torch.Generator:
     """The noise generator of one batch, derived from (run seed, batch index) only, so any batch
-    can be regenerated alone (resume, scale-out) with the same result."""
+    can be regenerated alone (resume, scale-out) with the same result. Always a CPU generator:
+    noise is drawn on the CPU and moved (``fairsynth.diffusion.device``), whatever the model's
+    device, so a seed means the same everywhere."""
     mixed = np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(
         1, dtype=np.uint64
     )[0]
-    return torch.Generator(device=device).manual_seed(int(mixed) & ((1 << 63) - 1))
+    return torch.Generator(device="cpu").manual_seed(int(mixed) & ((1 << 63) - 1))
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
+from fairsynth.diffusion.device import StepNoise, cpu_noise, timestep_plan
 from fairsynth.diffusion.hspace import HSpace
 from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
 
@@ -51,7 +51,10 @@ class TextToImageModel:
 
 
 def load_text2image(
-    path_or_id: str | Path, local_files_only: bool = True, device: str | torch.device = "cpu"
+    path_or_id: str | Path,
+    local_files_only: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> TextToImageModel:
     """A diffusers Stable Diffusion folder or hub id (safetensors only, no remote code, no safety
     checker: the verifier judges every image)."""
@@ -75,6 +78,7 @@ def load_text2image(
         requires_safety_checker=False,
         use_safetensors=True,
         local_files_only=local_files_only,
+        dtype=dtype,
     ).to(device)
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -135,8 +139,7 @@ class PromptedModel:
         pipe = self.model.pipe
         size = self.image_size // pipe.vae_scale_factor
         shape = (n, pipe.unet.config.in_channels, size, size)
-        dtype = pipe.text_encoder.dtype if pipe.text_encoder is not None else pipe.unet.dtype
-        return randn_tensor(shape, generator=generator, device=pipe.unet.device, dtype=dtype)
+        return cpu_noise(shape, generator, pipe.unet.device)
 
     @torch.no_grad()
     def sample(
@@ -150,33 +153,38 @@ class PromptedModel:
         """Images in [-1, 1], (n, 3, H, W), for the bound prompt. ``callback`` gets each step's
         latents and the conditional half of h (``StepInfo.h``)."""
         pipe, n = self.model.pipe, noise.shape[0]
-        device = pipe.unet.device
+        device, dtype = pipe.unet.device, pipe.unet.dtype
         cfg = self.cfg_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         cond, uncond = pipe.encode_prompt(self.prompt, device, n, cfg, self.negative_prompt)
-        embeds = torch.cat([uncond, cond]) if cfg else cond
+        embeds = (torch.cat([uncond, cond]) if cfg else cond).to(dtype)
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(settings.steps, device=device)
-        latents = noise * scheduler.init_noise_sigma
-        timesteps = scheduler.timesteps
+        scheduler.set_timesteps(settings.steps)
+        steps, on_device = timestep_plan(scheduler.timesteps, device)
+        # the latents and the scheduler stay in float32; only the UNet and the VAE run in dtype
+        latents = noise.float() * scheduler.init_noise_sigma
+        eta_noise = StepNoise(latents.shape, generator, device) if settings.eta > 0 else None
         with HSpace(pipe.unet, settings.layer) as hsp:
             if guidance is not None:
                 both = self.guide_halves == "both"
                 hsp.edit = guidance.edit if both else split_conditional(guidance.edit, n)
-            for i, t in enumerate(timesteps):
+            for i, t in enumerate(steps):
                 if guidance is not None:
-                    guidance.begin_step(t, i, len(timesteps))
+                    guidance.begin_step(on_device[i], i, len(steps))
                 x_in = torch.cat([latents] * 2) if cfg else latents
-                x_in = scheduler.scale_model_input(x_in, t)
-                eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+                x_in = scheduler.scale_model_input(x_in, t).to(dtype)
+                eps = pipe.unet(
+                    x_in, on_device[i], encoder_hidden_states=embeds, return_dict=False
+                )[0].float()
                 if cfg:
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + self.cfg_scale * (eps_c - eps_u)
-                step = scheduler.step(eps, t, latents, eta=settings.eta, generator=generator)
+                noise_i = eta_noise.next() if eta_noise is not None else None
+                step = scheduler.step(eps, t, latents, eta=settings.eta, variance_noise=noise_i)
                 latents = step.prev_sample
                 if callback is not None:
                     h = hsp.captured
                     h = h[n:] if cfg and h is not None and h.shape[0] == 2 * n else h
-                    callback(StepInfo(i, len(timesteps), int(t), latents, h))
-        latents = latents / pipe.vae.config.scaling_factor
-        image = pipe.vae.decode(latents, return_dict=False, generator=generator)[0]
+                    callback(StepInfo(i, len(steps), t, latents, h))
+        latents = (latents / pipe.vae.config.scaling_factor).to(pipe.vae.dtype)
+        image = pipe.vae.decode(latents, return_dict=False, generator=generator)[0].float()
         return image.clamp(-1, 1)

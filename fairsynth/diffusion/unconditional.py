@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
+from fairsynth.diffusion.device import StepNoise, cpu_noise, timestep_plan
 from fairsynth.diffusion.hspace import HSpace
 from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
 
@@ -60,7 +61,7 @@ class DiffusionModel:
         return DDIMScheduler.from_config(self.scheduler_config)
 
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, *self.latent_shape), generator=generator, device=self.unet.device)
+        return cpu_noise((n, *self.latent_shape), generator, self.unet.device)
 
     @torch.no_grad()
     def sample(
@@ -74,21 +75,24 @@ class DiffusionModel:
         """DDIM from ``noise``: images in [-1, 1], (n, c, h, w); ``guidance`` edits h-space (the
         output of ``settings.layer``) inside each UNet call."""
         scheduler = self.ddim_scheduler()
-        scheduler.set_timesteps(settings.steps, device=self.unet.device)
-        x = noise * scheduler.init_noise_sigma
-        timesteps = scheduler.timesteps
+        scheduler.set_timesteps(settings.steps)
+        steps, on_device = timestep_plan(scheduler.timesteps, self.unet.device)
+        # the latents and the scheduler stay in float32; only the UNet runs in its dtype
+        x = noise.float() * scheduler.init_noise_sigma
+        eta_noise = StepNoise(x.shape, generator, x.device) if settings.eta > 0 else None
         hooked = guidance is not None or callback is not None
         hook = HSpace(self.unet, settings.layer) if hooked else nullcontext()
         with hook:
             if guidance is not None:
                 hook.edit = guidance.edit
-            for i, t in enumerate(timesteps):
+            for i, t in enumerate(steps):
                 if guidance is not None:
-                    guidance.begin_step(t, i, len(timesteps))
-                eps = self.unet(x, t).sample
-                x = scheduler.step(eps, t, x, eta=settings.eta, generator=generator).prev_sample
+                    guidance.begin_step(on_device[i], i, len(steps))
+                eps = self.unet(x.to(self.unet.dtype), on_device[i]).sample.float()
+                noise_i = eta_noise.next() if eta_noise is not None else None
+                x = scheduler.step(eps, t, x, eta=settings.eta, variance_noise=noise_i).prev_sample
                 if callback is not None:
-                    callback(StepInfo(i, len(timesteps), int(t), x, hook.captured))
+                    callback(StepInfo(i, len(steps), t, x, hook.captured))
         return self.to_image_space(x).clamp(-1, 1)
 
     @property
@@ -119,7 +123,10 @@ class DiffusionModel:
 
 
 def load_diffusion_model(
-    path_or_id: str | Path, local_files_only: bool = True, device: str | torch.device = "cpu"
+    path_or_id: str | Path,
+    local_files_only: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> DiffusionModel:
     """Load a DDPMPipeline-layout folder (or, with ``local_files_only=False``, a hub id)."""
     path = Path(path_or_id)
@@ -166,7 +173,7 @@ def load_diffusion_model(
         subfolder="unet",
         use_safetensors=True,
         local_files_only=local_files_only,
-    ).to(device)
+    ).to(device, dtype)
     unet.eval().requires_grad_(False)
     factor = int(extra.pop("pixel_unshuffle", 1))
     return DiffusionModel(unet, scheduler_config, factor, extra)

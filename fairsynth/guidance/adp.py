@@ -19,9 +19,15 @@ from torch import nn
 from fairsynth.core.attributes import AttributeSpace
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+def embedding_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+
+
+def timestep_embedding(
+    t: torch.Tensor, dim: int, freqs: torch.Tensor | None = None
+) -> torch.Tensor:
+    freqs = embedding_frequencies(dim) if freqs is None else freqs
     args = t.float()[:, None] * freqs.to(t.device)[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -71,12 +77,15 @@ class ADP(nn.Module):
         )
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in heads.items()})
         self.t_dim = t_dim
+        # made once, moved with the module: no per-step allocation or host copy
+        self.register_buffer("freqs", embedding_frequencies(t_dim), persistent=False)
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         if t.ndim == 0:
             t = t.expand(h.shape[0])
         x = self.fc(self.reduce(h.float()).flatten(1))
-        scale, shift = self.t_mlp(timestep_embedding(t, self.t_dim)).chunk(2, dim=-1)
+        emb = timestep_embedding(t.to(self.freqs.device), self.t_dim, self.freqs)
+        scale, shift = self.t_mlp(emb).chunk(2, dim=-1)
         x = self.body(x * (1 + scale) + shift)
         return {k: head(x) for k, head in self.heads.items()}
 
@@ -101,18 +110,34 @@ class TrainedADP:
         ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
         return TrainedADP(self.model, AttributeSpace(ours), self.meta, order)
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.freqs.device
+
+    def to(self, device: str | torch.device) -> TrainedADP:
+        """The ADP on ``device``, in float32 (whatever the UNet's dtype), in place."""
+        self.model.to(device=device, dtype=torch.float32)
+        self._columns = None
+        return self
+
+    def _head_columns(self) -> dict[str, torch.Tensor]:
+        columns = getattr(self, "_columns", None)
+        if columns is None:
+            columns = {
+                n: torch.as_tensor(c, device=self.device) for n, c in (self.order or {}).items()
+            }
+            self._columns = columns
+        return columns
+
     def joint_probs(
         self, h: torch.Tensor, t: torch.Tensor, names: tuple[str, ...], temperature: float = 1.0
     ) -> torch.Tensor:
         """Per-sample probabilities over the cells of ``names`` (product of per-attribute heads)."""
         logits = self.model(h, t)
+        columns = self._head_columns()
         out = None
         for name in names:
-            z = (
-                logits[name]
-                if not self.order or name not in self.order
-                else logits[name][:, self.order[name]]
-            )
+            z = logits[name] if name not in columns else logits[name][:, columns[name]]
             p = torch.softmax(z / temperature, dim=-1)
             out = p if out is None else (out[:, :, None] * p[:, None, :]).flatten(1)
         assert out is not None
@@ -129,7 +154,8 @@ class TrainedADP:
         (path / "adp.json").write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainedADP:
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TrainedADP:
+        """An ADP folder, in float32 on ``device``."""
         path = Path(path)
         for f in ADP_FILES:
             if not (path / f).is_file():
@@ -137,6 +163,6 @@ class TrainedADP:
         config = json.loads((path / "adp.json").read_text())
         model = ADP(**config.pop("model"))
         model.load_state_dict(load_file(path / "adp.safetensors"))
-        model.eval().requires_grad_(False)
+        model.eval().requires_grad_(False).to(device)
         space = AttributeSpace.from_dict(config.pop("attributes"))
         return cls(model, space, config)

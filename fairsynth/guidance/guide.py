@@ -52,7 +52,8 @@ class Guidance:
         self.adp, self.names, self.config = adp, tuple(names), config
         self.t: torch.Tensor | None = None
         self.active = False
-        self.last_loss: float | None = None
+        # diagnostics stay on the ADP's device (read them once per batch, not per step)
+        self.last_loss: torch.Tensor | None = None
         self.last_probs: torch.Tensor | None = None  # ADP cell probabilities at the last edit
 
     def begin_step(self, timestep: int | torch.Tensor, index: int, total: int) -> None:
@@ -65,25 +66,25 @@ class Guidance:
         raise NotImplementedError
 
     def edit(self, h: torch.Tensor) -> torch.Tensor:
+        """h minus the guidance step; the ADP and the step in float32 whatever h's dtype."""
         if not self.active:
             return h
+        h32 = h.detach().float()
         with torch.enable_grad():
-            leaf = h.detach().requires_grad_(True)
+            leaf = h32.requires_grad_(True)
             loss = self.loss(leaf)
             (grad,) = torch.autograd.grad(loss, leaf)
-        self.last_loss = float(loss.detach())
+        self.last_loss = loss.detach()
         step = self.config.strength * h.shape[0] * grad
         if self.config.max_step > 0:
             # A trust region per sample: far from the target (or with a divergence whose gradient
             # is steep there, as chi-square's is for small target cells) a raw step can throw h
             # off the manifold and the decoder draws mush. Near the target steps stay unclipped.
             dims = tuple(range(1, h.ndim))
-            limit = self.config.max_step * torch.linalg.vector_norm(
-                h.detach().float(), dim=dims, keepdim=True
-            )
-            norm = torch.linalg.vector_norm(step.float(), dim=dims, keepdim=True)
-            step = step * torch.clamp(limit / norm.clamp_min(1e-12), max=1.0).to(step.dtype)
-        return (h - step).to(h.dtype)
+            limit = self.config.max_step * torch.linalg.vector_norm(h32, dim=dims, keepdim=True)
+            norm = torch.linalg.vector_norm(step, dim=dims, keepdim=True)
+            step = step * torch.clamp(limit / norm.clamp_min(1e-12), max=1.0)
+        return (h32.detach() - step).to(h.dtype)
 
 
 class DistributionGuidance(Guidance):
@@ -100,12 +101,12 @@ class DistributionGuidance(Guidance):
         n_cells = int(np.prod([len(self.adp.space.classes(n)) for n in self.names]))
         if q.shape != (n_cells,) or (q < 0).any() or abs(float(q.sum()) - 1) > 1e-4:
             raise ValueError(f"target must be {n_cells} non-negative probabilities summing to 1")
-        self.target = q
+        self.target = q.to(self.adp.device)
 
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
         self.last_probs = probs.detach()
-        return divergence(probs.mean(0), self.target.to(probs.device), self.config.loss)
+        return divergence(probs.mean(0), self.target, self.config.loss)
 
 
 class SampleGuidance(Guidance):
@@ -116,12 +117,12 @@ class SampleGuidance(Guidance):
         self, adp: TrainedADP, names: tuple[str, ...], cells: np.ndarray, config: GuidanceConfig
     ):
         super().__init__(adp, names, config)
-        self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
+        self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long).to(adp.device)
 
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
         self.last_probs = probs.detach()
-        cells = self.cells.to(probs.device)
+        cells = self.cells
         if len(probs) != len(cells):  # a CFG batch guided as a whole: each half its cells
             cells = cells.repeat(len(probs) // len(cells))
         picked = probs.gather(1, cells[:, None]).squeeze(1)

@@ -1,10 +1,13 @@
-"""TODO docstring"""
+"""Training the ADP on recorded trajectories (in memory or streamed from a store on disk,
+``trajectory_store``): rows come through a DataLoader in batches of (trajectory, recorded step)
+pairs, so memory holds one batch of h rows, whatever the number of trajectories."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.guidance.adp import ADP, TrainedADP
@@ -47,8 +50,8 @@ def train_adp(
 
     train_pairs, val_pairs = flat(train_idx), flat(val_idx)
 
-    def batch_loss(pairs: np.ndarray, smoothing: float):
-        h = traj.h[pairs[:, 0], pairs[:, 1]].float()
+    def batch_loss(pairs: np.ndarray, h: torch.Tensor, smoothing: float):
+        h = h.float()
         t = traj.timesteps[pairs[:, 1]]
         logits = model(h, t)
         loss = sum(
@@ -66,16 +69,17 @@ def train_adp(
     for _epoch in epoch_iter:
         model.train()
         perm = rng.permutation(len(train_pairs))
-        for i in range(0, len(perm), batch_size):
-            loss, _ = batch_loss(train_pairs[perm[i : i + batch_size]], label_smoothing)
+        batches = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+        for pairs, h in rows(traj, train_pairs, batches):
+            loss, _ = batch_loss(pairs, h, label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
             val = sum(
-                float(batch_loss(val_pairs[i : i + 2048], 0.0)[0]) * len(val_pairs[i : i + 2048])
-                for i in range(0, len(val_pairs), 2048)
+                float(batch_loss(pairs, h, 0.0)[0]) * len(pairs)
+                for pairs, h in rows(traj, val_pairs, in_order(len(val_pairs), 2048))
             ) / len(val_pairs)
         history.append(round(val, 5))
         if val < best - 1e-4:
@@ -116,9 +120,8 @@ def heldout_accuracy(
     ts = traj.timesteps[pairs[:, 1]].numpy()
     edges = np.linspace(0, 1000, bands + 1)
     preds: dict[str, list[np.ndarray]] = {k: [] for k in labels}
-    for i in range(0, len(pairs), 2048):
-        p = pairs[i : i + 2048]
-        logits = model(traj.h[p[:, 0], p[:, 1]].float(), traj.timesteps[p[:, 1]])
+    for p, h in rows(traj, pairs, in_order(len(pairs), 2048)):
+        logits = model(h.float(), traj.timesteps[p[:, 1]])
         for k in labels:
             preds[k].append(logits[k].argmax(1).numpy())
     out = []
@@ -132,3 +135,30 @@ def heldout_accuracy(
             row[k] = round(float((pk[m] == labels[k].numpy()[pairs[m, 0]]).mean()), 4)
         out.append(row)
     return out
+
+
+class _Rows(Dataset):
+    """(trajectory, recorded step) pairs -> their h rows, fetched a batch at a time."""
+
+    def __init__(self, h, pairs: np.ndarray):
+        self.h, self.pairs = h, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitems__(self, index) -> tuple[np.ndarray, torch.Tensor]:
+        pairs = self.pairs[np.asarray(index)]
+        return pairs, self.h[pairs[:, 0], pairs[:, 1]]
+
+
+def rows(traj: Trajectories, pairs: np.ndarray, batches: list[np.ndarray]) -> DataLoader:
+    """A DataLoader over ``pairs`` in the given batches: (pairs, h float16) per batch."""
+    return DataLoader(_Rows(traj.h, pairs), batch_sampler=batches, collate_fn=_as_is)
+
+
+def in_order(n: int, size: int) -> list[np.ndarray]:
+    return [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _as_is(batch):
+    return batch

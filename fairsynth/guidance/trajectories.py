@@ -3,7 +3,7 @@ pseudo-labelled, the ADP's training data."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from fairsynth.diffusion.sampling import (
     sample,
     to_uint8,
 )
+from fairsynth.guidance.trajectory_store import HStore, TrajectoryWriter, read_store
 
 
 @dataclass
 class Trajectories:
-    h: torch.Tensor  # (n_traj, n_rec, C, H, W) float16
+    h: torch.Tensor | HStore  # (n_traj, n_rec, C, H, W) float16, in memory or on disk
     timesteps: torch.Tensor  # (n_rec,)
     labels: dict[str, np.ndarray]  # per attribute, (n_traj,) class index from the pseudo-labeller
     images: np.ndarray  # (n_traj, H, W, 3) uint8 final images
@@ -37,6 +38,11 @@ class Trajectories:
         save_file(tensors, str(path))
 
     @classmethod
+    def open(cls, folder: str | Path) -> Trajectories:
+        """A store written by ``TrajectoryWriter`` (``stream_trajectories``), read from disk."""
+        return cls(*read_store(folder))
+
+    @classmethod
     def load(cls, path: str | Path) -> Trajectories:
         t = load_file(str(path))
         labels = {k[len("label_") :]: v.numpy() for k, v in t.items() if k.startswith("label_")}
@@ -48,20 +54,54 @@ def record_trajectories(
     pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
     n: int,
     seed: int,
+    **recording,
+) -> Trajectories:
+    """Sample ``n`` unguided trajectories with ``backend``, recording h (``StepInfo.h``, the
+    output of ``settings.layer``) every ``record_every`` steps, and pseudo-label the images
+    (``recording``: ``recorded_batches``' settings, record_every, batch_size, progress).
+    Held in memory: ``stream_trajectories`` writes them to disk instead."""
+    hs, images, timesteps = [], [], []
+    for h, ts, imgs in recorded_batches(backend, n, seed, **recording):
+        hs.append(h)
+        images.append(imgs)
+        timesteps = ts
+    imgs = np.concatenate(images)
+    probs = pseudo_labeller(imgs)
+    labels = {k: v.argmax(1) for k, v in probs.items()}
+    return Trajectories(torch.cat(hs), torch.tensor(timesteps), labels, imgs)
+
+
+def stream_trajectories(
+    writer: TrajectoryWriter,
+    backend: Backend,
+    pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
+    n: int,
+    seed: int,
+    **recording,
+) -> None:
+    """``record_trajectories``, each batch pseudo-labelled and appended to ``writer`` as it
+    comes: memory holds one batch, whatever ``n``."""
+    for h, ts, imgs in recorded_batches(backend, n, seed, **recording):
+        labels = {k: v.argmax(1) for k, v in pseudo_labeller(imgs).items()}
+        writer.append(h, ts, imgs, labels)
+
+
+def recorded_batches(
+    backend: Backend,
+    n: int,
+    seed: int,
     settings: SamplerSettings = SamplerSettings(),
     record_every: int = 2,
     batch_size: int = 64,
     progress: bool = False,
-) -> Trajectories:
-    """Sample ``n`` unguided trajectories with ``backend``, recording h (``StepInfo.h``, the
-    output of ``settings.layer``) every ``record_every`` steps, and pseudo-label the images."""
-    hs, images = [], []
+) -> Iterator[tuple[torch.Tensor, list[int], np.ndarray]]:
+    """Per batch: h (size, n_rec, C, H, W) float16 on the CPU, the recorded timesteps and the
+    images. h stays on the model's device until the batch is done: one copy back per batch."""
     batches = range((n + batch_size - 1) // batch_size)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="recording h_t", unit="batch")
-    timesteps: list[int] = []
     for b in batches:
         size = min(batch_size, n - b * batch_size)
         rec: list[torch.Tensor] = []
@@ -69,14 +109,8 @@ def record_trajectories(
 
         def keep(info, rec=rec, ts=ts):
             if info.index % record_every == 0:
-                rec.append(info.h.detach().to(torch.float16).cpu())
+                rec.append(info.h.detach().to(torch.float16, copy=True))
                 ts.append(info.timestep)
 
         x = sample(backend, size, batch_generator(seed, b), settings, callback=keep)
-        hs.append(torch.stack(rec, dim=1))
-        images.append(to_uint8(x))
-        timesteps = ts
-    imgs = np.concatenate(images)
-    probs = pseudo_labeller(imgs)
-    labels = {k: v.argmax(1) for k, v in probs.items()}
-    return Trajectories(torch.cat(hs), torch.tensor(timesteps), labels, imgs)
+        yield torch.stack(rec, dim=1).cpu(), ts, to_uint8(x)

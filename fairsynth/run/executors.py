@@ -12,8 +12,11 @@ with the same ``produce_on_worker``; ``dvc repro`` uses ``DaskExecutor`` (dask.d
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.guidance.adp import TrainedADP
@@ -25,11 +28,14 @@ from fairsynth.verify import load_verifier
 
 def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProducer:
     """Load everything one process needs to produce batches of this run."""
+    device = worker_device(recipe.model.device)
+    if device != recipe.model.device:
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, device=device))
     base = load_model(recipe.model)
     backends = [bind_prompt(base, prompt, recipe.model.cfg_scale) for prompt in recipe.prompts]
     adp = None
     if recipe.guidance.mode != "none":
-        adp = TrainedADP.load(recipe.adp).aligned(recipe.attributes)
+        adp = TrainedADP.load(recipe.adp, recipe.model.device).aligned(recipe.attributes)
     verifier = load_verifier(recipe.verifier, recipe.attributes)
     return BatchProducer(backends, adp, verifier, recipe.space, recipe.guidance, recipe.sampler,
                          worker)  # fmt: skip
@@ -37,14 +43,67 @@ def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProduc
 
 class LocalExecutor:
     """Batches one after the other in this process (its producer loaded once per recipe), on
-    all of this process's threads: ``threads_per_worker`` is for workers."""
+    all of this process's threads: ``threads_per_worker`` is for workers.
+
+    With ``overlap``, a thread generates batch b+1 while this one verifies batch b and the flow
+    judges it and writes it to the ledger (for an accelerator, whose queue then never idles on
+    the verifier or the ledger). The outputs and their order are the same either way."""
+
+    def __init__(self, overlap: bool = False):
+        self.overlap = overlap
 
     def map(self, recipe: ProducerRecipe, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
-        for spec in specs:
-            yield _producer(recipe, threads=None).produce(spec)
+        producer = _producer(recipe, threads=None)
+        if not self.overlap:
+            for spec in specs:
+                yield producer.produce(spec)
+            return
+        yield from _overlapped(producer, specs)
 
     def close(self) -> None:
         release_producers()
+
+
+def _overlapped(producer: BatchProducer, specs: list[BatchSpec]) -> Iterator[BatchOutput]:
+    """Generation on a thread, one batch ahead; verification here, in batch order."""
+    import queue
+
+    import torch
+
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    threads = torch.get_num_threads()
+
+    def generate() -> None:
+        torch.set_num_threads(threads)  # a new thread starts with the default count
+        try:
+            for spec in specs:
+                if stop.is_set():
+                    return
+                ready.put((spec, *producer.generate(spec), None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            ready.put((None, None, 0.0, exc))
+
+    worker = threading.Thread(target=generate, name="fairsynth-generate", daemon=True)
+    worker.start()
+    try:
+        for _ in specs:
+            t0 = time.perf_counter()
+            spec, images, seconds, error = ready.get()
+            waited = time.perf_counter() - t0
+            if error is not None:
+                raise error
+            output = producer.verify(spec, images, seconds)
+            output.timing["wait"] = waited
+            yield output
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a put, then let the thread see the stop
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 _PRODUCERS: dict[str, BatchProducer] = {}
@@ -95,7 +154,7 @@ class DaskExecutor:
     """Batches on Dask workers: an existing cluster (``scale.address``) or a local one."""
 
     def __init__(self, scale: ScaleSpec, client=None):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         self.scale = scale
         self._cluster = None
@@ -104,7 +163,7 @@ class DaskExecutor:
             if scale.address:
                 client = Client(scale.address)
             else:
-                self._cluster = LocalCluster(**local_cluster_kwargs(scale))
+                self._cluster = make_local_cluster(**local_cluster_kwargs(scale))
                 client = Client(self._cluster)
         self.client = client
 
@@ -123,7 +182,10 @@ class DaskExecutor:
         ]
         try:
             for future in futures:
-                yield future.result()
+                t0 = time.perf_counter()
+                output = future.result()
+                output.timing["wait"] = time.perf_counter() - t0
+                yield output
         finally:
             for future in futures:
                 future.release()
@@ -136,20 +198,88 @@ class DaskExecutor:
 
 
 def local_cluster_kwargs(scale: ScaleSpec) -> dict:
-    """``distributed.LocalCluster`` arguments for ``scale`` (worker processes, not threads:
-    torch and the verifiers hold the GIL-free work, but each worker keeps its own models)."""
+    """``make_local_cluster`` arguments for ``scale`` (worker processes, not threads: torch and
+    the verifiers hold the GIL-free work, but each worker keeps its own models)."""
     kwargs = {
         "n_workers": scale.n_workers,
         "threads_per_worker": scale.threads_per_worker,
         "processes": True,
         "dashboard_address": None,
+        "gpus": scale.gpus,
     }
     if scale.resources:
         kwargs["resources"] = dict(scale.resources)
     return kwargs
 
 
+PIN_BY_NAME = "FAIRSYNTH_GPU_BY_WORKER_NAME"  # set on workers of a plain cluster on GPUs
+
+
+def make_local_cluster(gpus: int = 0, **kwargs):
+    """A local cluster for a run: with ``gpus``, one worker per GPU (``dask_cuda``'s
+    LocalCUDACluster when installed, else a LocalCluster whose worker ``k`` uses ``cuda:k``),
+    else ``distributed.LocalCluster(**kwargs)``. Either way the workers start without Dask's
+    ``MALLOC_TRIM_THRESHOLD_`` (set explicitly, it turns off glibc's dynamic mmap threshold, so
+    every large tensor is a fresh mmap: a 1-thread worker ran a toy batch in 15.8 s instead of
+    8.1 s) and with ``OMP_NUM_THREADS`` (MKL, OpenBLAS) = its threads, not 1."""
+    from distributed import LocalCluster
+
+    with _spawn_environ(str(kwargs.get("threads_per_worker", 1))):
+        if not gpus:
+            return LocalCluster(**kwargs)
+        kwargs = {
+            **kwargs,
+            "n_workers": gpus,
+            "resources": {**kwargs.get("resources", {}), "GPU": 1},
+        }
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            return LocalCluster(**kwargs, env={PIN_BY_NAME: "1"})
+        kwargs.pop("processes", None)
+        return LocalCUDACluster(**kwargs)
+
+
+@contextmanager
+def _spawn_environ(threads: str):
+    """The environment workers are spawned with. Dask's nanny takes a variable from this
+    process's environment before its own config, and writes its config into this process's
+    environment when it spawns (so one default cluster leaves OMP_NUM_THREADS=1 and
+    MALLOC_TRIM_THRESHOLD_ here for the next): set what we mean for the spawn, then restore."""
+    import os
+
+    import dask
+
+    threads_env = dict.fromkeys(
+        ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), threads
+    )
+    saved = dict(os.environ)
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    os.environ.update(threads_env)
+    config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    config.update({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in threads_env.items()})
+    try:
+        with dask.config.set(config):
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def worker_device(device: str) -> str:
+    """The device this process's models go to: on a plain cluster on GPUs, worker ``k``'s own
+    ``cuda:k`` (dask_cuda's workers see their own GPU first: ``cuda`` is already theirs)."""
+    import os
+
+    name = _worker_name()
+    if device == "cuda" and os.environ.get(PIN_BY_NAME) == "1" and name.isdigit():
+        import torch
+
+        return f"cuda:{int(name) % max(1, torch.cuda.device_count())}"
+    return device
+
+
 def make_executor(scale: ScaleSpec) -> LocalExecutor | DaskExecutor:
     if scale.mode == "dask":
         return DaskExecutor(scale)
-    return LocalExecutor()
+    return LocalExecutor(overlap=scale.overlap)

@@ -60,6 +60,7 @@ def generate_dataset(
             bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
     crashes: list[str] = []  # verifier crashes, as each batch reports them
     workers: set[str] = set()
+    split = dict.fromkeys(("sampling", "verifying", "ledger", "idle"), 0.0)  # seconds
     next_batch = resumed
     while not all(s.done for s in states):
         specs = pending or _next_window(run, states, next_batch)
@@ -71,9 +72,12 @@ def generate_dataset(
             spec = output.spec
             state = states[spec.job]
             state.next_batch = spec.batch
+            t_ledger = time.perf_counter()
             res = judge(output, state, space, run.confidence)
             batch_rows, batch_samples = batch_records(run, spec.job, res)
             ledger.append(res.batch, batch_rows, batch_samples)
+            split["ledger"] += time.perf_counter() - t_ledger
+            _add_timing(split, output.timing)
             rows.extend(batch_rows)
             crashes.extend(output.verifier_crashes)
             workers.add(output.worker)
@@ -97,13 +101,24 @@ def generate_dataset(
         "mode": run.scale.mode,
         "window": run.window,
         "workers": sorted(workers),
+        "overlap": run.scale.overlap,
     }
+    summary["time_split"] = {k: round(v, 2) for k, v in split.items()}
     summary["wall_seconds"] = round(time.time() - t_start, 2)
-    index, facts = split_run_facts(summary, extra=("scale",))  # workers vary, data does not
+    # workers and timings vary, the data does not
+    index, facts = split_run_facts(summary, extra=("scale", "time_split"))
     write_run_record(out, facts)  # timings and resume point: beside the output, not in it
     shards.write_json(out / "index.json", index)  # written last: the run is complete
     ledger.remove()
     return summary
+
+
+def _add_timing(split: dict[str, float], timing: dict) -> None:
+    """Sampling and verifying as the producer measured them; idle: the flow waiting on an output
+    (with overlap or workers, the time generation was ahead of the flow is not idle)."""
+    split["sampling"] += timing.get("sample", 0.0)
+    split["verifying"] += timing.get("verify", 0.0)
+    split["idle"] += timing.get("wait", 0.0)
 
 
 def _next_window(run: RunSpec, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:

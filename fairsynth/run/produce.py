@@ -34,17 +34,28 @@ class BatchProducer:
         self.space, self.config, self.settings, self.worker = space, config, settings, worker
 
     def produce(self, spec: BatchSpec) -> BatchOutput:
+        images, seconds = self.generate(spec)
+        return self.verify(spec, images, seconds)
+
+    def generate(self, spec: BatchSpec) -> tuple[np.ndarray, float]:
+        """The batch's images (uint8 NHWC) and the seconds they took."""
         target = Target(self.space, np.asarray(spec.target, dtype=np.float64))
-        crashes_before = len(getattr(self.verifier, "crashes", []))
         t0 = time.perf_counter()
         images = sample_batch(
             self.backends[spec.job], self.settings, spec.seed, spec.batch, spec.size, target,
             self.config, self.adp,
         )  # fmt: skip
+        return images, time.perf_counter() - t0
+
+    def verify(self, spec: BatchSpec, images: np.ndarray, sample_seconds: float) -> BatchOutput:
+        crashes_before = len(getattr(self.verifier, "crashes", []))
+        t0 = time.perf_counter()
         verdict = self.verifier.verify(images)
-        seconds = time.perf_counter() - t0
+        verify_seconds = time.perf_counter() - t0
         crashes = list(getattr(self.verifier, "crashes", []))[crashes_before:]
-        return BatchOutput(spec, images, verdict, seconds, self.worker, crashes)
+        timing = {"sample": sample_seconds, "verify": verify_seconds}
+        return BatchOutput(spec, images, verdict, sample_seconds + verify_seconds, self.worker,
+                           crashes, timing)  # fmt: skip
 
     def close(self) -> None:
         self.verifier.close()

@@ -44,6 +44,8 @@ class ScaleSpec:
     resources: dict | None = None
     batch_resources: dict | None = None  # what each batch task asks of a worker
     retries: int = 2
+    overlap: bool = False  # local: generate the next batch while this one is verified
+    gpus: int = 0  # dask, local cluster: CUDA devices here (one worker each); 0 on a CPU
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,5 @@ class BatchOutput:
     seconds: float
     worker: str = "local"
     verifier_crashes: list[str] = field(default_factory=list)
+    # seconds: "sample" (generation), "verify", "wait" (the flow blocked on this output)
+    timing: dict = field(default_factory=dict)

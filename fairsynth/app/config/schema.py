@@ -18,15 +18,20 @@ from fairsynth.app.config.base import (
     is_number,
     worded,
 )
+from fairsynth.core.devices import DEVICE_PATTERN, DEVICE_WORDS
 
 Source = Literal["toyfaces", "folder", "shards"]
 ScaleMode = Literal["local", "dask"]
 ModelKind = Literal["unconditional", "text2image"]
+Dtype = Literal["float32", "bfloat16", "float16"]
 GenerateMode = Literal["standalone", "augment"]
 Arch = Literal["convnet", "resnet"]
 REFERENCE_SOURCES = typing.get_args(Source)
 SCALE_MODES = typing.get_args(ScaleMode)
 MODEL_KINDS = typing.get_args(ModelKind)
+DTYPE_NAMES = typing.get_args(Dtype)
+# where a model runs and how: they change the engine, not what the params ask for
+ENGINE_KEYS = ("device", "dtype", "compile")
 
 AtLeast0 = Annotated[Int, Field(ge=0)]
 AtLeast1 = Annotated[Int, Field(ge=1)]
@@ -84,6 +89,9 @@ class ScaleConfig(Section):
     resources: FreeDict | None = None  # per worker, e.g. {GPU: 1}
     task_resources: FreeDict | None = None  # per batch task; default: {GPU: 1} if resources has GPU
     retries: AtLeast0 = 2  # a batch whose worker died is run again elsewhere this many times
+    # local: generate batch b+1 on a thread while batch b is verified and written to the ledger;
+    # auto: when the model runs on CUDA (on a CPU both would share the same cores)
+    overlap: Annotated[bool | Literal["auto"], worded("must be true, false or auto")] = "auto"
 
     @field_validator("resources", "task_resources")
     @classmethod
@@ -211,6 +219,16 @@ class ModelConfig(Section):
     local_files_only: bool = True
     cfg_scale: Annotated[Number, Field(ge=0)] = 7.5  # text2image: classifier-free guidance scale
     prompts: list[PromptConfig] | None = None  # text2image: what to generate
+    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps
+    dtype: Annotated[Dtype, worded(f"must be one of {DTYPE_NAMES}, got {{value}}")] = "float32"
+    compile: bool = False  # torch.compile the UNet's blocks (not the hooked layer)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise Invalid(f"must be {DEVICE_WORDS}, got {device!r}")
+        return device
 
     @model_validator(mode="after")
     def _prompts(self) -> ModelConfig:
