@@ -135,3 +135,13 @@ def test_params_name_a_bad_device_or_dtype(tmp_path):
             parse_params({"model": {key: value}})
     params = parse_params({"model": {"dtype": "bfloat16"}})
     assert params.model.dtype == "bfloat16" and params.model.device == "auto"
+
+
+def test_an_adp_refuses_h_of_another_layer():
+    adp = _adp()
+    adp.meta["layer"] = "mid_block"
+    assert adp.check_layer("mid_block") is adp
+    with pytest.raises(
+        ValueError, match=r"trained on h of layer 'mid_block', model.layer is 'down_blocks.1'"
+    ):
+        adp.check_layer("down_blocks.1")

@@ -31,11 +31,13 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
     model = bind_prompt(load_model(spec), prompt_spec(prompt_config), params.model.cfg_scale)
     config = params.guidance.to_config()
     adp = (
-        TrainedADP.load(adp_folder(params), spec.device).aligned(params.attribute_space())
+        TrainedADP.load(adp_folder(params), spec.device)
+        .aligned(params.attribute_space())
+        .check_layer(params.model.layer)
         if config.mode != "none"
         else None
     )
-    verifier = load_verifier(verifier_spec(params), params.attribute_space())
+    verifier = load_verifier(verifier_spec(params), params.attribute_space(), spec.device)
     images, seconds = generate_batches(
         model, sampler_settings(params), n, params.seed, params.guidance.batch_size, target,
         config, adp, progress,

@@ -40,7 +40,7 @@ def train_adp_from_params(
         labeller = DeepfaceVerifier(params.verify.deepface)
     else:
         labeller = ClassifierVerifier(
-            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller))
+            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller), spec.device)
         )
     space = params.attribute_space()
     missing = [n for n in space.names if n not in labeller.attributes]
@@ -116,7 +116,7 @@ def train_adp_from_params(
         from fairsynth.app.calibrate import calibrate_strength, geometric
         from fairsynth.verify import load_verifier
 
-        verifier = load_verifier(verifier_spec(params), params.attribute_space())
+        verifier = load_verifier(verifier_spec(params), params.attribute_space(), spec.device)
         # text-to-image: calibrated on the first prompt, at the configured CFG scale
         first = prompt_spec(prompts[0]) if prompts else None
         calib_model = bind_prompt(model, first, params.model.cfg_scale)

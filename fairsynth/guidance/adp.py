@@ -110,6 +110,17 @@ class TrainedADP:
         ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
         return TrainedADP(self.model, AttributeSpace(ours), self.meta, order)
 
+    def check_layer(self, layer: str) -> TrainedADP:
+        """An ADP reads h of the layer it was trained on: another layer is a ValueError (its h
+        may have the same shape, and guidance would then push in meaningless directions)."""
+        trained_on = self.meta.get("layer")
+        if trained_on is not None and trained_on != layer:
+            raise ValueError(
+                f"the ADP was trained on h of layer {trained_on!r}, model.layer is {layer!r}: "
+                "set model.layer to match, or retrain the ADP (fairsynth train-adp)"
+            )
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.model.freqs.device

@@ -36,7 +36,8 @@ def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProduc
     adp = None
     if recipe.guidance.mode != "none":
         adp = TrainedADP.load(recipe.adp, recipe.model.device).aligned(recipe.attributes)
-    verifier = load_verifier(recipe.verifier, recipe.attributes)
+        adp.check_layer(recipe.sampler.layer)
+    verifier = load_verifier(recipe.verifier, recipe.attributes, recipe.model.device)
     return BatchProducer(backends, adp, verifier, recipe.space, recipe.guidance, recipe.sampler,
                          worker)  # fmt: skip
 

@@ -132,17 +132,17 @@ class VerifierSpec:
     confidence: float = 0.9
 
 
-def load_verifier(spec: VerifierSpec, space=None) -> Verifier:
+def load_verifier(spec: VerifierSpec, space=None, device: str = "cpu") -> Verifier:
     """The verifier(s) of ``spec`` (a pair when ``second`` is set), with their classes in
-    ``space``'s order when a space is given."""
-    first = load_one(spec.first, spec.deepface, space)
+    ``space``'s order when a space is given; classifiers on ``device``."""
+    first = load_one(spec.first, spec.deepface, space, device)
     if not spec.second:
         return first
-    return VerifierPair(first, load_one(spec.second, spec.deepface, space))
+    return VerifierPair(first, load_one(spec.second, spec.deepface, space, device))
 
 
-def load_one(name: str | Path, deepface=None, space=None) -> Verifier:
-    """``"deepface"`` (with its settings) or a classifier folder."""
+def load_one(name: str | Path, deepface=None, space=None, device: str = "cpu") -> Verifier:
+    """``"deepface"`` (with its settings; its own worker process) or a classifier folder."""
     if str(name) == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
 
@@ -150,7 +150,7 @@ def load_one(name: str | Path, deepface=None, space=None) -> Verifier:
     else:
         from fairsynth.verify.classifier import AttributeClassifier
 
-        verifier = ClassifierVerifier(AttributeClassifier.load(name))
+        verifier = ClassifierVerifier(AttributeClassifier.load(name, device))
     if space is None:
         return verifier
     try:

@@ -117,9 +117,9 @@ class AttributeClassifier:
         x = to_tensor(images)
         out: dict[str, list[np.ndarray]] = {k: [] for k in self.attributes}
         for s in range(0, len(x), batch_size):
-            logits = self.model(x[s : s + batch_size])
+            logits = self.model(x[s : s + batch_size].to(self.device))
             for k in self.attributes:
-                out[k].append(torch.softmax(logits[k], -1).numpy())
+                out[k].append(torch.softmax(logits[k], -1).cpu().numpy())
         return {
             k: np.concatenate(v) if v else np.zeros((0, len(self.attributes[k])))
             for k, v in out.items()
@@ -130,10 +130,18 @@ class AttributeClassifier:
         x = to_tensor(images)
         return np.concatenate(
             [
-                self.model.features(x[s : s + batch_size]).numpy()
+                self.model.features(x[s : s + batch_size].to(self.device)).cpu().numpy()
                 for s in range(0, len(x), batch_size)
             ]
         )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> AttributeClassifier:
+        self.model.to(device)
+        return self
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -150,7 +158,7 @@ class AttributeClassifier:
         (path / "config.json").write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> AttributeClassifier:
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> AttributeClassifier:
         path = Path(path)
         for f in ("config.json", "model.safetensors"):
             if not (path / f).is_file():
@@ -160,4 +168,4 @@ class AttributeClassifier:
         arch = config.pop("arch")
         model = build(arch, {k: len(v) for k, v in attributes.items()})
         model.load_state_dict(load_file(path / "model.safetensors"))
-        return cls(model, arch, attributes, config)
+        return cls(model.to(device), arch, attributes, config)
