@@ -173,7 +173,9 @@ def load_diffusion_model(
         subfolder="unet",
         use_safetensors=True,
         local_files_only=local_files_only,
-    ).to(device, dtype)
+    ).to(device)
+    if dtype != torch.float32:  # (diffusers warns about any dtype cast, float32 included)
+        unet.to(dtype)
     unet.eval().requires_grad_(False)
     factor = int(extra.pop("pixel_unshuffle", 1))
     return DiffusionModel(unet, scheduler_config, factor, extra)

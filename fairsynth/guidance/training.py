@@ -152,8 +152,11 @@ class _Rows(Dataset):
 
 
 def rows(traj: Trajectories, pairs: np.ndarray, batches: list[np.ndarray]) -> DataLoader:
-    """A DataLoader over ``pairs`` in the given batches: (pairs, h float16) per batch."""
-    return DataLoader(_Rows(traj.h, pairs), batch_sampler=batches, collate_fn=_as_is)
+    """A DataLoader over ``pairs`` in the given batches: (pairs, h float16) per batch. Its own
+    generator: each new iterator draws a base seed, which from the global generator would shift
+    the dropout masks (and change the trained ADP)."""
+    return DataLoader(_Rows(traj.h, pairs), batch_sampler=batches, collate_fn=_as_is,
+                      generator=torch.Generator())  # fmt: skip
 
 
 def in_order(n: int, size: int) -> list[np.ndarray]:
