@@ -184,14 +184,16 @@ def measure(backend, guided, name, dtype_name, compiled, n, a, device) -> dict:
     row = {"model": name, "dtype": dtype_name, "compile": compiled, "batch": n}
     for mode, guidance_for in (("unguided", lambda: None), ("guided", guided)):
         if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(device)
         try:
             seconds = time_batches(backend, guidance_for, n, a.steps, a.reps, device)
         except torch.OutOfMemoryError:
             row[mode] = {"error": "out of memory"}
             torch.cuda.empty_cache()
             continue
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+        peak = (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
+        )
         row[mode] = {"seconds_per_batch": round(seconds, 4),
                      "images_per_s": round(n / seconds, 2),
                      "peak_gib": None if peak is None else round(peak, 2)}  # fmt: skip

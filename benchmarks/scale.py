@@ -25,6 +25,7 @@ import pandas as pd
 
 from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.app.config import load_params, replace
+from fairsynth.app.runspec import scale_spec
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.run.executors import DaskExecutor
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"{mode}-{workers}"
             p = replace(base, scale=scale, output=replace(base.output, dir=str(out)))
             t0 = time.perf_counter()
-            executor = DaskExecutor(p) if mode == "dask" else None
+            executor = DaskExecutor(scale_spec(p)) if mode == "dask" else None
             if executor is not None and a.address:
                 executor.client.wait_for_workers(workers)
             startup = time.perf_counter() - t0

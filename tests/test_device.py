@@ -145,3 +145,19 @@ def test_an_adp_refuses_h_of_another_layer():
         ValueError, match=r"trained on h of layer 'mid_block', model.layer is 'down_blocks.1'"
     ):
         adp.check_layer("down_blocks.1")
+
+
+def test_the_engine_enters_the_fingerprint_only_off_cpu_float32():
+    """A CPU float32 run keeps the fingerprint (and ledger) it had before dtype was a setting;
+    another precision is another fingerprint, and naming a device not here does not raise."""
+    from fairsynth.app.config import parse_params
+    from fairsynth.app.runspec import engine_fingerprint, guidance_hash
+
+    cpu = parse_params({"model": {"device": "cpu"}})
+    assert engine_fingerprint(cpu) == {}
+    bf16 = parse_params({"model": {"device": "cpu", "dtype": "bfloat16"}})
+    assert engine_fingerprint(bf16) == {"engine": {"device": "cpu", "dtype": "bfloat16"}}
+    assert guidance_hash(bf16) != guidance_hash(cpu)
+    gpu = parse_params({"model": {"device": "cuda:3"}})
+    assert engine_fingerprint(gpu)["engine"]["device"] == "cuda"
+    assert guidance_hash(gpu) == guidance_hash(cpu)  # where it runs is not what it asks for

@@ -13,10 +13,14 @@ from fairsynth.verify import VerifierSpec
 
 
 def model_spec(params: Params) -> ModelSpec:
+    """The model section resolved; ``device: auto`` here, except for a run on an existing
+    cluster (``scale.address``), whose workers resolve it on their own machines."""
     m = params.model
+    remote = params.scale.mode == "dask" and params.scale.address
+    device = m.device if remote else resolve_device(m.device)
     return ModelSpec(
         str(resolve("model", m.path)), m.kind, m.local_files_only, m.cfg_scale,
-        device=resolve_device(m.device), dtype=m.dtype, compile=m.compile, layer=m.layer,
+        device=device, dtype=m.dtype, compile=m.compile, layer=m.layer,
     )  # fmt: skip
 
 

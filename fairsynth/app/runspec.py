@@ -23,7 +23,7 @@ from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.filehash import files_signature, local_model_path
 from fairsynth.core.plugins import resolve
 from fairsynth.core.quotas import augment_quotas, standalone_quotas
-from fairsynth.diffusion.device import resolve_device
+from fairsynth.diffusion.device import device_kind
 from fairsynth.diffusion.spec import PromptSpec
 from fairsynth.run.ledger import fingerprint
 from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
@@ -35,6 +35,8 @@ def guidance_hash(params: Params) -> str:
     model = {k: v for k, v in as_dict(params.model).items() if k not in ENGINE_KEYS}
     if params.model.dtype != "float32":
         model["dtype"] = params.model.dtype
+    if params.model.layer.startswith("down_blocks"):
+        model["edits_skip"] = True  # since the hook edits a down block's skip too
     blob = json.dumps(
         {
             "guidance": as_dict(params.guidance),
@@ -94,12 +96,15 @@ def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -
         "dataset": params.generate.dataset,
         "min_batch": params.generate.min_batch,
         "window": params.scale.window,  # not the executor or the worker count: they change nothing
-        # numerics differ across devices and precisions: a ledger resumes on the same kind only
-        "engine": {
-            "device": resolve_device(params.model.device).split(":")[0],
-            "dtype": params.model.dtype,
-        },  # fmt: skip
+        **engine_fingerprint(params),
     }
+
+
+def engine_fingerprint(params: Params) -> dict:
+    """Numerics differ across devices and precisions, so a ledger resumes on the same kind
+    only; a CPU float32 run records nothing here and keeps the fingerprint it had before."""
+    engine = {"device": device_kind(params.model.device), "dtype": params.model.dtype}
+    return {} if engine == {"device": "cpu", "dtype": "float32"} else {"engine": engine}
 
 
 def weights_signature(params: Params) -> list:
@@ -133,15 +138,16 @@ def producer_recipe(
 
 def scale_spec(params: Params) -> ScaleSpec:
     s = params.scale
-    on_cuda = resolve_device(params.model.device).startswith("cuda")
+    on_cuda = device_kind(params.model.device) == "cuda"
     overlap = on_cuda if s.overlap == "auto" else s.overlap
     gpus = 0
     if s.mode == "dask" and not s.address and on_cuda:
         import torch
 
         gpus = torch.cuda.device_count()
+    batch_resources = s.batch_resources() or ({"GPU": 1} if gpus else None)  # a GPU per batch
     return ScaleSpec(s.mode, s.address, s.n_workers, s.threads_per_worker,
-                     dict(s.resources) if s.resources else None, s.batch_resources(), s.retries,
+                     dict(s.resources) if s.resources else None, batch_resources, s.retries,
                      overlap, gpus)  # fmt: skip
 
 

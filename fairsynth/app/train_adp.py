@@ -13,6 +13,7 @@ from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, ver
 from fairsynth.core.filehash import code_signature, files_signature, local_model_path
 from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
+from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
@@ -32,6 +33,7 @@ def train_adp_from_params(
     """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
     with other ADP settings then skips the sampling)."""
     spec = model_spec(params)
+    device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
     if pseudo_labeller == "deepface":
@@ -40,7 +42,7 @@ def train_adp_from_params(
         labeller = DeepfaceVerifier(params.verify.deepface)
     else:
         labeller = ClassifierVerifier(
-            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller), spec.device)
+            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller), device)
         )
     space = params.attribute_space()
     missing = [n for n in space.names if n not in labeller.attributes]
@@ -81,61 +83,71 @@ def train_adp_from_params(
             scratch = tempfile.mkdtemp(prefix=".trajectories-", dir=Path(out).parent)
         writer = TrajectoryWriter(trajectories_file or scratch)
         n = params.adp.trajectories
-        if not prompts:
-            stream_trajectories(writer, model, label, n=n, seed=seed, **record)
-        else:
-            # one ADP shared by all prompts: the attributes' h-space directions are shared
-            # across prompts, and neutral prompts widen the distribution the ADP sees
-            share = np.array_split(np.arange(n), len(prompts))
-            for k, prompt in enumerate(prompts):
-                bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
-                stream_trajectories(writer, bound, label, n=len(share[k]), seed=seed + 1_000 * k,
-                                    **record)  # fmt: skip
-        writer.finish()
+        try:
+            if not prompts:
+                stream_trajectories(writer, model, label, n=n, seed=seed, **record)
+            else:
+                # one ADP shared by all prompts: the attributes' h-space directions are shared
+                # across prompts, and neutral prompts widen the distribution the ADP sees
+                share = np.array_split(np.arange(n), len(prompts))
+                for k, prompt in enumerate(prompts):
+                    bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
+                    stream_trajectories(writer, bound, label, n=len(share[k]),
+                                        seed=seed + 1_000 * k, **record)  # fmt: skip
+            writer.finish()
+        except BaseException:
+            writer.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
         traj = Trajectories.open(writer.folder)
-    a = params.adp
-    trained = train_adp(
-        traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
-        weight_decay=a.weight_decay, progress=progress,
-    )  # fmt: skip
-    trained.meta.update(
-        {
-            "base_model": str(params.model.path),
-            "layer": params.model.layer,
-            "steps": params.model.steps,
-            "pseudo_labeller": str(pseudo_labeller),
-            "eta": params.model.eta,
-            **(
-                {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
-                if prompts
-                else {}
-            ),
-        }
-    )
-    if calibrate:
-        from fairsynth.app.calibrate import calibrate_strength, geometric
-        from fairsynth.verify import load_verifier
+    try:
+        a = params.adp
+        trained = train_adp(
+            traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
+            weight_decay=a.weight_decay, progress=progress,
+        )  # fmt: skip
+        trained.meta.update(
+            {
+                "base_model": str(params.model.path),
+                "layer": params.model.layer,
+                "steps": params.model.steps,
+                "pseudo_labeller": str(pseudo_labeller),
+                "eta": params.model.eta,
+                **(
+                    {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
+                    if prompts
+                    else {}
+                ),
+            }
+        )
+        if calibrate:
+            from fairsynth.app.calibrate import calibrate_strength, geometric
+            from fairsynth.verify import load_verifier
 
-        verifier = load_verifier(verifier_spec(params), params.attribute_space(), spec.device)
-        # text-to-image: calibrated on the first prompt, at the configured CFG scale
-        first = prompt_spec(prompts[0]) if prompts else None
-        calib_model = bind_prompt(model, first, params.model.cfg_scale)
-        trained.to(spec.device)
-        recommended = {}
-        for mode in ("distribution", "sample"):
-            result = calibrate_strength(
-                calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
-                settings=sampler_settings(params), batch_size=params.guidance.batch_size,
-                loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
-            )  # fmt: skip
-            recommended[f"{mode}_strength"] = result["chosen"]
-            trained.meta.setdefault("calibration", {})[mode] = result
-        trained.meta["recommended"] = recommended
-        trained.to("cpu")
-    trained.meta["inputs_fingerprint"] = adp_inputs_hash(params)  # what made it, checked on reuse
-    trained.save(out)
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
+            verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
+            # text-to-image: calibrated on the first prompt, at the configured CFG scale
+            first = prompt_spec(prompts[0]) if prompts else None
+            calib_model = bind_prompt(model, first, params.model.cfg_scale)
+            trained.to(device)
+            recommended = {}
+            for mode in ("distribution", "sample"):
+                result = calibrate_strength(
+                    calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
+                    settings=sampler_settings(params), batch_size=params.guidance.batch_size,
+                    loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
+                )  # fmt: skip
+                recommended[f"{mode}_strength"] = result["chosen"]
+                trained.meta.setdefault("calibration", {})[mode] = result
+            trained.meta["recommended"] = recommended
+            trained.to("cpu")
+        trained.meta["inputs_fingerprint"] = adp_inputs_hash(
+            params
+        )  # what made it, checked on reuse
+        trained.save(out)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return trained
 
 

@@ -5,8 +5,10 @@ training, guidance, quota generation, verification, shards) is the same for both
 
 from __future__ import annotations
 
+import torch
+
 from fairsynth.diffusion.compile import compile_around
-from fairsynth.diffusion.device import torch_dtype
+from fairsynth.diffusion.device import resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import Backend
 from fairsynth.diffusion.spec import ModelSpec, PromptSpec
 from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_model
@@ -15,14 +17,16 @@ from fairsynth.diffusion.unconditional import DiffusionModel, load_diffusion_mod
 def load_model(spec: ModelSpec):
     """The model: a ``DiffusionModel`` (itself a backend) or a ``TextToImageModel`` (a backend
     once bound to a prompt)."""
-    dtype = torch_dtype(spec.dtype)
+    dtype, device = torch_dtype(spec.dtype), resolve_device(spec.device)
     if spec.kind == "text2image":
         from fairsynth.diffusion.text2image import load_text2image
 
-        model = load_text2image(spec.path, spec.local_files_only, spec.device, dtype)
+        model = load_text2image(spec.path, spec.local_files_only, device, dtype)
     else:
-        model = load_diffusion_model(spec.path, spec.local_files_only, spec.device, dtype)
+        model = load_diffusion_model(spec.path, spec.local_files_only, device, dtype)
     if spec.compile:
+        if device.startswith("cuda"):  # the layout cuDNN's convolutions prefer
+            model.unet.to(memory_format=torch.channels_last)
         compile_around(model.unet, spec.layer)
     return model
 

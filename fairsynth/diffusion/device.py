@@ -2,8 +2,9 @@
 
 Noise is always drawn on the CPU, from the (seed, batch) generator, in float32, and then moved:
 a seed gives the same initial noise and the same DDIM eta noise on a CPU, a GPU or in bfloat16
-(cast after drawing). The eta noise of a whole batch is drawn up front (``StepNoise``) in the
-order the scheduler would draw it, so the loop never waits on the host for it.
+(cast after drawing). The eta noise is drawn step by step (``StepNoise``) in the order the
+scheduler itself would draw it; on CUDA it is copied asynchronously, so the loop never waits
+for it (the host runs at most two steps ahead of the device).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def resolve_device(name: str = "auto") -> str:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps': no MPS device is available here")
     return name
+
+
+def device_kind(name: str) -> str:
+    """``cpu``, ``cuda`` or ``mps`` for a device name as params give it (``auto`` as this
+    machine resolves it); never raises for a device that is not here."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name.split(":")[0]
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -76,9 +85,10 @@ class StepNoise:
         if event is not None:
             event.synchronize()
         torch.randn(self.shape, generator=self.generator, out=self._host[slot])
-        self._buffer.copy_(self._host[slot], non_blocking=True)
+        with torch.cuda.device(self.device):
+            self._buffer.copy_(self._host[slot], non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))  # the copy's stream, any device
         self._copied[slot] = event
         return self._buffer
 

@@ -14,7 +14,7 @@ class ModelSpec:
     kind: Literal["unconditional", "text2image"] = "unconditional"
     local_files_only: bool = True
     cfg_scale: float = 7.5  # text2image: classifier-free guidance scale
-    device: str = "cpu"  # resolved: cpu | cuda | cuda:N | mps (never "auto")
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps; "auto" only for workers to resolve
     dtype: str = "float32"  # the UNet's (and VAE's, text encoder's); ADP and guidance: float32
     compile: bool = False  # torch.compile the UNet around the hooked layer
     layer: str = "mid_block"  # the hooked layer (left uncompiled, so its hook keeps working)

@@ -34,9 +34,9 @@ def divergence(p: torch.Tensor, q: torch.Tensor, kind: str, eps: float = 1e-3) -
     """
     if kind == "chi2":
         return ((p - q) ** 2 / q.clamp_min(eps)).sum()
-    if kind == "kl":
-        mask = q > 0
-        return (q[mask] * (torch.log(q[mask]) - torch.log(p[mask].clamp_min(1e-12)))).sum()
+    if kind == "kl":  # no boolean-mask indexing: it would sync the host on every step
+        terms = q * (torch.log(q.clamp_min(1e-30)) - torch.log(p.clamp_min(1e-12)))
+        return torch.where(q > 0, terms, torch.zeros_like(terms)).sum()
     if kind == "l2":
         return ((p - q) ** 2).sum()
     raise ValueError(f"unknown divergence {kind!r}")

@@ -48,12 +48,14 @@ class HStore:
         return torch.from_numpy(data).reshape(self.shape)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def __del__(self) -> None:
         try:
             self.close()
-        except OSError:
+        except (OSError, AttributeError):
             pass
 
 
@@ -87,9 +89,13 @@ class TrajectoryWriter:
             self.labels.setdefault(k, []).append(np.asarray(v, dtype=np.int64))
         self.n += len(h)
 
-    def finish(self) -> None:
+    def close(self) -> None:
+        """Close the files (``finish`` does; call it alone to abandon an unfinished store)."""
         self._h.close()
         self._images.close()
+
+    def finish(self) -> None:
+        self.close()
         if self.timesteps is None:
             raise ValueError("no trajectories were recorded")
         tensors = {

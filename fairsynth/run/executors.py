@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fairsynth.diffusion.backends import bind_prompt, load_model
+from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.run.produce import BatchProducer
 from fairsynth.run.spec import ProducerRecipe, ScaleSpec
@@ -28,7 +29,7 @@ from fairsynth.verify import load_verifier
 
 def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProducer:
     """Load everything one process needs to produce batches of this run."""
-    device = worker_device(recipe.model.device)
+    device = worker_device(resolve_device(recipe.model.device))
     if device != recipe.model.device:
         recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, device=device))
     base = load_model(recipe.model)

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from fairsynth.data.grid import save_grid
+from fairsynth.diffusion.device import resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import (
     Backend,
     SamplerSettings,
@@ -79,9 +80,12 @@ def audit_model(
     grid_path: str | Path | None = "data/audit/model_samples.png",
     progress: bool = False,
     eta: float = 1.0,
+    device: str = "auto",
+    dtype: str = "float32",
 ) -> dict:
-    model = load_diffusion_model(model_path)
-    verifier = AttributeClassifier.load(verifier_path)
+    device = resolve_device(device)
+    model = load_diffusion_model(model_path, device=device, dtype=torch_dtype(dtype))
+    verifier = AttributeClassifier.load(verifier_path, device)
     images, sec_per_batch = sample_images(model, n, seed, steps, batch_size, progress, eta)
     probs = verifier.predict_proba(images)
     ref, ref_source = reference_fractions(reference)

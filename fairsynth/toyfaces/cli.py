@@ -36,6 +36,8 @@ def _cmd_audit_model(a: argparse.Namespace) -> int:
         grid_path=a.grid,
         progress=not a.json,
         eta=a.eta,
+        device=a.device,
+        dtype=a.dtype,
     )
     if a.out is not None:
         save_report(report, a.out)
@@ -106,6 +108,8 @@ def add_commands(sub, positive_int: Callable[[str], int]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--model", type=Path, default=DDPM_DIR)
     p.add_argument("--verifier", type=Path, default=VERIFIER_DIR)
