@@ -161,3 +161,13 @@ def test_the_engine_enters_the_fingerprint_only_off_cpu_float32():
     gpu = parse_params({"model": {"device": "cuda:3"}})
     assert engine_fingerprint(gpu)["engine"]["device"] == "cuda"
     assert guidance_hash(gpu) == guidance_hash(cpu)  # where it runs is not what it asks for
+
+
+def test_the_deepface_worker_sees_the_producers_gpu_first():
+    from fairsynth.verify.deepface import worker_gpu_env
+
+    assert worker_gpu_env("cpu", {}) == {} and worker_gpu_env("cuda", {}) == {}
+    assert worker_gpu_env("cuda:2", {}) == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert worker_gpu_env("cuda:1", {"CUDA_VISIBLE_DEVICES": "3, 5"}) == {
+        "CUDA_VISIBLE_DEVICES": "5"
+    }

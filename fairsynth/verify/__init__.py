@@ -146,7 +146,7 @@ def load_one(name: str | Path, deepface=None, space=None, device: str = "cpu") -
     if str(name) == "deepface":
         from fairsynth.verify.deepface import DeepfaceVerifier
 
-        verifier = DeepfaceVerifier(deepface)
+        verifier = DeepfaceVerifier(deepface, device)
     else:
         from fairsynth.verify.classifier import AttributeClassifier
 

@@ -14,6 +14,7 @@ Mapping (``verify.deepface.attributes``), for each of our attributes:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,23 @@ class MissingWeights(FileNotFoundError):
         self.missing = missing
 
 
-class DeepfaceVerifier:
-    """Verifier protocol over a deepface worker process."""
+def worker_gpu_env(device: str, environ: dict[str, str]) -> dict[str, str]:
+    """The deepface worker's CUDA_VISIBLE_DEVICES for a producer on ``device``: deepface's
+    torch models take ``cuda:0`` when CUDA is there, so the worker sees the producer's GPU
+    first (``cuda:k`` -> the k-th visible device); nothing to set for ``cuda`` or a CPU."""
+    if not device.startswith("cuda:"):
+        return {}
+    index = int(device.split(":")[1])
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(index + 1)]
+    return {"CUDA_VISIBLE_DEVICES": ids[index] if index < len(ids) else str(index)}
 
-    def __init__(self, config):
+
+class DeepfaceVerifier:
+    """Verifier protocol over a deepface worker process (on the producer's GPU when there is
+    one: deepface's torch backend)."""
+
+    def __init__(self, config, device: str = "cpu"):
         self.config = config
         self.maps = attribute_maps(config.attributes)
         self.attributes = {name: m.classes for name, m in self.maps.items()}
@@ -86,7 +100,11 @@ class DeepfaceVerifier:
                 "allow_download": config.allow_download,
             },
             retries=config.retries,
-            env={"DEEPFACE_HOME": str(home), "DEEPFACE_BACKEND_ENGINE": "pytorch"},
+            env={
+                "DEEPFACE_HOME": str(home),
+                "DEEPFACE_BACKEND_ENGINE": "pytorch",
+                **worker_gpu_env(device, dict(os.environ)),
+            },  # fmt: skip
         )
 
     def verify(self, images) -> Verdict:
