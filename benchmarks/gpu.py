@@ -29,6 +29,7 @@ import torch
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.compile import compile_around
 from fairsynth.diffusion.device import resolve_device, torch_dtype
+from fairsynth.diffusion.families import family_of
 from fairsynth.diffusion.hspace import HSpace
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.guidance.adp import ADP, TrainedADP
@@ -97,7 +98,12 @@ def build(name: str, smoke: bool, device: str, dtype: torch.dtype, workdir: Path
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    return PromptedModel(TextToImageModel(pipe), "a photo of the face of a doctor", None, 7.5)
+    return PromptedModel(
+        TextToImageModel(pipe, family_of("StableDiffusionPipeline")),
+        "a photo of the face of a doctor",
+        None,
+        7.5,
+    )
 
 
 def random_adp(backend, device: str) -> TrainedADP:

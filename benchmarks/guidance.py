@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--loss", default="chi2")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
+    ap.add_argument("--scheduler", default="ddim", help="a fairsynth.diffusion.schedulers name")
+    ap.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="e.g. solver_order=2 (JSON values)")  # fmt: skip
     ap.add_argument("--max-step", type=float, default=None, help="default: the calibration's")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--no-invariance", action="store_true")
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         a.sample_strength if a.sample_strength is not None else rec.get("sample_strength", strength)
     )
 
-    settings = SamplerSettings(steps=a.steps, eta=a.eta, layer=adp.meta.get("layer", "mid_block"))
+    options = dict(_option(o) for o in a.scheduler_option)
+    settings = SamplerSettings(steps=a.steps, eta=a.eta, layer=adp.meta.get("layer", "mid_block"),
+                               scheduler=a.scheduler, scheduler_options=options)  # fmt: skip
 
     def run(target: Target, mode: str, batch: int, st: float):
         residual = mode.endswith("-residual")
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "n": a.n, "rows": rows, "invariance": invariance, "bars": bars_json(bars),
         "wall_seconds": round(time.time() - t_start),
         "settings": run_settings(
-            steps=a.steps, eta=a.eta, max_step=a.max_step, layer=adp.meta.get("layer"),
+            steps=a.steps, eta=a.eta, scheduler=a.scheduler, scheduler_options=options,
+            max_step=a.max_step, layer=adp.meta.get("layer"),
             seed=a.seed, loss=a.loss, strength=strength, sample_strength=s_strength,
             batch_size=a.batch_size, model=a.model, adp=a.adp,
         ),
@@ -163,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     return check_bars(bars, a.report_only)
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--scheduler-option {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 def guidance_bars(rows: list[dict], invariance: list[dict]) -> list[Bar]:

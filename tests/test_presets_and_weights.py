@@ -9,14 +9,27 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from fairsynth.app.config import ConfigError, load_params, parse_params, replace
-from fairsynth.app.resolve import model_spec, prompt_spec
+from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings
 from fairsynth.app.weights import MissingFiles, check_weights, require_weights
 from fairsynth.diffusion.backends import bind_prompt, load_model
-from fairsynth.diffusion.dummy import build_tiny_sd
+from fairsynth.diffusion.dummy import (
+    build_tiny_flux,
+    build_tiny_sd,
+    build_tiny_sd3,
+    build_tiny_sdxl,
+)
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.diffusion.unconditional import load_diffusion_model
 
 ROOT = Path(__file__).resolve().parents[1]
+# a preset's name prefix -> the tiny random pipeline in its layout, its folder, image size
+TINY_LAYOUTS = {
+    "sd15": (build_tiny_sd, "sd", 32),
+    "toyfaces": (build_tiny_sd, "sd", 32),
+    "sdxl": (build_tiny_sdxl, "sdxl", 32),
+    "sd3": (build_tiny_sd3, "sd3", 16),
+    "flux": (build_tiny_flux, "flux", 16),
+}
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
@@ -38,13 +51,17 @@ def test_presets_are_valid_and_load_a_model_in_their_layout(preset, tmp_path):
     params = load_params(preset)
     assert params.model.local_files_only, "presets never download at run time"
     if params.model.kind == "text2image":
-        build_tiny_sd(tmp_path)
-        local = replace(params.model, path=str(tmp_path / "sd"))
+        family = preset.name.split("-")[0]  # the tiny model in the preset's layout
+        build, name, size = TINY_LAYOUTS.get(family, TINY_LAYOUTS["sd15"])
+        build(tmp_path)
+        resolution = 16 if family == "flux" else None
+        local = replace(params.model, path=str(tmp_path / name), resolution=resolution)
         prompt = params.model.prompts[0]
         spec = model_spec(replace(params, model=local))
         model = bind_prompt(load_model(spec), prompt_spec(prompt), local.cfg_scale)
-        x = sample(model, 2, batch_generator(0, 0), SamplerSettings(2, local.eta, local.layer))
-        assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
+        settings = sampler_settings(replace(params, model=replace(local, steps=2)))
+        x = sample(model, 2, batch_generator(0, 0), settings)
+        assert x.shape == (2, 3, size, size) and torch.isfinite(x).all()
         assert model.provenance["prompt"] == prompt.prompt
     else:
         _tiny_hub_layout(tmp_path / "model")

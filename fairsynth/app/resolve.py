@@ -20,7 +20,7 @@ def model_spec(params: Params) -> ModelSpec:
     device = m.device if remote else resolve_device(m.device)
     return ModelSpec(
         str(resolve("model", m.path)), m.kind, m.local_files_only, m.cfg_scale,
-        device=device, dtype=m.dtype, compile=m.compile, layer=m.layer,
+        device=device, dtype=m.dtype, compile=m.compile, layer=m.layer, resolution=m.resolution,
     )  # fmt: skip
 
 
@@ -30,7 +30,9 @@ def prompt_spec(prompt: PromptConfig | None) -> PromptSpec | None:
 
 def sampler_settings(params: Params) -> SamplerSettings:
     m = params.model
-    return SamplerSettings(steps=m.steps, eta=m.eta, layer=m.layer)
+    options = tuple(sorted((m.scheduler_options or {}).items()))
+    return SamplerSettings(steps=m.steps, eta=m.eta, layer=m.layer, scheduler=m.scheduler,
+                           scheduler_options=options)  # fmt: skip
 
 
 def verifier_spec(params: Params) -> VerifierSpec:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fairsynth.app.config import Params, as_dict
-from fairsynth.app.config.schema import ENGINE_KEYS
+from fairsynth.app.config.model_section import ENGINE_KEYS, LATER_MODEL_KEYS
 from fairsynth.app.resolve import (
     adp_folder,
     model_spec,
@@ -33,6 +33,9 @@ def guidance_hash(params: Params) -> str:
     """Recorded per sample: the guidance, model and ADP settings, without the engine's (device,
     compile; the dtype only where it is not float32, so float32 runs keep their hash)."""
     model = {k: v for k, v in as_dict(params.model).items() if k not in ENGINE_KEYS}
+    for key in LATER_MODEL_KEYS:  # at their defaults they keep the hash runs had before them
+        if model.get(key) is None:
+            model.pop(key, None)
     if params.model.dtype != "float32":
         model["dtype"] = params.model.dtype
     if params.model.layer.startswith("down_blocks"):

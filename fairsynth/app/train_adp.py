@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fairsynth.app.config import Params, PromptConfig, as_dict
+from fairsynth.app.config.model_section import LATER_MODEL_KEYS
 from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
 from fairsynth.core.filehash import code_signature, files_signature, local_model_path
 from fairsynth.core.plugins import resolve
@@ -114,6 +115,7 @@ def train_adp_from_params(
                 "steps": params.model.steps,
                 "pseudo_labeller": str(pseudo_labeller),
                 "eta": params.model.eta,
+                **({"scheduler": params.model.scheduler} if params.model.scheduler else {}),
                 **(
                     {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
                     if prompts
@@ -176,6 +178,7 @@ def adp_fingerprint(params: Params) -> dict:
             "prompts": prompts,
             # float32 recordings keep the fingerprint they had before dtype was a setting
             **({"dtype": m.dtype} if m.dtype != "float32" else {}),
+            **{k: getattr(m, k) for k in LATER_MODEL_KEYS if getattr(m, k) is not None},
         },  # fmt: skip
         "code": code_signature(),
     }

@@ -46,14 +46,38 @@ def model_rows(path_or_id: str, kind: str = "unconditional") -> list[dict]:
     resolved = resolve("model", path_or_id)
     p = Path(resolved)
     text = str(resolved)
+    local = p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1
     files = MODEL_FILES
+    what = f"diffusion model {path_or_id}"
     if kind == "text2image":
-        from fairsynth.diffusion.text2image import REQUIRED_FILES
+        family = _family(p if local else None, text)
+        files = (*family.files, *(f"{t}/tokenizer_config.json" for t in family.tokenizers))
+        what = f"{what} ({family.pipeline})"
+    if local:
+        return _folder_rows(what, p, files)
+    return _hub_rows(f"{what} (hub cache)", text, files)
 
-        files = (*REQUIRED_FILES, "tokenizer/tokenizer_config.json")
-    if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        return _folder_rows(f"diffusion model {path_or_id}", p, files)
-    return _hub_rows(f"diffusion model {path_or_id} (hub cache)", text, files)
+
+def _family(folder: Path | None, repo_id: str):
+    """The pipeline family a folder's (or a cached hub model's) model_index.json names; SD 1.x
+    where there is none yet (its files are then listed as missing)."""
+    import json
+
+    from fairsynth.diffusion.families import FAMILIES, family_of
+
+    index = None
+    if folder is not None:
+        index = folder / "model_index.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "model_index.json")
+        index = Path(hit) if isinstance(hit, str) else None
+    try:
+        name = json.loads(index.read_text())["_class_name"] if index else None
+    except (OSError, ValueError, KeyError):
+        name = None
+    return family_of(name) if name else FAMILIES["StableDiffusionPipeline"]
 
 
 def check_weights(params: Params, adp_made_by_pipeline: bool = False) -> list[dict]:
@@ -112,12 +136,26 @@ def check_inputs(run: RunSpec) -> None:
     scheduler = Path(recipe.model.path) / "scheduler" / "scheduler_config.json"
     steps = recipe.sampler.steps
     if scheduler.is_file():
-        trained = int(json.loads(scheduler.read_text()).get("num_train_timesteps", 1000))
+        config = json.loads(scheduler.read_text())
+        _check_scheduler(recipe.sampler, config, scheduler)
+        trained = int(config.get("num_train_timesteps", 1000))
         if steps > trained:
             raise ValueError(
                 f"model.steps: {steps} is more than the scheduler's "
                 f"{trained} training timesteps ({scheduler})"
             )
+
+
+def _check_scheduler(settings, config: dict, where: Path) -> None:
+    """The configured scheduler builds on the folder's config (its kind fits the model's, its
+    options exist): a ValueError naming model.scheduler and the folder."""
+    from fairsynth.diffusion.schedulers import make_scheduler
+
+    flow = "FlowMatch" in str(config.get("_class_name", ""))
+    try:
+        make_scheduler(settings.scheduler, config, dict(settings.scheduler_options), flow)
+    except ValueError as exc:
+        raise ValueError(f"model.scheduler: {exc} ({where})") from None
 
 
 def format_rows(rows: list[dict]) -> str:

@@ -21,7 +21,7 @@ def load_model(spec: ModelSpec):
     if spec.kind == "text2image":
         from fairsynth.diffusion.text2image import load_text2image
 
-        model = load_text2image(spec.path, spec.local_files_only, device, dtype)
+        model = load_text2image(spec.path, spec.local_files_only, device, dtype, spec.resolution)
     else:
         model = load_diffusion_model(spec.path, spec.local_files_only, device, dtype)
     if spec.compile:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from fairsynth.diffusion.hspace import resolve_layer
+from fairsynth.diffusion.hspace import layer_path, resolve_layer
 
 
 def compile_around(unet: nn.Module, layer: str, **options) -> list[str]:
     """Compile (in place, ``nn.Module.compile``) every child of ``unet`` off the path to
     ``layer`` and the children of ``layer``. Returns the compiled modules' names."""
+    layer = layer_path(unet, layer)
     target = resolve_layer(unet, layer)
     path = {id(unet)}
     module = unet

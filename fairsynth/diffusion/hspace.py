@@ -1,8 +1,12 @@
 """h-space access: capture (and optionally replace) the output of a UNet layer with a forward hook.
 
 The default layer is ``mid_block``, the bottleneck of diffusers' ``UNet2DModel`` and
-``UNet2DConditionModel``. Returning a tensor from the hook replaces h for the decoder, so the
-UNet itself is never forked.
+``UNet2DConditionModel``; for a transformer (SD3, Flux), which has none, ``mid_block`` names its
+middle joint block, ``transformer_blocks.<n // 2>``. Returning a tensor from the hook replaces h
+for the rest of the network, so the network itself is never forked.
+
+A joint transformer block returns ``(text stream, image stream)``: h is the image stream, a
+token sequence (n, tokens, dim) in the latent grid's row-major order.
 """
 
 from __future__ import annotations
@@ -15,8 +19,21 @@ from torch import nn
 HEdit = Callable[[torch.Tensor], torch.Tensor]
 
 
+# blocks whose output is (encoder_hidden_states, hidden_states): h is the second, the image
+STREAM_BLOCKS = ("JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock")
+
+
+def layer_path(model: nn.Module, layer: str) -> str:
+    """``layer`` with ``mid_block`` resolved to a transformer's middle joint block."""
+    blocks = getattr(model, "transformer_blocks", None)
+    if layer == "mid_block" and not hasattr(model, "mid_block") and blocks is not None:
+        return f"transformer_blocks.{len(blocks) // 2}"
+    return layer
+
+
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     """``'mid_block'`` or a dotted path such as ``'up_blocks.0'`` -> the module."""
+    layer = layer_path(model, layer)
     module: nn.Module = model
     for part in layer.split("."):
         if part.isdigit() and isinstance(module, nn.ModuleList | nn.Sequential):
@@ -43,13 +60,14 @@ class HSpace:
     def __init__(self, model: nn.Module, layer: str = "mid_block"):
         self.layer = layer
         self.module = resolve_layer(model, layer)
+        self.index = 1 if type(self.module).__name__ in STREAM_BLOCKS else 0
         self.edit: HEdit | None = None
         self.captured: torch.Tensor | None = None
         self.keep = True
         self._handle = self.module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple, output):
-        h = output[0] if isinstance(output, tuple) else output
+        h = output[self.index] if isinstance(output, tuple) else output
         if not isinstance(h, torch.Tensor):
             raise TypeError(f"layer {self.layer!r} does not output a tensor")
         if self.edit is not None:
@@ -60,6 +78,8 @@ class HSpace:
             return None
         if not isinstance(output, tuple):
             return h
+        if self.index:
+            return (*output[: self.index], h, *output[self.index + 1 :])
         return (h, *(_replace_skip(o, output[0], h) for o in output[1:]))
 
     def remove(self) -> None:

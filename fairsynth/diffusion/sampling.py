@@ -2,7 +2,7 @@
 
 A backend draws its initial noise from a generator (``noise``) and denoises it
 (``sample(noise, settings, generator, callback, guidance)``) into images in [-1, 1]. The
-settings object carries what every loop needs (steps, eta, the hooked layer); ``callback``
+settings object carries what every loop needs (steps, eta, the hooked layer, the scheduler); ``callback``
 sees each step (``StepInfo``); ``guidance`` edits h-space inside each UNet call through a hook
 (``fairsynth.diffusion.hspace``), so every loop stays the standard one. The backends are
 ``DiffusionModel`` (unconditional, ``unconditional.py``) and ``PromptedModel`` (text-to-image
@@ -24,10 +24,19 @@ class SamplerSettings:
     steps: int = 50
     eta: float = 0.0  # DDIM eta: 0 deterministic, 1 as stochastic as DDPM
     layer: str = "mid_block"  # the h-space layer hooked for guidance and callbacks
+    # a name from ``fairsynth.diffusion.schedulers`` (or a diffusers class name), and the
+    # options it is built with on top of the model's scheduler config, as sorted pairs
+    # (None: ddim, or the model's own scheduler for flow-matching models)
+    scheduler: str | None = None
+    scheduler_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
+        if isinstance(self.scheduler_options, dict):
+            object.__setattr__(
+                self, "scheduler_options", tuple(sorted(self.scheduler_options.items()))
+            )
 
 
 @dataclass

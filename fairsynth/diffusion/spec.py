@@ -18,6 +18,7 @@ class ModelSpec:
     dtype: str = "float32"  # the UNet's (and VAE's, text encoder's); ADP and guidance: float32
     compile: bool = False  # torch.compile the UNet around the hooked layer
     layer: str = "mid_block"  # the hooked layer (left uncompiled, so its hook keeps working)
+    resolution: int | None = None  # text2image: the image side (None: the pipeline's default)
 
 
 @dataclass(frozen=True)

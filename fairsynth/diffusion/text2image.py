@@ -1,9 +1,11 @@
-"""Text-to-image backend: Distribution Guidance inside a Stable Diffusion denoising loop.
+"""Text-to-image backend: Distribution Guidance inside the denoising loop of Stable Diffusion
+1.x/2.x, SDXL, SD3 or Flux (the pipeline class named by the folder's ``model_index.json``).
 
-The loop is diffusers' ``StableDiffusionPipeline`` loop (same prompt encoding, latents, scheduler
-step and VAE decode; with guidance strength 0 it gives the pipeline's images), with one change:
-a hook on the UNet's ``mid_block`` sees the classifier-free-guidance batch [unconditional,
-conditional] and lets the guidance edit the **conditional half only**. The batch statistics
+The loop is the diffusers pipeline's own (same prompt encoding, latents, scheduler step and VAE
+decode, ``fairsynth.diffusion.families``; with guidance strength 0 it gives the pipeline's
+images), with one change: a hook on the hooked layer (a UNet block, or a transformer block's
+image stream) sees the classifier-free-guidance batch [unconditional, conditional] and lets the
+guidance edit the **conditional half only** (Flux, guidance-distilled, has no CFG batch). The batch statistics
 (the ADP's mean prediction) are over the conditional samples; the unconditional half, which the
 official code mixes in, is left alone.
 
@@ -12,42 +14,76 @@ A calibration (strength, ADP) is tied to the CFG scale it was made at; the manif
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from fairsynth.diffusion.device import StepNoise, cpu_noise, timestep_plan
-from fairsynth.diffusion.hspace import HSpace
-from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
+from fairsynth.diffusion.device import cpu_noise
+from fairsynth.diffusion.families import Family, family_of
+from fairsynth.diffusion.loop import denoise
+from fairsynth.diffusion.safetensors_check import check_folder
+from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback
+from fairsynth.diffusion.schedulers import make_scheduler
 
-REQUIRED_FILES = (
-    "model_index.json",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "scheduler/scheduler_config.json",
-)
+# (the SD 1.x layout; each family lists its own: ``fairsynth.diffusion.families``)
+REQUIRED_FILES = family_of("StableDiffusionPipeline").files
 
 
 @dataclass
 class TextToImageModel:
-    """A Stable Diffusion pipeline's components, sampled with a fixed prompt per call."""
+    """A text-to-image pipeline's components (SD, SDXL, SD3 or Flux), sampled with a fixed
+    prompt per call; ``resolution``: the image side (default: the pipeline's own)."""
 
-    pipe: StableDiffusionPipeline
+    pipe: object
+    family: Family
+    resolution: int | None = None
 
     @property
     def unet(self):
-        return self.pipe.unet
+        """The denoising network (a UNet, or SD3's and Flux's transformer)."""
+        return self.family.network(self.pipe)
 
     @property
     def image_size(self) -> int:
-        return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
+        return self.resolution or self.family.default_size(self.pipe)
+
+
+def pipeline_class(path_or_id: str | Path, local_files_only: bool = True) -> str:
+    """The ``_class_name`` of a pipeline folder's (or cached hub id's) ``model_index.json``."""
+    path = Path(path_or_id)
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():  # then the missing files are listed as for SD 1.x
+            return "StableDiffusionPipeline"
+        try:
+            return str(json.loads(index.read_text())["_class_name"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{index}: not a diffusers model index ({exc})") from None
+    from diffusers import DiffusionPipeline
+
+    try:
+        config = DiffusionPipeline.load_config(str(path_or_id), local_files_only=local_files_only)
+    except OSError as exc:
+        where = "in the local Hugging Face cache" if local_files_only else "locally or on the hub"
+        raise FileNotFoundError(f"model {str(path_or_id)!r} was not found {where}") from exc
+    return str(config["_class_name"])
+
+
+def missing_files(path: Path, family: Family) -> list[str]:
+    """The files of ``family``'s layout that ``path`` lacks (each tokenizer as tokenizer.json,
+    or vocab.json + merges.txt for CLIP, or spiece.model for T5)."""
+    missing = [f for f in family.files if not (path / f).is_file()]
+    for name in family.tokenizers:
+        tok = path / name
+        if not any(
+            all((tok / f).is_file() for f in files)
+            for files in (("tokenizer.json",), ("vocab.json", "merges.txt"), ("spiece.model",))
+        ):
+            missing.append(f"{name}/tokenizer.json (or vocab.json + merges.txt)")
+    return missing
 
 
 def load_text2image(
@@ -55,35 +91,43 @@ def load_text2image(
     local_files_only: bool = True,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    resolution: int | None = None,
 ) -> TextToImageModel:
-    """A diffusers Stable Diffusion folder or hub id (safetensors only, no remote code, no safety
-    checker: the verifier judges every image)."""
+    """A diffusers SD 1.x/2.x, SDXL, SD3 or Flux folder or hub id (safetensors only, no remote
+    code, no safety checker or watermark: the verifier judges every image)."""
+    import diffusers
+
+    name = pipeline_class(path_or_id, local_files_only)
+    family = family_of(name)
     path = Path(path_or_id)
     if path.exists():
-        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-        tok = path / "tokenizer"
-        if not (tok / "tokenizer.json").is_file() and not (
-            (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
-        ):
-            missing.append("tokenizer/tokenizer.json (or vocab.json + merges.txt)")
+        missing = missing_files(path, family)
         if missing:
             raise FileNotFoundError(
                 f"text-to-image model folder {path} is missing {', '.join(missing)} "
                 "(safetensors weights are required; pickle checkpoints are not loaded)"
             )
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(path_or_id),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-        use_safetensors=True,
-        local_files_only=local_files_only,
-        dtype=dtype,
-    ).to(device)
+        check_folder(path, family.files)
+    extra = {}
+    if name == "StableDiffusionPipeline":
+        extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    elif name == "StableDiffusionXLPipeline":
+        extra = dict(add_watermarker=False)
+    pipe = getattr(diffusers, name).from_pretrained(
+        str(path_or_id), use_safetensors=True, local_files_only=local_files_only, dtype=dtype,
+        **extra,
+    ).to(device)  # fmt: skip
+    if dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16 (diffusers upcasts it too)
     pipe.set_progress_bar_config(disable=True)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-        m.eval().requires_grad_(False)
-    return TextToImageModel(pipe)
+    for m in pipe.components.values():
+        if isinstance(m, torch.nn.Module):
+            m.eval().requires_grad_(False)
+    if resolution is not None and resolution % (pipe.vae_scale_factor * 2):
+        raise ValueError(
+            f"model.resolution: {resolution} is not a multiple of {pipe.vae_scale_factor * 2}"
+        )
+    return TextToImageModel(pipe, family, resolution)
 
 
 CFG_HALVES = ("conditional", "both")
@@ -115,6 +159,11 @@ class PromptedModel:
     guide_halves: str = "conditional"
 
     def __post_init__(self) -> None:
+        if self.negative_prompt and not self.model.family.negative_prompts:
+            raise ValueError(
+                f"{self.model.family.pipeline} is guidance-distilled and takes no negative prompt "
+                f"(prompt {self.prompt!r})"
+            )
         if self.guide_halves not in CFG_HALVES:
             raise ValueError(f"guide_halves must be one of {CFG_HALVES}, got {self.guide_halves!r}")
 
@@ -136,10 +185,9 @@ class PromptedModel:
         }
 
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        pipe = self.model.pipe
-        size = self.image_size // pipe.vae_scale_factor
-        shape = (n, pipe.unet.config.in_channels, size, size)
-        return cpu_noise(shape, generator, pipe.unet.device)
+        m = self.model
+        shape = m.family.noise_shape(m.pipe, n, m.image_size)
+        return cpu_noise(shape, generator, m.unet.device)
 
     @torch.no_grad()
     def sample(
@@ -152,39 +200,28 @@ class PromptedModel:
     ) -> torch.Tensor:
         """Images in [-1, 1], (n, 3, H, W), for the bound prompt. ``callback`` gets each step's
         latents and the conditional half of h (``StepInfo.h``)."""
-        pipe, n = self.model.pipe, noise.shape[0]
-        device, dtype = pipe.unet.device, pipe.unet.dtype
-        cfg = self.cfg_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
-        cond, uncond = pipe.encode_prompt(self.prompt, device, n, cfg, self.negative_prompt)
-        embeds = (torch.cat([uncond, cond]) if cfg else cond).to(dtype)
-        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(settings.steps)
-        steps, on_device = timestep_plan(scheduler.timesteps, device)
-        # the latents and the scheduler stay in float32; only the UNet and the VAE run in dtype
-        latents = noise.float() * scheduler.init_noise_sigma
-        eta_noise = StepNoise(latents.shape, generator, device) if settings.eta > 0 else None
-        with HSpace(pipe.unet, settings.layer) as hsp:
-            if guidance is not None:
-                both = self.guide_halves == "both"
-                hsp.edit = guidance.edit if both else split_conditional(guidance.edit, n)
-            for i, t in enumerate(steps):
-                if guidance is not None:
-                    guidance.begin_step(on_device[i], i, len(steps))
-                x_in = torch.cat([latents] * 2) if cfg else latents
-                x_in = scheduler.scale_model_input(x_in, t).to(dtype)
-                eps = pipe.unet(
-                    x_in, on_device[i], encoder_hidden_states=embeds, return_dict=False
-                )[0].float()
-                if cfg:
-                    eps_u, eps_c = eps.chunk(2)
-                    eps = eps_u + self.cfg_scale * (eps_c - eps_u)
-                noise_i = eta_noise.next() if eta_noise is not None else None
-                step = scheduler.step(eps, t, latents, eta=settings.eta, variance_noise=noise_i)
-                latents = step.prev_sample
-                if callback is not None:
-                    h = hsp.captured
-                    h = h[n:] if cfg and h is not None and h.shape[0] == 2 * n else h
-                    callback(StepInfo(i, len(steps), t, latents, h))
-        latents = (latents / pipe.vae.config.scaling_factor).to(pipe.vae.dtype)
-        image = pipe.vae.decode(latents, return_dict=False, generator=generator)[0].float()
-        return image.clamp(-1, 1)
+        family, pipe, size = self.model.family, self.model.pipe, self.model.image_size
+        n = noise.shape[0]
+        cfg = family.cfg_batch(pipe, self.cfg_scale)
+        cond = family.encode(pipe, self.prompt, self.negative_prompt, n, cfg, size)
+        latents = family.pack(pipe, noise)
+        own = {**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__}
+        options = dict(settings.scheduler_options)
+        scheduler = make_scheduler(settings.scheduler, own, options, family.flow_matching)
+        family.set_timesteps(pipe, scheduler, settings.steps, latents)
+        network_call = family.predictor(pipe, cond, size, self.cfg_scale)
+        scale = self.cfg_scale
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not cfg:
+                return network_call(x, t)
+            out_u, out_c = network_call(torch.cat([x] * 2), t).chunk(2)
+            return out_u + scale * (out_c - out_u)
+
+        doubled = cfg and self.guide_halves == "conditional"
+        latents = denoise(
+            predict, latents, scheduler, settings, generator, self.model.unet, guidance, callback,
+            wrap_edit=(lambda edit: split_conditional(edit, n)) if doubled else None,
+            view_h=(lambda h: h[n:] if h.shape[0] == 2 * n else h) if cfg else None,
+        )  # fmt: skip
+        return family.decode(pipe, latents, size, generator).clamp(-1, 1)

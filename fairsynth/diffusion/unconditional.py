@@ -11,17 +11,18 @@ Only safetensors weights are loaded; remote code is never enabled.
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
-from fairsynth.diffusion.device import StepNoise, cpu_noise, timestep_plan
-from fairsynth.diffusion.hspace import HSpace
-from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback, StepInfo
+from fairsynth.diffusion.device import cpu_noise
+from fairsynth.diffusion.loop import denoise
+from fairsynth.diffusion.safetensors_check import check_folder
+from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback
+from fairsynth.diffusion.schedulers import make_scheduler
 
 EXTRA_CONFIG = "fairsynth.json"
 
@@ -57,9 +58,6 @@ class DiffusionModel:
             return x
         return F.pixel_shuffle(x, self.pixel_unshuffle).contiguous()
 
-    def ddim_scheduler(self) -> DDIMScheduler:
-        return DDIMScheduler.from_config(self.scheduler_config)
-
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return cpu_noise((n, *self.latent_shape), generator, self.unet.device)
 
@@ -72,27 +70,17 @@ class DiffusionModel:
         callback: StepCallback | None = None,
         guidance: HSpaceGuidance | None = None,
     ) -> torch.Tensor:
-        """DDIM from ``noise``: images in [-1, 1], (n, c, h, w); ``guidance`` edits h-space (the
-        output of ``settings.layer``) inside each UNet call."""
-        scheduler = self.ddim_scheduler()
+        """The configured scheduler from ``noise``: images in [-1, 1], (n, c, h, w);
+        ``guidance`` edits h-space (the output of ``settings.layer``) inside each UNet call."""
+        options = dict(settings.scheduler_options)
+        scheduler = make_scheduler(settings.scheduler, self.scheduler_config, options)
         scheduler.set_timesteps(settings.steps)
-        steps, on_device = timestep_plan(scheduler.timesteps, self.unet.device)
-        # the latents and the scheduler stay in float32; only the UNet runs in its dtype
-        x = noise.float() * scheduler.init_noise_sigma
-        eta_noise = StepNoise(x.shape, generator, x.device) if settings.eta > 0 else None
-        hooked = guidance is not None or callback is not None
-        hook = HSpace(self.unet, settings.layer) if hooked else nullcontext()
-        with hook:
-            if guidance is not None:
-                hook.edit = guidance.edit
-            for i, t in enumerate(steps):
-                if guidance is not None:
-                    guidance.begin_step(on_device[i], i, len(steps))
-                eps = self.unet(x.to(self.unet.dtype), on_device[i]).sample.float()
-                noise_i = eta_noise.next() if eta_noise is not None else None
-                x = scheduler.step(eps, t, x, eta=settings.eta, variance_noise=noise_i).prev_sample
-                if callback is not None:
-                    callback(StepInfo(i, len(steps), t, x, hook.captured))
+        unet = self.unet
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return unet(x.to(unet.dtype), t).sample.float()
+
+        x = denoise(predict, noise, scheduler, settings, generator, unet, guidance, callback)
         return self.to_image_space(x).clamp(-1, 1)
 
     @property
@@ -144,6 +132,7 @@ def load_diffusion_model(
                 f"model folder {path} is missing {', '.join(missing)} "
                 "(safetensors weights are required; pickle checkpoints are not loaded)"
             )
+        check_folder(path, ("unet/diffusion_pytorch_model.safetensors",))
         scheduler_config = json.loads(sched.read_text())
         extra_path = path / EXTRA_CONFIG
         extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}

@@ -32,8 +32,28 @@ def timestep_embedding(
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def input_shape(row: tuple[int, ...]) -> tuple[int, int, bool]:
+    """(channels, spatial side, tokens) of the ADP for h of shape ``row`` (one sample): a UNet's
+    (C, H, W), or a transformer's token sequence (L, D) with L a square (laid back on its grid)."""
+    if len(row) == 3 and row[1] == row[2]:
+        return int(row[0]), int(row[1]), False
+    if len(row) == 2 and math.isqrt(row[0]) ** 2 == row[0]:
+        return int(row[1]), math.isqrt(row[0]), True
+    raise ValueError(f"h of shape {tuple(row)} is neither (C, S, S) nor (S*S tokens, D)")
+
+
+def tokens_to_grid(h: torch.Tensor) -> torch.Tensor:
+    """(n, S*S, D) tokens in row-major order (SD3's patches, Flux's packed latents) ->
+    (n, D, S, S): the conv ADP then reads a transformer's h as it reads a UNet's."""
+    n, length, dim = h.shape
+    side = math.isqrt(length)
+    # contiguous: GroupNorm's CPU backward crashed (segfault, torch 2.13) on the strided view
+    return h.transpose(1, 2).reshape(n, dim, side, side).contiguous()
+
+
 class ADP(nn.Module):
-    """Small conv + MLP over h_t, FiLM-conditioned on the timestep, one head per attribute."""
+    """Small conv + MLP over h_t, FiLM-conditioned on the timestep, one head per attribute.
+    With ``tokens``, h is a transformer's token sequence, laid back on its 2-D grid first."""
 
     def __init__(
         self,
@@ -44,6 +64,7 @@ class ADP(nn.Module):
         hidden: int = 256,
         t_dim: int = 64,
         dropout: float = 0.0,
+        tokens: bool = False,
     ):
         super().__init__()
         self.config = dict(
@@ -54,7 +75,9 @@ class ADP(nn.Module):
             hidden=hidden,
             t_dim=t_dim,
             dropout=dropout,
+            **({"tokens": True} if tokens else {}),  # (UNet ADPs keep the config they had)
         )
+        self.tokens = tokens
         groups = math.gcd(8, in_channels)
         self.reduce = nn.Sequential(
             nn.GroupNorm(groups, in_channels),
@@ -83,6 +106,8 @@ class ADP(nn.Module):
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         if t.ndim == 0:
             t = t.expand(h.shape[0])
+        if self.tokens:
+            h = tokens_to_grid(h)
         x = self.fc(self.reduce(h.float()).flatten(1))
         emb = timestep_embedding(t.to(self.freqs.device), self.t_dim, self.freqs)
         scale, shift = self.t_mlp(emb).chunk(2, dim=-1)

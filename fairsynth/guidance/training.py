@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fairsynth.core.attributes import AttributeSpace
-from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.adp import ADP, TrainedADP, input_shape
 from fairsynth.guidance.trajectories import Trajectories
 
 
@@ -38,9 +38,9 @@ def train_adp(
     order = rng.permutation(n_traj)
     n_val = max(1, int(round(holdout * n_traj)))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    c, s = traj.h.shape[2], traj.h.shape[3]
+    c, s, tokens = input_shape(tuple(traj.h.shape[2:]))
     heads = {name: len(cl) for name, cl in space.attributes}
-    model = ADP(c, s, heads, width=width, hidden=hidden, dropout=dropout)
+    model = ADP(c, s, heads, width=width, hidden=hidden, dropout=dropout, tokens=tokens)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     labels = {k: torch.as_tensor(v) for k, v in traj.labels.items() if k in space.names}
 

@@ -5,9 +5,9 @@ YAML 1.2 loader; ``base``: ``ConfigError`` and pydantic's errors as one keyed li
 ``params``: ``Params``, the rules across sections, ``load_params`` / ``parse_params``."""
 
 from fairsynth.app.config.base import MAX_INT, ConfigError, as_dict, replace
+from fairsynth.app.config.model_section import MODEL_KINDS, ModelConfig, PromptConfig, TargetConfig
 from fairsynth.app.config.params import Params, load_params, parse_params
 from fairsynth.app.config.schema import (
-    MODEL_KINDS,
     REFERENCE_SOURCES,
     SCALE_MODES,
     AdpConfig,
@@ -16,12 +16,9 @@ from fairsynth.app.config.schema import (
     DownstreamConfig,
     GenerateConfig,
     GuidanceParams,
-    ModelConfig,
     OutputConfig,
-    PromptConfig,
     ReferenceConfig,
     ScaleConfig,
-    TargetConfig,
     VerifyConfig,
 )
 from fairsynth.app.config.yaml_io import MAX_PARAMS_BYTES, MAX_YAML_NODES, yaml_load

@@ -8,18 +8,16 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from fairsynth.app.config.base import ConfigError, FreeDict, Int, Section, config_error
+from fairsynth.app.config.model_section import ModelConfig, PromptConfig, TargetConfig
 from fairsynth.app.config.schema import (
     AdpConfig,
     AuditModelConfig,
     DownstreamConfig,
     GenerateConfig,
     GuidanceParams,
-    ModelConfig,
     OutputConfig,
-    PromptConfig,
     ReferenceConfig,
     ScaleConfig,
-    TargetConfig,
     VerifyConfig,
 )
 from fairsynth.app.config.yaml_io import yaml_load

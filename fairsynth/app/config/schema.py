@@ -18,20 +18,13 @@ from fairsynth.app.config.base import (
     is_number,
     worded,
 )
-from fairsynth.core.devices import DEVICE_PATTERN, DEVICE_WORDS
 
 Source = Literal["toyfaces", "folder", "shards"]
 ScaleMode = Literal["local", "dask"]
-ModelKind = Literal["unconditional", "text2image"]
-Dtype = Literal["float32", "bfloat16", "float16"]
 GenerateMode = Literal["standalone", "augment"]
 Arch = Literal["convnet", "resnet"]
 REFERENCE_SOURCES = typing.get_args(Source)
 SCALE_MODES = typing.get_args(ScaleMode)
-MODEL_KINDS = typing.get_args(ModelKind)
-DTYPE_NAMES = typing.get_args(Dtype)
-# where a model runs and how: they change the engine, not what the params ask for
-ENGINE_KEYS = ("device", "dtype", "compile")
 
 AtLeast0 = Annotated[Int, Field(ge=0)]
 AtLeast1 = Annotated[Int, Field(ge=1)]
@@ -173,70 +166,6 @@ class AuditModelConfig(Section):
     steps: AtLeast1 = 50
     eta: Number = 1.0
     batch_size: AtLeast1 = 64
-
-
-class TargetConfig(Section):
-    """Either ``marginals`` (independent per attribute) or ``cells`` over ``attributes``."""
-
-    marginals: FreeDict | None = None
-    attributes: FreeList | None = None
-    cells: FreeDict | None = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> TargetConfig:
-        if (self.marginals is None) == (self.cells is None):
-            raise Invalid("give exactly one of 'marginals' or 'cells' (with 'attributes')")
-        if self.cells is not None and not self.attributes:
-            raise Invalid("required with 'cells'", "attributes")
-        return self
-
-
-class PromptConfig(Section):
-    """One text-to-image prompt with its own target and quota total (defaults: the top-level
-    ``target`` and ``generate.n``)."""
-
-    prompt: str
-    negative_prompt: str | None = None
-    n: AtLeast1 | None = None
-    target: TargetConfig | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise Invalid("must not be empty")
-        return prompt
-
-
-class ModelConfig(Section):
-    path: str = "toyfaces"  # "toyfaces" = the shipped DDPM; else a folder or hub id
-    kind: Annotated[  # unconditional (DDPMPipeline layout) | text2image (SD)
-        ModelKind, worded(f"must be one of {MODEL_KINDS}")
-    ] = "unconditional"
-    steps: AtLeast1 = 50
-    eta: Unit = 1.0
-    layer: str = "mid_block"
-    local_files_only: bool = True
-    cfg_scale: Annotated[Number, Field(ge=0)] = 7.5  # text2image: classifier-free guidance scale
-    prompts: list[PromptConfig] | None = None  # text2image: what to generate
-    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps
-    dtype: Annotated[Dtype, worded(f"must be one of {DTYPE_NAMES}, got {{value}}")] = "float32"
-    compile: bool = False  # torch.compile the UNet's blocks (not the hooked layer)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, device: str) -> str:
-        if not DEVICE_PATTERN.match(device):
-            raise Invalid(f"must be {DEVICE_WORDS}, got {device!r}")
-        return device
-
-    @model_validator(mode="after")
-    def _prompts(self) -> ModelConfig:
-        if self.kind == "text2image" and not self.prompts:
-            raise Invalid("text2image needs at least one prompt", "prompts")
-        if self.kind != "text2image" and self.prompts:
-            raise Invalid("only for kind: text2image", "prompts")
-        return self
 
 
 class AdpConfig(Section):
