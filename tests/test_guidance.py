@@ -12,6 +12,7 @@ from fairsynth.guidance.guide import (
     SampleGuidance,
     assign_cells,
     divergence,
+    transport_plan,
 )
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import record_trajectories
@@ -42,6 +43,33 @@ def test_distribution_guidance_descends_the_divergence():
         losses.append(g.last_loss)
     assert losses[-1] < losses[0] * 0.85
     assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:], strict=False))
+
+
+def test_the_transport_plan_meets_the_target_and_flips_the_nearest_samples():
+    # 10 samples, increasingly likely "yes"; the target wants 30 % "yes": the three most likely
+    p_yes = torch.linspace(0.05, 0.45, 10)
+    probs = torch.stack([1 - p_yes, p_yes], dim=1)
+    plan = transport_plan(probs, torch.tensor([0.7, 0.3]), eps=0.05, iters=200)
+    assert torch.allclose(plan.sum(1), torch.ones(10), atol=1e-5)
+    assert torch.allclose(plan.mean(0), torch.tensor([0.7, 0.3]), atol=1e-3)
+    assert (plan[7:, 1] > 0.85).all() and (plan[:6, 1] < 0.01).all()
+    # at eps 1 a row is the prediction reweighted per cell (a prior shift)
+    soft = transport_plan(probs, torch.tensor([0.7, 0.3]), eps=1.0, iters=200)
+    ratio = soft / probs
+    assert torch.allclose(ratio / ratio[:, :1], (ratio / ratio[:, :1])[0].expand(10, 2), atol=1e-4)
+
+
+def test_transport_guidance_descends_the_batch_divergence():
+    adp = _adp()
+    target = np.array([0.1, 0.9])
+    g = DistributionGuidance(adp, ("skin",), target, GuidanceConfig(strength=5000.0, loss="ot"))
+    g.begin_step(500, 0, 10)
+    h = torch.randn(32, 16, 8, 8)
+    gaps = []
+    for _ in range(10):
+        h = g.edit(h)
+        gaps.append(float((g.last_probs.mean(0) - torch.tensor(target)).abs().sum()))
+    assert gaps[-1] < gaps[0] * 0.9
 
 
 @pytest.mark.parametrize("mode", ["distribution", "sample"])

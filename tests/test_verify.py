@@ -292,3 +292,5 @@ def test_second_verifier_in_the_pipeline_and_the_audit(tmp_path, tiny_world):
     metrics = stage_report(params, audit, tmp_path / "report")
     assert metrics["verifier_disagreement_rate"] == pytest.approx(1 - agree.mean())
     assert metrics["samples_accepted"] == int(frame["accepted"].sum()) > 0
+    est = metrics["estimated_true"]  # from the first verifier's audit confusion
+    assert "unavailable" in est or len(est["probs"]) == len(metrics["cells"])

@@ -20,6 +20,7 @@ from fairsynth.app.resolve import (
     verifier_spec,
 )
 from fairsynth.core.attributes import AttributeSpace, Target
+from fairsynth.core.confusion import audit_matrices, cell_confusion, verified_target
 from fairsynth.core.filehash import files_signature, local_model_path
 from fairsynth.core.plugins import resolve
 from fairsynth.core.quotas import augment_quotas, standalone_quotas
@@ -55,6 +56,8 @@ def guidance_hash(params: Params) -> str:
 def job_quotas(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
     """Per-cell quotas of an unconditional run: ``generate.n`` following the target, or the
     fewest samples that make reference + synthetic follow it (augment)."""
+    if params.verify.correct_quotas:
+        return standalone_quotas(corrected_target(params, target, audit_report), params.generate.n)
     if params.generate.mode == "standalone":
         return standalone_quotas(target.probs, params.generate.n)
     if audit_report is None:
@@ -64,6 +67,24 @@ def job_quotas(params: Params, target: Target, audit_report: dict | None) -> np.
             "the audit was made for other cells than the target's; re-run the audit stage"
         )
     return augment_quotas(target.probs, np.asarray(audit_report["counts"]))
+
+
+def corrected_target(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
+    """The verified-cell fractions whose true distribution is the target, through the first
+    verifier's confusion on the labelled reference (verify.correct_quotas)."""
+    if params.generate.mode != "standalone" or params.model.kind == "text2image":
+        raise ValueError("verify.correct_quotas: only for generate.mode standalone, unconditional")
+    audit = ((audit_report or {}).get("verifiers") or {}).get("first")
+    matrices = audit_matrices(audit, target.space.names) if audit else None
+    if matrices is None:
+        raise ValueError(
+            "verify.correct_quotas needs the audit stage's confusion matrices of the verifier "
+            "for every target attribute: give the reference labels and verify.audit_n > 0"
+        )
+    try:
+        return verified_target(target.probs, cell_confusion(matrices))
+    except ValueError as exc:
+        raise ValueError(f"verify.correct_quotas: {exc}") from None
 
 
 def build_jobs(params: Params, audit_report: dict | None) -> list[Job]:
@@ -88,7 +109,7 @@ def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -
         "adp_files": files_signature(adp_folder(params))
         if params.guidance.mode != "none"
         else None,
-        "verify": as_dict(v),
+        "verify": {k: x for k, x in as_dict(v).items() if k != "correct_quotas" or x},
         "verifier_files": files_signature(resolve("verifier", v.verifier))
         if v.verifier != "deepface"
         else None,

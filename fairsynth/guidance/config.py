@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("none", "sample", "distribution")
-LOSSES = ("chi2", "kl", "l2")
+LOSSES = ("chi2", "kl", "l2", "ot")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ N makes the per-sample step independent of the batch size. Each sample's step is
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -106,7 +108,31 @@ class DistributionGuidance(Guidance):
     def loss(self, h: torch.Tensor) -> torch.Tensor:
         probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
         self.last_probs = probs.detach()
+        if self.config.loss == "ot":
+            # each sample toward the cells a transport of the batch onto the target gives it:
+            # the flips go to the samples nearest to flipping instead of a push on all of them
+            plan = transport_plan(probs.detach(), self.target)
+            return -(plan * torch.log(probs.clamp_min(1e-12))).sum(1).mean()
         return divergence(probs.mean(0), self.target, self.config.loss)
+
+
+def transport_plan(
+    probs: torch.Tensor, target: torch.Tensor, eps: float = 0.5, iters: int = 30
+) -> torch.Tensor:
+    """Entropic optimal transport (log-domain Sinkhorn) of the batch's samples (mass 1/N each)
+    onto the target's cells (mass q) at cost -log p_i(c); returns each sample's row of the plan
+    scaled to sum to 1. At eps = 1 a row is the sample's prediction reweighted per cell so the
+    batch matches the target; smaller eps makes the assignment harder."""
+    n = probs.shape[0]
+    log_k = torch.log(probs.clamp_min(1e-12)) / eps
+    log_a = torch.full((n,), -math.log(n), device=probs.device)
+    log_b = torch.log(target.clamp_min(1e-12))
+    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    for _ in range(iters):
+        f = log_a - torch.logsumexp(log_k + g[None, :], dim=1)
+        g = log_b - torch.logsumexp(log_k + f[:, None], dim=0)
+    plan = torch.exp(log_k + f[:, None] + g[None, :])
+    return plan / plan.sum(1, keepdim=True)
 
 
 class SampleGuidance(Guidance):

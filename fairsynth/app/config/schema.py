@@ -187,7 +187,8 @@ class GuidanceParams(Section):
         worded("must be one of ('none', 'sample', 'distribution'), got {value}"),
     ] = "distribution"
     loss: Annotated[
-        Literal["chi2", "kl", "l2"], worded("must be one of ('chi2', 'kl', 'l2'), got {value}")
+        Literal["chi2", "kl", "l2", "ot"],
+        worded("must be one of ('chi2', 'kl', 'l2', 'ot'), got {value}"),
     ] = "chi2"
     strength: FiniteAtLeast0 = 1.0
     window: FreeList = Field(default_factory=lambda: [0.0, 1.0])  # numbers kept as given
@@ -256,3 +257,6 @@ class VerifyConfig(Section):
     confidence: Unit = 0.9
     audit_n: AtLeast0 = 256  # labelled reference samples each verifier is audited on (0: none)
     deepface: DeepfaceConfig = Field(default_factory=DeepfaceConfig)
+    # fill quotas so the set's *true* distribution (estimated through the first verifier's
+    # audit confusion) meets the target, not the verifier's count of it
+    correct_quotas: bool = False

@@ -11,6 +11,7 @@ import pandas as pd
 
 from fairsynth.app.config import Params
 from fairsynth.app.stages.common import REPORT_DIR, read_audit, stage_main
+from fairsynth.core.confusion import audit_matrices, estimate_truth
 from fairsynth.core.metrics import fairness_discrepancy, kl_divergence, total_variation
 from fairsynth.data import shards
 from fairsynth.data.plots import distribution_bars
@@ -58,6 +59,7 @@ def stage_report(
         else None,
         "mode": params.generate.mode,
         "guidance_mode": params.guidance.mode,
+        "estimated_true": _estimated_true(frame, synth_counts, audit_report, space, target),
     }
     shards.write_json(report_dir / "metrics.json", metrics)
     run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
@@ -73,6 +75,24 @@ def stage_report(
         report_dir / "distribution.csv", index=False
     )
     return metrics
+
+
+def _estimated_true(frame: pd.DataFrame, counts: np.ndarray, audit_report: dict | None, space,
+                    target) -> dict | None:  # fmt: skip
+    """The published set's true cell distribution as estimated from the acceptance verifier's
+    audit confusion (None without a labelled audit of every guided attribute). The quotas
+    picked the set by verified cell among everything judged with confidence (accepted or
+    cell_full): the posterior P(true | verified) comes from those."""
+    audit = (audit_report or {}).get("verifiers", {}).get("first")
+    matrices = audit_matrices(audit, space.names) if audit else None
+    if matrices is None or not counts.sum():
+        return None
+    judged = frame[frame["reason"].isin(["accepted", "cell_full"])]
+    generated = np.array([(judged["cell"] == c).sum() for c in space.cell_names()])
+    try:
+        return estimate_truth(counts, matrices, target.probs, generated=generated)
+    except ValueError as exc:  # e.g. a class the audit's labelled samples never showed
+        return {"unavailable": str(exc)}
 
 
 def _soft_distribution(acc: pd.DataFrame, space) -> np.ndarray:
@@ -92,8 +112,23 @@ def format_metrics(m: dict) -> str:
         f"after {m['fd_after']:.4f}; quotas met: {m['quotas_met']}",
         f"{'cell':<24}{'target':>8}{'quota':>7}{'accepted':>10}",
     ]
-    for c, t, q, a in zip(m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True):
-        lines.append(f"{c:<24}{t:>8.3f}{q:>7}{a:>10}")
+    est = m.get("estimated_true")
+    est = est if est and "probs" in est else None
+    if est:
+        lines[1] += f"{'est. true':>11}{'interval':>16}"
+    for i, (c, t, q, a) in enumerate(
+        zip(m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True)
+    ):
+        line = f"{c:<24}{t:>8.3f}{q:>7}{a:>10}"
+        if est:
+            line += f"{est['probs'][i]:>11.3f}   [{est['low'][i]:.3f}, {est['high'][i]:.3f}]"
+        lines.append(line)
+    if est:
+        lo, hi = est["fd_interval"]
+        lines.append(
+            f"estimated true FD {est['fd']:.4f} ({est['level']:.0%} interval {lo:.4f}-{hi:.4f}), "
+            "from the verifier's audit confusion"
+        )
     lines.append(
         f"{m['samples_generated']} generated, {m['samples_accepted']} accepted "
         f"({m['samples_per_accepted']:.2f} generated per accepted); rejections {m['rejections']}"

@@ -1,0 +1,111 @@
+"""The truth behind an imperfect verifier: a verifier's confusion matrices (measured on labelled
+reference data by the audit stage) turn the counts it made into an estimate of the true cell
+distribution, with a bootstrap interval, and a true target into the verified counts that meet
+it. Assumes label shift: P(verified class | true class) is the same on the generated samples as
+on the audit's labelled samples, and errors on different attributes are independent.
+
+Quotas select samples *by their verified cell*, which keeps P(true | verified) but not
+P(verified | true): the published set's truth is therefore its verified counts times the
+posterior P(true | verified) of everything the verifier judged (``generated``), whose own truth
+is unmixed from the confusion."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fairsynth.core.metrics import fairness_discrepancy
+
+
+def cell_confusion(matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """P(verified cell | true cell) over the joint cells (row-major, as AttributeSpace orders
+    them) from per-attribute count matrices (rows: true class, columns: verified class)."""
+    joint = np.ones((1, 1))
+    for m in matrices:
+        m = np.asarray(m, dtype=np.float64)
+        rows = m.sum(1, keepdims=True)
+        if (rows == 0).any():
+            raise ValueError("the audit saw no labelled sample of some class: cannot correct")
+        joint = np.kron(joint, m / rows)
+    return joint
+
+
+def unmix(verified: np.ndarray, confusion: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """The true distribution t (on the simplex) that best explains the verified fractions as
+    ``confusion.T @ t``: maximum likelihood by EM (never negative, unlike a plain inverse)."""
+    o = np.asarray(verified, dtype=np.float64)
+    o = o / max(o.sum(), 1e-12)
+    t = np.full(len(o), 1.0 / len(o))
+    for _ in range(iters):
+        mixed = confusion.T @ t
+        new = t * (confusion @ (o / np.maximum(mixed, 1e-12)))
+        new /= new.sum()
+        if np.abs(new - t).max() < 1e-10:
+            return new
+        t = new
+    return t
+
+
+def verified_target(true_target: np.ndarray, confusion: np.ndarray) -> np.ndarray:
+    """The verified-cell fractions a set must have for its true distribution to be the target."""
+    p = confusion.T @ np.asarray(true_target, dtype=np.float64)
+    return p / p.sum()
+
+
+def selected_truth(
+    counts: np.ndarray, generated: np.ndarray, confusion: np.ndarray, iters: int = 2000
+) -> np.ndarray:
+    """The true distribution of a subset picked by verified cell (``counts``) from samples the
+    verifier counted as ``generated``: counts times the posterior P(true | verified)."""
+    t = unmix(generated, confusion, iters)
+    joint = t[:, None] * confusion  # P(true, verified)
+    posterior = joint / np.maximum(joint.sum(0, keepdims=True), 1e-12)
+    o = np.asarray(counts, dtype=np.float64)
+    return posterior @ (o / max(o.sum(), 1e-12))
+
+
+def estimate_truth(
+    counts: np.ndarray,
+    matrices: Sequence[np.ndarray],
+    target: np.ndarray | None = None,
+    generated: np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """The estimated true cell distribution of a set whose verifier counted ``counts`` (picked
+    by verified cell from the judged samples it counted as ``generated``; None: not picked,
+    the set is all it judged), with percentile intervals that resample the counts and the
+    audit's confusion counts; with ``target``: the FD of the estimate and its interval."""
+    counts = np.asarray(counts, dtype=np.int64)
+    generated = counts if generated is None else np.asarray(generated, dtype=np.int64)
+    point = selected_truth(counts, generated, cell_confusion(matrices))
+    rng = np.random.default_rng(seed)
+    n, n_gen = int(counts.sum()), int(generated.sum())
+    draws = []
+    for _ in range(n_boot):
+        resampled = cell_confusion([_resample_rows(np.asarray(m), rng) for m in matrices])
+        boot_gen = rng.multinomial(n_gen, generated / max(n_gen, 1))
+        boot = rng.multinomial(n, counts / max(n, 1))
+        draws.append(selected_truth(boot, boot_gen, resampled, iters=500))
+    draws = np.array(draws)
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    out = {"probs": point.tolist(), "low": lo.tolist(), "high": hi.tolist(), "level": level}
+    if target is not None:
+        fds = [fairness_discrepancy(d, target) for d in draws]
+        out["fd"] = fairness_discrepancy(point, target)
+        out["fd_interval"] = np.quantile(fds, [(1 - level) / 2, (1 + level) / 2]).tolist()
+    return out
+
+
+def _resample_rows(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.stack([rng.multinomial(int(r.sum()), r / r.sum()) for r in m])
+
+
+def audit_matrices(verifier_audit: Mapping, names: Sequence[str]) -> list[np.ndarray] | None:
+    """The per-attribute count matrices of one verifier's audit entry, or None when it did not
+    judge every one of ``names``."""
+    if not all(n in verifier_audit for n in names):
+        return None
+    return [np.asarray(verifier_audit[n]["matrix"]) for n in names]
