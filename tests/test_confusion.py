@@ -105,3 +105,17 @@ def test_corrected_quotas_follow_the_verifier_confusion():
         job_quotas(params, target, {"verifiers": {}})
     plain = replace(params, verify=replace(params.verify, correct_quotas=False))
     assert job_quotas(plain, target, audit).tolist() == [256, 256]
+
+
+def test_guidance_aims_at_the_truth_behind_verified_quotas():
+    from fairsynth.run.windows import plan_window
+
+    confusion = cell_confusion([np.array([[95, 5], [35, 65]])])
+    quotas = [
+        np.array([650, 350])
+    ]  # verified cells whose truth is 50/50: 0.5 (.95, .05) + 0.5 (.35, .65)
+    kw = dict(size=1, batch_size=64, min_batch=8, budget=10_000, seed=0)
+    (plain,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, **kw)
+    (corrected,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, confusions=[confusion], **kw)
+    assert np.allclose(plain.target, quotas[0] / quotas[0].sum())
+    assert np.allclose(corrected.target, [0.5, 0.5], atol=0.01)

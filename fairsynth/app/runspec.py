@@ -69,9 +69,9 @@ def job_quotas(params: Params, target: Target, audit_report: dict | None) -> np.
     return augment_quotas(target.probs, np.asarray(audit_report["counts"]))
 
 
-def corrected_target(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
-    """The verified-cell fractions whose true distribution is the target, through the first
-    verifier's confusion on the labelled reference (verify.correct_quotas)."""
+def quota_confusion(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
+    """P(verified cell | true cell) of the first verifier on the labelled reference, for
+    verify.correct_quotas."""
     if params.generate.mode != "standalone" or params.model.kind == "text2image":
         raise ValueError("verify.correct_quotas: only for generate.mode standalone, unconditional")
     audit = ((audit_report or {}).get("verifiers") or {}).get("first")
@@ -82,9 +82,15 @@ def corrected_target(params: Params, target: Target, audit_report: dict | None) 
             "for every target attribute: give the reference labels and verify.audit_n > 0"
         )
     try:
-        return verified_target(target.probs, cell_confusion(matrices))
+        return cell_confusion(matrices)
     except ValueError as exc:
         raise ValueError(f"verify.correct_quotas: {exc}") from None
+
+
+def corrected_target(params: Params, target: Target, audit_report: dict | None) -> np.ndarray:
+    """The verified-cell fractions whose true distribution is the target (verify.correct_quotas;
+    it holds when the generated samples' truth follows the target, which guidance aims at)."""
+    return verified_target(target.probs, quota_confusion(params, target, audit_report))
 
 
 def build_jobs(params: Params, audit_report: dict | None) -> list[Job]:
@@ -93,7 +99,11 @@ def build_jobs(params: Params, audit_report: dict | None) -> list[Job]:
     jobs = params.jobs()
     if params.model.kind != "text2image":
         prompt, target, _ = jobs[0]
-        return [Job(prompt_spec(prompt), target, job_quotas(params, target, audit_report))]
+        quotas = job_quotas(params, target, audit_report)
+        confusion = (
+            quota_confusion(params, target, audit_report) if params.verify.correct_quotas else None
+        )
+        return [Job(prompt_spec(prompt), target, quotas, confusion)]
     return [Job(prompt_spec(p), t, standalone_quotas(t.probs, n)) for p, t, n in jobs]
 
 

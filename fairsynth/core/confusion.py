@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fairsynth.core.metrics import fairness_discrepancy
+from fairsynth.core.unmixing import unmix
 
 
 def cell_confusion(matrices: Sequence[np.ndarray]) -> np.ndarray:
@@ -31,38 +32,28 @@ def cell_confusion(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return joint
 
 
-def unmix(verified: np.ndarray, confusion: np.ndarray, iters: int = 2000) -> np.ndarray:
-    """The true distribution t (on the simplex) that best explains the verified fractions as
-    ``confusion.T @ t``: maximum likelihood by EM (never negative, unlike a plain inverse)."""
-    o = np.asarray(verified, dtype=np.float64)
-    o = o / max(o.sum(), 1e-12)
-    t = np.full(len(o), 1.0 / len(o))
-    for _ in range(iters):
-        mixed = confusion.T @ t
-        new = t * (confusion @ (o / np.maximum(mixed, 1e-12)))
-        new /= new.sum()
-        if np.abs(new - t).max() < 1e-10:
-            return new
-        t = new
-    return t
-
-
 def verified_target(true_target: np.ndarray, confusion: np.ndarray) -> np.ndarray:
     """The verified-cell fractions a set must have for its true distribution to be the target."""
     p = confusion.T @ np.asarray(true_target, dtype=np.float64)
     return p / p.sum()
 
 
-def selected_truth(
-    counts: np.ndarray, generated: np.ndarray, confusion: np.ndarray, iters: int = 2000
-) -> np.ndarray:
-    """The true distribution of a subset picked by verified cell (``counts``) from samples the
-    verifier counted as ``generated``: counts times the posterior P(true | verified)."""
+def posterior(generated: np.ndarray, confusion: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """P(true cell | verified cell) (columns: verified cells) among samples the verifier
+    counted as ``generated``, their truth unmixed from the confusion; a verified cell with no
+    mass falls back to the confusion's own (uniform-prior) posterior."""
     t = unmix(generated, confusion, iters)
     joint = t[:, None] * confusion  # P(true, verified)
-    posterior = joint / np.maximum(joint.sum(0, keepdims=True), 1e-12)
+    flat = confusion / np.maximum(confusion.sum(0, keepdims=True), 1e-12)
+    mass = joint.sum(0, keepdims=True)
+    return np.where(mass > 1e-12, joint / np.maximum(mass, 1e-12), flat)
+
+
+def selected_truth(counts: np.ndarray, generated: np.ndarray, confusion: np.ndarray) -> np.ndarray:
+    """The true distribution of a subset picked by verified cell (``counts``) from samples the
+    verifier counted as ``generated``: counts times the posterior P(true | verified)."""
     o = np.asarray(counts, dtype=np.float64)
-    return posterior @ (o / max(o.sum(), 1e-12))
+    return posterior(generated, confusion) @ (o / max(o.sum(), 1e-12))
 
 
 def estimate_truth(
@@ -76,8 +67,9 @@ def estimate_truth(
 ) -> dict:
     """The estimated true cell distribution of a set whose verifier counted ``counts`` (picked
     by verified cell from the judged samples it counted as ``generated``; None: not picked,
-    the set is all it judged), with percentile intervals that resample the counts and the
-    audit's confusion counts; with ``target``: the FD of the estimate and its interval."""
+    the set is all it judged), with percentile intervals. A bootstrap draw resamples the
+    audit's confusion counts and the judged counts, then each verified cell's samples' true
+    cells from that draw's posterior (the set's counts are fixed: quotas set them)."""
     counts = np.asarray(counts, dtype=np.int64)
     generated = counts if generated is None else np.asarray(generated, dtype=np.int64)
     point = selected_truth(counts, generated, cell_confusion(matrices))
@@ -86,9 +78,10 @@ def estimate_truth(
     draws = []
     for _ in range(n_boot):
         resampled = cell_confusion([_resample_rows(np.asarray(m), rng) for m in matrices])
-        boot_gen = rng.multinomial(n_gen, generated / max(n_gen, 1))
-        boot = rng.multinomial(n, counts / max(n, 1))
-        draws.append(selected_truth(boot, boot_gen, resampled, iters=500))
+        post = posterior(rng.multinomial(n_gen, generated / max(n_gen, 1)), resampled)
+        truth = sum(rng.multinomial(int(c), post[:, v] / post[:, v].sum())
+                    for v, c in enumerate(counts) if c)  # fmt: skip
+        draws.append(truth / max(n, 1))
     draws = np.array(draws)
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
     out = {"probs": point.tolist(), "low": lo.tolist(), "high": hi.tolist(), "level": level}

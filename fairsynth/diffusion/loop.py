@@ -35,7 +35,7 @@ def step_function(
     params = inspect.signature(scheduler.step).parameters
     kwargs: dict = {}
     pre_drawn = None
-    if "eta" in params:  # DDIM
+    if "eta" in params and "variance_noise" in params:  # DDIM
         kwargs["eta"] = eta
         if eta > 0:
             pre_drawn = StepNoise(shape, generator, device)

@@ -126,6 +126,7 @@ def _next_window(run: RunSpec, states: list[GenerationState], first_batch: int) 
         [s.quotas for s in states], [s.accepted for s in states],
         sum(s.generated for s in states), first_batch, size=run.window,
         batch_size=run.batch_size, min_batch=run.min_batch, budget=run.budget, seed=run.seed,
+        confusions=[job.confusion for job in run.jobs],
     )  # fmt: skip
 
 

@@ -55,6 +55,9 @@ class Job:
     prompt: PromptSpec | None
     target: Target
     quotas: np.ndarray
+    # P(verified cell | true cell) when the quotas count verified cells for a true target
+    # (verify.correct_quotas): guidance then aims at the truth behind what is still missing
+    confusion: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

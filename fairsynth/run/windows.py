@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fairsynth.core.quotas import remaining_target
+from fairsynth.core.unmixing import unmix
 from fairsynth.verify.verdict import Verdict
 
 
@@ -51,6 +52,7 @@ def plan_window(
     budget: int,
     seed: int,
     overshoot: float = 1.5,
+    confusions: list[np.ndarray | None] | None = None,
 ) -> list[BatchSpec]:
     """The next window's batches ([] when every quota is met or the budget is spent).
 
@@ -65,7 +67,10 @@ def plan_window(
     specs: list[BatchSpec] = []
     planned = generated
     for job in order:
-        target = tuple(float(x) for x in remaining_target(quotas[job], accepted[job]))
+        remaining = remaining_target(quotas[job], accepted[job])
+        if remaining is not None and confusions and confusions[job] is not None:  # verified cells
+            remaining = unmix(remaining, confusions[job])
+        target = tuple(float(x) for x in remaining)
         rest = missing[job]
         while rest > 0 and len(specs) < size and planned < budget:
             n = tail_batch_size(rest, batch_size, min_batch, overshoot)

@@ -59,7 +59,9 @@ def stage_report(
         else None,
         "mode": params.generate.mode,
         "guidance_mode": params.guidance.mode,
-        "estimated_true": _estimated_true(frame, synth_counts, audit_report, space, target),
+        "estimated_true": _estimated_true(
+            frame, synth_counts, audit_report, space, target, params.generate.mode
+        ),
     }
     shards.write_json(report_dir / "metrics.json", metrics)
     run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
@@ -78,7 +80,7 @@ def stage_report(
 
 
 def _estimated_true(frame: pd.DataFrame, counts: np.ndarray, audit_report: dict | None, space,
-                    target) -> dict | None:  # fmt: skip
+                    target, mode: str) -> dict | None:  # fmt: skip
     """The published set's true cell distribution as estimated from the acceptance verifier's
     audit confusion (None without a labelled audit of every guided attribute). The quotas
     picked the set by verified cell among everything judged with confidence (accepted or
@@ -90,7 +92,9 @@ def _estimated_true(frame: pd.DataFrame, counts: np.ndarray, audit_report: dict 
     judged = frame[frame["reason"].isin(["accepted", "cell_full"])]
     generated = np.array([(judged["cell"] == c).sum() for c in space.cell_names()])
     try:
-        return estimate_truth(counts, matrices, target.probs, generated=generated)
+        # augment: the synthetic part alone is not meant to follow the target (no FD then)
+        probs = target.probs if mode == "standalone" else None
+        return estimate_truth(counts, matrices, probs, generated=generated)
     except ValueError as exc:  # e.g. a class the audit's labelled samples never showed
         return {"unavailable": str(exc)}
 
@@ -123,7 +127,7 @@ def format_metrics(m: dict) -> str:
         if est:
             line += f"{est['probs'][i]:>11.3f}   [{est['low'][i]:.3f}, {est['high'][i]:.3f}]"
         lines.append(line)
-    if est:
+    if est and "fd_interval" in est:
         lo, hi = est["fd_interval"]
         lines.append(
             f"estimated true FD {est['fd']:.4f} ({est['level']:.0%} interval {lo:.4f}-{hi:.4f}), "
