@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
@@ -15,6 +16,7 @@ from prefect.artifacts import (
 
 from fairsynth.app.config import Params
 from fairsynth.app.stages.audit import stage_audit
+from fairsynth.app.stages.common import REPORT_DIR
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
@@ -120,4 +122,18 @@ def report_task(params: Params, audit_report: dict | None, generation: dict) -> 
         f"{m['samples_per_accepted']:.2f} samples generated per accepted.\n\n"
         f"| cell | target | quota | accepted |\n|---|---|---|---|\n{rows}\n",
     )
+    publish_artifacts(REPORT_DIR)
     return m
+
+
+def publish_artifacts(report_dir: Path) -> None:
+    """The report page's path (a link) and the dataset card (its body) as flow artifacts."""
+    page = (report_dir / "report.html").resolve()
+    create_link_artifact(
+        key="balance-report-page", link=page.as_uri(), link_text=str(report_dir / "report.html"),
+        description="The fairness report page (self-contained HTML)",
+    )  # fmt: skip
+    card = (report_dir / "README.md").read_text()
+    body = card.split("\n---\n", 1)[1] if card.startswith("---\n") else card
+    create_markdown_artifact(key="balance-dataset-card", markdown=body,
+                             description=f"Dataset card ({report_dir / 'README.md'})")  # fmt: skip

@@ -73,6 +73,10 @@ DEFAULTS = {
                    "out": "data/downstream", "test": "toyfaces", "test_per_cell": 250,
                    "test_seed": 99, "seeds": [0, 1, 2, 3, 4], "arch": "convnet", "steps": 300,
                    "batch_size": 64, "lr": 0.002, "num_workers": 0},
+    "card": {"name": "fairsynth-dataset", "license": "cc-by-4.0",
+             "use_cases": "Training and evaluating attribute classifiers whose accuracy must hold "
+                          "across the balanced groups; studying debiasing. Not for identifying "
+                          "people."},
     "seed": 0,
 }  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]

@@ -119,3 +119,13 @@ def test_guidance_aims_at_the_truth_behind_verified_quotas():
     (corrected,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, confusions=[confusion], **kw)
     assert np.allclose(plain.target, quotas[0] / quotas[0].sum())
     assert np.allclose(corrected.target, [0.5, 0.5], atol=0.01)
+
+
+def test_an_audit_without_errors_still_leaves_an_interval():
+    """0 errors in 30 labelled 'yes' samples does not prove the verifier never errs: the
+    interval must widen around the point estimate, not collapse onto it."""
+    audit = [np.array([[226, 0], [0, 30]])]
+    est = estimate_truth(np.array([100, 100]), audit, target=np.array([0.5, 0.5]), n_boot=300)
+    assert est["probs"] == [0.5, 0.5]
+    assert est["low"][0] < 0.5 < est["high"][1] and est["high"][0] - est["low"][0] > 0.01
+    assert est["fd_interval"][1] > 0

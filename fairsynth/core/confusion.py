@@ -18,6 +18,8 @@ import numpy as np
 from fairsynth.core.metrics import fairness_discrepancy
 from fairsynth.core.unmixing import unmix
 
+JEFFREYS = 0.5  # the Dirichlet prior on each confusion row's counts
+
 
 def cell_confusion(matrices: Sequence[np.ndarray]) -> np.ndarray:
     """P(verified cell | true cell) over the joint cells (row-major, as AttributeSpace orders
@@ -67,9 +69,11 @@ def estimate_truth(
 ) -> dict:
     """The estimated true cell distribution of a set whose verifier counted ``counts`` (picked
     by verified cell from the judged samples it counted as ``generated``; None: not picked,
-    the set is all it judged), with percentile intervals. A bootstrap draw resamples the
-    audit's confusion counts and the judged counts, then each verified cell's samples' true
-    cells from that draw's posterior (the set's counts are fixed: quotas set them)."""
+    the set is all it judged), with percentile intervals. A draw takes each confusion row from
+    its Dirichlet posterior (the audit's counts + a Jeffreys 1/2: an audit that saw no error
+    still leaves room for a rare one), resamples the judged counts, then each verified cell's
+    samples' true cells from that draw's posterior (the set's counts are fixed: quotas set
+    them)."""
     counts = np.asarray(counts, dtype=np.int64)
     generated = counts if generated is None else np.asarray(generated, dtype=np.int64)
     point = selected_truth(counts, generated, cell_confusion(matrices))
@@ -77,7 +81,7 @@ def estimate_truth(
     n, n_gen = int(counts.sum()), int(generated.sum())
     draws = []
     for _ in range(n_boot):
-        resampled = cell_confusion([_resample_rows(np.asarray(m), rng) for m in matrices])
+        resampled = cell_confusion([_draw_rows(np.asarray(m), rng) for m in matrices])
         post = posterior(rng.multinomial(n_gen, generated / max(n_gen, 1)), resampled)
         truth = sum(rng.multinomial(int(c), post[:, v] / post[:, v].sum())
                     for v, c in enumerate(counts) if c)  # fmt: skip
@@ -92,8 +96,10 @@ def estimate_truth(
     return out
 
 
-def _resample_rows(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([rng.multinomial(int(r.sum()), r / r.sum()) for r in m])
+def _draw_rows(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if (m.sum(1) == 0).any():
+        raise ValueError("the audit saw no labelled sample of some class: cannot correct")
+    return np.stack([rng.dirichlet(r + JEFFREYS) for r in m.astype(np.float64)])
 
 
 def audit_matrices(verifier_audit: Mapping, names: Sequence[str]) -> list[np.ndarray] | None:

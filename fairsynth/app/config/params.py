@@ -12,6 +12,7 @@ from fairsynth.app.config.model_section import ModelConfig, PromptConfig, Target
 from fairsynth.app.config.schema import (
     AdpConfig,
     AuditModelConfig,
+    CardConfig,
     DownstreamConfig,
     GenerateConfig,
     GuidanceParams,
@@ -38,6 +39,7 @@ class Params(Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
     downstream: DownstreamConfig = Field(default_factory=DownstreamConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
     seed: Int = 0
 
     def attribute_space(self):

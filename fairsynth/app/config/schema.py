@@ -160,6 +160,24 @@ class OutputConfig(Section):
     shard_size: AtLeast1 = 256
 
 
+class CardConfig(Section):
+    """What the published dataset card and Croissant file say that a run cannot know."""
+
+    name: str = "fairsynth-dataset"
+    license: str = "cc-by-4.0"  # a Hugging Face licence identifier
+    use_cases: str = (
+        "Training and evaluating attribute classifiers whose accuracy must hold across the "
+        "balanced groups; studying debiasing. Not for identifying people."
+    )
+
+    @field_validator("name", "license")
+    @classmethod
+    def _nonempty(cls, value: str) -> str:
+        if not value.strip():
+            raise Invalid("must not be empty")
+        return value
+
+
 class AuditModelConfig(Section):
     n: AtLeast1 = 1000
     seed: Int = 0

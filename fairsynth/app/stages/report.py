@@ -1,4 +1,5 @@
-"""The report stage: metrics.json (DVC metrics), the before/after plot and table, from the published manifest."""
+"""The report stage: metrics.json (DVC metrics), the before/after plot and table, and what the
+published dataset says about itself (card, Croissant file, report page), from the manifest."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 from fairsynth.app.config import Params
 from fairsynth.app.stages.common import REPORT_DIR, read_audit, stage_main
+from fairsynth.app.stages.publication import write_publication
 from fairsynth.core.confusion import audit_matrices, estimate_truth
 from fairsynth.core.metrics import fairness_discrepancy, kl_divergence, total_variation
 from fairsynth.data import shards
@@ -76,6 +78,7 @@ def stage_report(
     pd.DataFrame({"cell": names, "target": target.probs, "before": before, "after": after}).to_csv(
         report_dir / "distribution.csv", index=False
     )
+    write_publication(params, audit_report, metrics, frame, report_dir)
     return metrics
 
 
