@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PYTHONUNBUFFERED := 1
 
-.PHONY: browser demo-t2i setup demo pipeline downstream test lint format clean-venv
+.PHONY: browser screenshot demo-t2i setup demo pipeline downstream test lint format clean-venv
 
 setup: $(STAMP)
 
@@ -60,6 +60,15 @@ browser:
 	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "chromium not installed: the report page's browser test will be skipped"
+
+# the README's picture of the report page, rendered from the last run's data/report/report.html
+screenshot: browser
+	@test -f data/report/report.html || { echo "no data/report/report.html: run make demo first"; exit 1; }
+	@mkdir -p docs
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1200,2000 \
+	  --screenshot=docs/report-page.png "file://$(CURDIR)/data/report/report.html"
 
 test: $(STAMP) browser
 	ruff check .

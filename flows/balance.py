@@ -1,7 +1,13 @@
 """The end-to-end balancing flow: reference -> audit -> ADP -> quota-driven generation -> report.
 
-python -m flows.balance [params.yaml]                 # run once
-python -m flows.balance params.yaml --serve "0 3 * * *"   # scheduled (needs a Prefect server)
+python -m flows.balance [params.yaml]                            # run once
+python -m flows.balance params.yaml --serve "0 3 * * *"          # scheduled (a Prefect server)
+python -m flows.balance params.yaml --serve-every 3600           # every hour
+
+A run takes the one-writer lock of every output it writes before its first stage; a run whose
+output is up to date generates nothing (``stage_generate``) and trains nothing. The served
+deployment runs one at a time: a tick that comes while a run is still going is cancelled
+(``CANCEL_NEW``), never queued behind it, so a slow run cannot build up a backlog.
 """
 
 from __future__ import annotations
@@ -9,8 +15,11 @@ from __future__ import annotations
 import argparse
 
 from prefect import flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from fairsynth.app.config import load_params
+from fairsynth.app.stages.common import pipeline_outputs
+from fairsynth.run.lock import output_locks
 from tasks.pipeline import (
     audit_task,
     generate_on_workers,
@@ -20,23 +29,30 @@ from tasks.pipeline import (
     train_adp_cached,
 )
 
+# the served deployment's collision policy: one run at a time, a new tick meanwhile is cancelled
+ONE_AT_A_TIME = ConcurrencyLimitConfig(
+    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+)
+
+
+def _trains_adp(params, adp_out: str) -> bool:
+    # the params' own ADP (a path other than adp_out, or a world's) is used as named: in the hashes
+    return params.guidance.mode != "none" and params.adp.path == adp_out != "toyfaces"
+
 
 @flow(name="balance")
 def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict:
     params = load_params(params_file)  # validated before any work starts
-    reference = reference_task(params)
-    audit_report = audit_task(params, reference)
-    adp_path = None
-    if params.guidance.mode != "none":
-        if params.adp.path == "toyfaces" or params.adp.path != adp_out:
-            adp_path = None  # the params' own ADP, named as they name it (it is in the hashes)
+    trains = _trains_adp(params, adp_out)
+    with output_locks(pipeline_outputs(params, adp_out if trains else None)):
+        reference = reference_task(params)
+        audit_report = audit_task(params, reference)
+        adp_path = train_adp_cached(params, adp_out) if trains else None
+        if params.scale.mode == "dask":
+            generation = generate_on_workers(params, audit_report, adp_path)
         else:
-            adp_path = train_adp_cached(params, adp_out)
-    if params.scale.mode == "dask":
-        generation = generate_on_workers(params, audit_report, adp_path)
-    else:
-        generation = generate_task(params, audit_report, adp_path)
-    return report_task(params, audit_report, generation)
+            generation = generate_task(params, audit_report, adp_path)
+        return report_task(params, audit_report, generation)
 
 
 def balance_for(params_file: str = "params.yaml"):
@@ -53,17 +69,32 @@ def run_balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> 
     return balance_for(params_file)(params_file, adp_out)
 
 
+def deployment(params_file: str, cron: str | None = None, every: float | None = None):
+    """The deployment ``balance/balance-scheduled``: on ``cron`` or every ``every`` seconds, one
+    run at a time (``ONE_AT_A_TIME``)."""
+    return balance_for(params_file).to_deployment(
+        name="balance-scheduled", cron=cron, interval=every, concurrency_limit=ONE_AT_A_TIME,
+        parameters={"params_file": params_file},
+    )  # fmt: skip
+
+
+def serve(params_file: str, cron: str | None = None, every: float | None = None) -> None:
+    """Serve the deployment from this process (needs a Prefect server: ``PREFECT_API_URL``)."""
+    from prefect import serve as serve_deployments
+
+    serve_deployments(deployment(params_file, cron, every))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="fairsynth balance flow")
     ap.add_argument("params", nargs="?", default="params.yaml")
-    ap.add_argument(
-        "--serve", metavar="CRON", help="serve as a scheduled deployment with this cron"
-    )
+    when = ap.add_mutually_exclusive_group()
+    when.add_argument("--serve", metavar="CRON", help="serve as a deployment on this cron")
+    when.add_argument("--serve-every", metavar="SECONDS", type=float,
+                      help="serve as a deployment run every SECONDS")  # fmt: skip
     a = ap.parse_args(argv)
-    if a.serve:
-        balance_for(a.params).serve(
-            name="balance-scheduled", cron=a.serve, parameters={"params_file": a.params}
-        )
+    if a.serve or a.serve_every:
+        serve(a.params, cron=a.serve, every=a.serve_every)
     else:
         print(run_balance(a.params))
 

@@ -21,8 +21,7 @@ from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
 from fairsynth.app.stages.train_adp import stage_train_adp
-from fairsynth.app.train_adp import adp_inputs_hash, recorded_inputs
-from fairsynth.guidance.adp import ADP_FILES
+from fairsynth.app.train_adp import adp_inputs_hash, adp_is_current
 
 
 @task(name="reference", retries=1)
@@ -65,9 +64,7 @@ def train_adp_cached(params: Params, out: str) -> str:
     """The ADP task, from the cache where it holds; trained again when the folder it names is
     gone, incomplete, or holds an ADP made from other inputs (another run, or ``dvc repro``
     with other params, wrote it since: a cached path is only as good as what it points to)."""
-    present = all((Path(out) / f).is_file() for f in ADP_FILES)
-    current = present and recorded_inputs(out) == adp_inputs_hash(params)
-    return train_adp_task.with_options(refresh_cache=not current)(params, out)
+    return train_adp_task.with_options(refresh_cache=not adp_is_current(params, out))(params, out)
 
 
 def _progress_callback():

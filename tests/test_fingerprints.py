@@ -61,7 +61,7 @@ def test_changed_weights_after_a_crash_start_a_fresh_ledger(tmp_path, tiny_world
     resumed = stage_generate(params, None, progress=False)
     assert resumed["resumed_at_batch"] == 0, "the old ADP's batches were replayed"
     # the same run from scratch with the new weights gives the same dataset
-    fresh = stage_generate(params, None, progress=False)
+    fresh = stage_generate(params, None, progress=False, force=True)
     assert fresh["accepted"] == resumed["accepted"] and fresh["generated"] == resumed["generated"]
 
 

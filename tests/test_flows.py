@@ -40,6 +40,52 @@ def test_balance_flow_tiny(tmp_path, tiny_world, harness, monkeypatch):
 
 
 @pytest.mark.slow
+def test_balance_flow_again_with_nothing_changed_writes_nothing(tmp_path, tiny_world, harness,
+                                                                 monkeypatch):  # fmt: skip
+    from flows.balance import balance
+
+    _setup(tmp_path, tiny_world)
+    monkeypatch.chdir(tmp_path)
+    first = balance(str(tmp_path / "params.yaml"))
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()
+               and ".prefect" not in p.parts and "cache" not in p.parts}  # fmt: skip
+    assert any(p.suffix == ".tar" for p in written)
+    again = balance(str(tmp_path / "params.yaml"))
+    assert again == first
+    changed = [p for p, t in written.items() if p.stat().st_mtime_ns != t]
+    # the reference is rendered again to the same bytes; nothing downstream of it is written
+    assert not [p for p in changed if "ref" not in p.relative_to(tmp_path).parts], changed
+
+
+@pytest.mark.slow
+def test_a_second_balance_run_stops_at_once_on_a_held_output(tmp_path, tiny_world, harness,
+                                                              monkeypatch):  # fmt: skip
+    import socket
+    import subprocess
+    import sys
+
+    from fairsynth.run.lock import OutputBusy
+    from flows.balance import balance
+
+    _setup(tmp_path, tiny_world)
+    monkeypatch.chdir(tmp_path)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "report.lock").write_text(
+            json.dumps({"pid": live.pid, "host": socket.gethostname()})
+        )
+        with pytest.raises(OutputBusy, match=f"report.lock: another run \\(pid {live.pid}"):
+            balance(str(tmp_path / "params.yaml"))
+    finally:
+        live.kill()
+        live.wait()
+    assert not (tmp_path / "ref").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "data" / "audit").exists(), "it wrote before it stopped"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["report.lock"]
+
+
+@pytest.mark.slow
 def test_toyfaces_audit_flow(tmp_path, harness):
     from flows.toyfaces_audit import toyfaces_audit
 
@@ -54,14 +100,18 @@ def test_toyfaces_audit_flow(tmp_path, harness):
     assert report["n"] == 6 and report["reference_source"].endswith("labels.parquet")
 
 
-def test_scheduled_deployment_builds():
-    from flows.balance import balance
+def test_scheduled_deployment_runs_one_at_a_time():
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
-    dep = balance.to_deployment(
-        name="balance-scheduled", cron="0 3 * * *", parameters={"params_file": "params.yaml"}
-    )
-    assert dep.name == "balance-scheduled"
+    from flows.balance import deployment
+
+    dep = deployment("params.yaml", cron="0 3 * * *")
+    assert dep.name == "balance-scheduled" and dep.parameters == {"params_file": "params.yaml"}
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * *"
+    assert dep.concurrency_limit == 1
+    assert dep.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+    every = deployment("params.yaml", every=90)
+    assert every.schedules[0].schedule.interval.total_seconds() == 90
 
 
 @pytest.mark.slow

@@ -345,7 +345,7 @@ def test_a_damaged_ledger_batch_is_set_aside_and_generated_again(tmp_path, tiny_
             raise _Crash
 
     with pytest.raises(_Crash):
-        stage_generate(params, None, progress=False, on_batch=crash_after_three)
+        stage_generate(params, None, progress=False, on_batch=crash_after_three, force=True)
     (ledger,) = (tmp_path / "out.ledger").iterdir()
     batch = ledger / "batch-000001.tar"
     batch.write_bytes(batch.read_bytes()[:700])  # truncated

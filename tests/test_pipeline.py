@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import webdataset as wds
 
-from fairsynth.app.config import load_params
+from fairsynth.app.config import load_params, replace
 from fairsynth.app.stages.audit import stage_audit
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
@@ -66,11 +66,32 @@ def test_same_params_same_bytes(tmp_path, tiny_world):
     stage_generate(params, None, progress=False)
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
     manifest1 = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    stage_generate(params, None, progress=False)
+    stage_generate(params, None, progress=False, force=True)  # made again, not skipped
     second = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
     assert first and first == second
     pd.testing.assert_frame_equal(manifest1, pd.read_parquet(tmp_path / "out" / "manifest.parquet"))
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_an_up_to_date_output_is_left_alone(tmp_path, tiny_world, capsys):
+    params = _setup(tmp_path, tiny_world, mode="sample")
+    first = stage_generate(params, None, progress=False)
+    out = tmp_path / "out"
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    again = stage_generate(params, None, progress=False)
+    assert again["up_to_date"] and "up to date" in capsys.readouterr().err
+    assert again["accepted"] == first["accepted"] and again["generated"] == first["generated"]
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps, "an up-to-date run wrote"
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
+    # a damaged shard or other inputs: generated again
+    shard = next(out.glob("*.tar"))
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-1] + b"x")
+    assert "up_to_date" not in stage_generate(params, None, progress=False)
+    assert shard.read_bytes() == good
+    other = replace(params, generate=replace(params.generate, seed=params.generate.seed + 1))
+    assert "up_to_date" not in stage_generate(other, None, progress=False)
 
 
 def test_augment_needs_audit(tmp_path, tiny_world):
@@ -103,7 +124,7 @@ def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
     import pytest
 
     with pytest.raises(_Crash):
-        stage_generate(params, None, progress=False, on_batch=crash_after_two)
+        stage_generate(params, None, progress=False, on_batch=crash_after_two, force=True)
     assert not (out / "index.json").exists(), "a crashed run must not look complete"
     assert not (tmp_path / "out.lock").exists()
     resumed = stage_generate(params, None, progress=False)
@@ -159,3 +180,23 @@ def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
     a, b = TrainedADP.load(tmp_path / "a"), TrainedADP.load(tmp_path / "b")
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k])
+
+
+def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tiny_world, capsys):
+    from fairsynth.app.stages.train_adp import stage_train_adp
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        "adp: {trajectories: 8, epochs: 1}\nguidance: {batch_size: 4}\n"
+    )
+    params = load_params(p)
+    out = tmp_path / "adp_out"
+    stage_train_adp(params, out)
+    stamps = {f: f.stat().st_mtime_ns for f in out.iterdir()}
+    stage_train_adp(params, out)
+    assert "up to date" in capsys.readouterr().err
+    assert {f: f.stat().st_mtime_ns for f in out.iterdir()} == stamps
+    other = replace(params, adp=replace(params.adp, lr=params.adp.lr * 2))
+    stage_train_adp(other, out)
+    assert {f: f.stat().st_mtime_ns for f in out.iterdir()} != stamps  # other inputs: trained

@@ -1,8 +1,13 @@
-"""What a published dataset says about itself: the dataset card
-(read back by ``datasets``) and the report page (rendered by headless Chromium)."""
+"""What a published dataset says about itself: the dataset card (read back by ``datasets``),
+the Croissant file (validated and iterated by ``mlcroissant``) and the report page (rendered by
+headless Chromium)."""
 
+import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -80,6 +85,83 @@ def test_datasets_reads_the_card_configs_as_the_manifest(published, tmp_path, mo
     got = {row["__key__"]: row["json"]["cell"] for row in ds}
     assert got == dict(zip(acc["key"], acc["cell"], strict=True))
     assert ds[0]["png"].size == (32, 32)
+
+
+# mlcroissant caches what it extracted by contentUrl, the same relative path in every tmp_path:
+# each check runs in its own process with its own cache
+CROISSANT_CHECK = """
+import json, sys
+import mlcroissant as mlc
+ds = mlc.Dataset(jsonld=sys.argv[1])
+issues = ds.metadata.ctx.issues
+rows = []
+for r in ds.records(record_set="samples"):
+    row = {k.split("/", 1)[1]: v for k, v in r.items()}
+    row["image"] = list(row["image"].size)
+    rows.append({k: v.decode() if isinstance(v, bytes) else v for k, v in row.items()})
+print(json.dumps({"errors": sorted(issues.errors), "warnings": sorted(issues.warnings),
+                  "rows": rows}))
+"""
+
+
+def _croissant_check(path, tmp_path) -> dict:
+    env = {**os.environ, "CROISSANT_CACHE": str(tmp_path / "croissant-cache")}
+    run = subprocess.run([sys.executable, "-c", CROISSANT_CHECK, str(path)], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_croissant_validates_and_iterates_the_published_samples(published, tmp_path):
+    pytest.importorskip("mlcroissant")
+    params, report, acc = published
+    meta = json.loads((report / "croissant.json").read_text())
+    assert "http://mlcommons.org/croissant/RAI/1.0" in meta["conformsTo"]
+    for key in ("rai:dataCollection", "rai:dataBiases", "rai:dataLimitations",
+                "rai:dataUseCases", "rai:annotationsPerItem", "rai:personalSensitiveInformation",
+                "prov:wasGeneratedBy"):  # fmt: skip
+        assert meta[key], key
+    assert meta["rai:dataCollectionType"] == ["Synthetic"]
+    assert any("accuracy" in b for b in meta["rai:dataBiases"])  # the verifier's confusion
+    checked = _croissant_check(report / "croissant.json", tmp_path)
+    assert checked["errors"] == [] and checked["warnings"] == []
+    rows = {r["key"]: r for r in checked["rows"]}
+    assert sorted(rows) == sorted(acc["key"])  # published samples only, not the rejected
+    for _, sample in acc.iterrows():
+        row = rows[sample["key"]]
+        assert row["cell"] == sample["cell"] and row["image"] == [32, 32]
+        assert all(row[a] == sample[a] for a in params.build_target().space.names)
+
+
+def test_croissant_records_the_hash_of_every_file(published):
+    """mlcroissant does not check hashes: here they are checked against the files."""
+    from fairsynth.data.shards import sha256_file
+
+    _, report, _ = published
+    meta = json.loads((report / "croissant.json").read_text())
+    for f in meta["distribution"]:
+        if f["@type"] == "cr:FileObject":
+            assert sha256_file(report / f["contentUrl"]) == f["sha256"], f["contentUrl"]
+
+
+def test_same_inputs_same_publication_bytes(published):
+    """A run made again from the same params: the card is the same bytes; the Croissant file
+    differs at most in ``datePublished`` and the page only inside its run-timing section (both
+    from the run record, the day and the wall times of the run that generated the shards)."""
+    params, report, _ = published
+    names = ("README.md", "croissant.json", "report.html")
+    before = {n: (report / n).read_bytes() for n in names}
+    stage_generate(params, None, progress=False, force=True)
+    audit = json.loads((report.parent / "audit" / "audit.json").read_text())
+    stage_report(params, audit, report)
+    after = {n: (report / n).read_bytes() for n in names}
+    assert after["README.md"] == before["README.md"]
+    dated = [json.loads(before["croissant.json"]), json.loads(after["croissant.json"])]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d", d.pop("datePublished")) for d in dated)
+    assert dated[0] == dated[1]
+    timing = re.compile(rb"<section id=run-timing>.*?</section>", re.S)
+    assert timing.search(after["report.html"]), "the page has no run-timing section"
+    assert timing.sub(b"", after["report.html"]) == timing.sub(b"", before["report.html"])
 
 
 def test_card_size_categories():

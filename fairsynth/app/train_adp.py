@@ -203,6 +203,14 @@ def recorded_inputs(folder: str | Path) -> str | None:
         return None
 
 
+def adp_is_current(params: Params, folder: str | Path) -> bool:
+    """True when ``folder`` holds a complete ADP trained from the inputs these params name."""
+    from fairsynth.guidance.adp import ADP_FILES
+
+    present = all((Path(folder) / f).is_file() for f in ADP_FILES)
+    return present and recorded_inputs(folder) == adp_inputs_hash(params)
+
+
 def training_prompts(params: Params) -> list[PromptConfig]:
     """Text-to-image: the configured prompts plus the neutral ones; [] for unconditional."""
     if params.model.kind != "text2image":

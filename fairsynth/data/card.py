@@ -53,19 +53,20 @@ def _code(text: str) -> str:
     return "`" + str(text).replace("|", "\\|") + "`"
 
 
-def _f(x: float | None, digits: int = 3) -> str:
+def number(x: float | None, digits: int = 3) -> str:
+    """A measured number as the card and the page show it ("–" where it was not measured)."""
     return "–" if x is None else f"{x:.{digits}f}"
 
 
 def _summary(f: dict) -> str:
     m = f["metrics"]
-    before = f" (the reference: {_f(m['fd_before'])})" if m.get("fd_before") is not None else ""
+    before = f" (the reference: {number(m['fd_before'])})" if m.get("fd_before") is not None else ""
     return (
         f"{f['n']} synthetic face images generated with **Distribution Guidance** "
         f"(Parihar et al., CVPR 2024) by fairsynth, so that the "
         f"cells of {' × '.join(f['attributes'])} follow a chosen target. Every sample was "
         f"judged by the verifier(s) below before it was accepted. Fairness discrepancy to the "
-        f"target, as the verifier counts: {_f(m['fd_after'])}{before}.\n"
+        f"target, as the verifier counts: {number(m['fd_after'])}{before}.\n"
     )
 
 
@@ -97,28 +98,28 @@ def _distribution(f: dict) -> str:
     for i, cell in enumerate(f["cells"]):
         r = [_code(cell)]
         if ref_total:
-            r += [ref["counts"][i], _f(ref["counts"][i] / ref_total)]
+            r += [ref["counts"][i], number(ref["counts"][i] / ref_total)]
         else:
             r += ["–", "–"]
-        r += [_f(f["target"][i]), f["quotas"][i], f["counts"][i]]
+        r += [number(f["target"][i]), f["quotas"][i], f["counts"][i]]
         if est:
-            r += [_f(est["probs"][i]), f"[{_f(est['low'][i])}, {_f(est['high'][i])}]"]
+            r += [number(est["probs"][i]), f"[{number(est['low'][i])}, {number(est['high'][i])}]"]
         rows.append(r)
     m = f["metrics"]
     text = "## The reference audit, the target and what was published\n\n"
     if ref_total:
         text += (f"The reference ({ref['source']}, {ref_total} samples audited; labels: "
                  f"{ref.get('label_source') or 'the verifier'}) is imbalanced: FD "
-                 f"{_f(m['fd_before'])} to the target.\n\n")  # fmt: skip
+                 f"{number(m['fd_before'])} to the target.\n\n")  # fmt: skip
     text += _table(head, rows)
-    text += (f"\nFD {_f(m['fd_after'])}, KL(target‖published) {_f(m['kl_target_to_after'])}, "
-             f"TV {_f(m['tv_after'])}" + (" (reference + synthetic)" if f["mode"] == "augment" else "")
+    text += (f"\nFD {number(m['fd_after'])}, KL(target‖published) {number(m['kl_target_to_after'])}, "
+             f"TV {number(m['tv_after'])}" + (" (reference + synthetic)" if f["mode"] == "augment" else "")
              + ".\n")  # fmt: skip
     if est:
         lo, hi = est.get("fd_interval", (None, None))
         text += (f"\nThe *estimated true* column corrects the verifier's count for its own "
                  f"errors, from its confusion on the labelled audit: estimated true FD "
-                 f"{_f(est.get('fd'))} ({_f(lo)}–{_f(hi)}).\n")  # fmt: skip
+                 f"{number(est.get('fd'))} ({number(lo)}–{number(hi)}).\n")  # fmt: skip
     return text
 
 
@@ -139,12 +140,13 @@ def _verifiers(f: dict) -> str:
             f"samples; rows are the true class, columns the verifier's.\n")  # fmt: skip
     for role in roles:
         v = conf[role]
-        for attr, a in v.items():
+        for attr in f["attributes"]:  # in the space's order, whatever order the audit has
+            a = v.get(attr)
             if not isinstance(a, dict) or "matrix" not in a:
                 continue
             rows = [[f"**{c}**", *row] for c, row in zip(a["classes"], a["matrix"], strict=True)]
             text += (f"\n`{v.get('verifier')}` ({role}) on **{attr}**: accuracy "
-                     f"{_f(a['accuracy'])}, {a.get('rejected', 0)} not confident\n\n")  # fmt: skip
+                     f"{number(a['accuracy'])}, {a.get('rejected', 0)} not confident\n\n")  # fmt: skip
             text += _table(["true \\ verified", *a["classes"]], rows)
     if f.get("disagreement_rate") is not None:
         text += (f"\nThe two verifiers disagreed on {f['disagreement_rate']:.1%} of the "
@@ -152,7 +154,8 @@ def _verifiers(f: dict) -> str:
     return text
 
 
-def _limitations(f: dict) -> str:
+def limitations(f: dict) -> list[str]:
+    """What the set does not show (the card's list, Croissant's ``rai:dataLimitations``)."""
     conf = f.get("confusion") or {}
     items = [
         "Attributes are the verifier's judgement, not ground truth: a verifier's error on the "
@@ -167,7 +170,11 @@ def _limitations(f: dict) -> str:
             "method and the pipeline end to end; it says nothing about real faces, real "
             "demographic attributes or a real verifier's error."
         )
-    return "## Known limitations\n\n" + "".join(f"- {i}\n" for i in items)
+    return items
+
+
+def _limitations(f: dict) -> str:
+    return "## Known limitations\n\n" + "".join(f"- {i}\n" for i in limitations(f))
 
 
 def _loading(f: dict) -> str:

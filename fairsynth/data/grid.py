@@ -29,7 +29,11 @@ def make_grid(
 
 
 def save_grid(images: np.ndarray, path: str | Path, **kwargs) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(make_grid(images, **kwargs)).save(path)
-    return path
+    import io
+
+    from fairsynth.data.shards import write_atomic
+
+    buf = io.BytesIO()
+    Image.fromarray(make_grid(images, **kwargs)).save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
+    return Path(path)

@@ -11,6 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from fairsynth.data.card import number
 from fairsynth.data.grid import make_grid
 
 STYLE = """
@@ -59,10 +60,6 @@ def report_page(facts: dict, grids: dict[str, np.ndarray], distribution_png: byt
     )
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def _table(head: list[str], rows: list[list[object]]) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -73,16 +70,16 @@ def _tiles(f: dict) -> str:
     m = f["metrics"]
     met = f["counts"] == f["quotas"]
     tiles = [
-        (_num(m.get("fd_before")), "FD before (reference)"),
-        (_num(m.get("fd_after")), "FD after"),
-        (_num(m.get("kl_target_to_after")), "KL(target‖after)"),
-        (_num(m.get("tv_after")), "TV after"),
+        (number(m.get("fd_before")), "FD before (reference)"),
+        (number(m.get("fd_after")), "FD after"),
+        (number(m.get("kl_target_to_after")), "KL(target‖after)"),
+        (number(m.get("tv_after")), "TV after"),
         (f"{f['samples_per_accepted']:.2f}", "generated per accepted"),
         (f"<span class={'ok' if met else 'miss'}>{'met' if met else 'not met'}</span>", "quotas"),
     ]
     est = f.get("estimated_true") or {}
     if "fd" in est:
-        tiles.insert(2, (_num(est["fd"]), "estimated true FD"))
+        tiles.insert(2, (number(est["fd"]), "estimated true FD"))
     inner = "".join(f"<div class=tile><b>{v}</b><span>{html.escape(k)}</span></div>" for v, k in tiles)
     return f"<div class=tiles>{inner}</div>"
 
@@ -95,10 +92,10 @@ def _distribution(f: dict, png: bytes | None) -> str:
     head = ["cell", "reference", "target", "quota", "published"] + (["estimated true"] if est else [])
     rows = []
     for i, c in enumerate(f["cells"]):
-        r = [f"<code>{html.escape(c)}</code>", _num(ref[i] / total) if total else "–",
-             _num(f["target"][i]), f["quotas"][i], f["counts"][i]]  # fmt: skip
+        r = [f"<code>{html.escape(c)}</code>", number(ref[i] / total) if total else "–",
+             number(f["target"][i]), f["quotas"][i], f["counts"][i]]  # fmt: skip
         if est:
-            r.append(f"{_num(est['probs'][i])} [{_num(est['low'][i])}, {_num(est['high'][i])}]")
+            r.append(f"{number(est['probs'][i])} [{number(est['low'][i])}, {number(est['high'][i])}]")
         rows.append(r)
     img = f"<img alt='before, target and after per cell' src='{png_data_uri(png)}'>" if png else ""
     return "<h2>Before, target, after</h2>" + img + _table(head, rows)
@@ -152,8 +149,8 @@ def _verifiers(f: dict) -> str:
                    "class; columns: the verifier's).</p><div class=mats>")  # fmt: skip
         for role in roles:
             v = conf[role]
-            for attr, a in v.items():
-                if isinstance(a, dict) and "matrix" in a:
+            for attr in f["attributes"]:
+                if isinstance(a := v.get(attr), dict) and "matrix" in a:
                     out.append(_matrix(f"{v.get('verifier')} ({role}) — {attr}", a))
         out.append("</div>")
     if f.get("disagreement_rate") is not None:
@@ -171,7 +168,7 @@ def _matrix(title: str, a: dict) -> str:
         tds = "".join(f"<td style='background:rgba(76,120,168,{s * 0.8:.2f})'>{int(v)}</td>"
                       for v, s in zip(row, srow, strict=True))  # fmt: skip
         trs.append(f"<tr><th>{html.escape(c)}</th>{tds}</tr>")
-    return (f"<figure><figcaption>{html.escape(title)}: accuracy {_num(a.get('accuracy'))}"
+    return (f"<figure><figcaption>{html.escape(title)}: accuracy {number(a.get('accuracy'))}"
             f"</figcaption><table><tr><th>true \\ verified</th>{head}</tr>{''.join(trs)}</table>"
             "</figure>")  # fmt: skip
 
@@ -180,14 +177,15 @@ def _timing(t: dict) -> str:
     split = t.get("time_split") or {}
     if not split and "wall_seconds" not in t:
         return ""
-    text = "<h2>Timing</h2>"
+    # the run record's facts: the one section that differs between runs of the same inputs
+    text = "<section id=run-timing><h2>Timing</h2>"
     if "wall_seconds" in t:
         text += (f"<p>Generation {t.get('generation_seconds', 0):.1f} s of a "
                  f"{t['wall_seconds']:.1f} s run" + (f", finished {html.escape(str(t['finished_at']))}"
                  if t.get("finished_at") else "") + ".</p>")  # fmt: skip
     if split:
         text += _bars_svg([(k, float(v)) for k, v in split.items()], unit=" s")
-    return text
+    return text + "</section>"
 
 
 def _provenance(f: dict) -> str:

@@ -40,9 +40,7 @@ def distribution_bars(
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def group_accuracy_bars(report: dict, path: str | Path) -> Path:
@@ -77,6 +75,19 @@ def group_accuracy_bars(report: dict, path: str | Path) -> Path:
     ax.legend(frameon=False, fontsize=8, loc="lower left")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """PNG without the software version (same bytes on every run), written atomically."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from fairsynth.data.shards import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
-    return path
+    write_atomic(path, buf.getvalue())
+    return Path(path)

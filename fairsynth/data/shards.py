@@ -65,7 +65,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one step (a crash leaves the old file or the new one);
+    a file that already holds exactly these bytes is not touched."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + tario.TMP_SUFFIX)
     try:

@@ -3,6 +3,7 @@ accepted samples, the manifest, a grid of accepted samples and the run summary."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from fairsynth.data import shards, tario
 from fairsynth.data.grid import save_grid
+from fairsynth.data.runlog import read_run_record
 from fairsynth.run.judge import ACCEPTED, JudgedBatch, shortfall
 from fairsynth.run.ledger import Ledger
 from fairsynth.run.spec import RunSpec
@@ -101,6 +103,7 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
     generated = sum(s.generated for s in states)
     summary = {
         "shards": index_entries,
+        "manifest_sha256": shards.sha256_file(out / "manifest.parquet"),
         "dataset": dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
@@ -140,3 +143,25 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
 
 def keys_in(path: Path) -> list[str]:
     return [s["__key__"] for s in tario.iter_shard(path)]
+
+
+def published_summary(out: Path, fingerprint_id: str) -> dict | None:
+    """The summary of the output already in ``out`` when a complete run made it from the same
+    inputs (the fingerprint in its ``index.json``) and its shards and manifest are intact; else
+    None. The same inputs give the same bytes, so running again would only rewrite them."""
+    try:
+        index = json.loads((out / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or index.get("fingerprint") != fingerprint_id:
+        return None
+    named = {e["shard"]: e["sha256"] for e in index.get("shards", [])}
+    present = {p.name for p in out.glob(f"{index.get('dataset')}-*.tar")}
+    manifest = out / "manifest.parquet"
+    if present != set(named) or not manifest.is_file():
+        return None
+    if shards.sha256_file(manifest) != index.get("manifest_sha256"):
+        return None
+    if any(shards.sha256_file(out / name) != sha for name, sha in named.items()):
+        return None
+    return {**index, **read_run_record(out), "up_to_date": True}

@@ -19,6 +19,7 @@ from fairsynth.data.reference import (
     load_images,
     verifier_confusion,
 )
+from fairsynth.run.lock import OutputLock
 from fairsynth.verify import load_one
 
 
@@ -30,13 +31,14 @@ def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
     report = audit(data, target)
     if data.source != "classifier" and params.verify.audit_n > 0:
         report["verifiers"] = audit_verifiers(params, data)
-    shards.write_json(out_dir / "audit.json", report)
-    distribution_bars(
-        report["cells"],
-        {"reference": report["fractions"], "target": report["target"]},
-        out_dir / "reference_vs_target.png",
-        f"Reference ({report['n']} samples) vs target — FD {report['fd']:.3f}",
-    )
+    with OutputLock(out_dir):
+        shards.write_json(out_dir / "audit.json", report)
+        distribution_bars(
+            report["cells"],
+            {"reference": report["fractions"], "target": report["target"]},
+            out_dir / "reference_vs_target.png",
+            f"Reference ({report['n']} samples) vs target — FD {report['fd']:.3f}",
+        )
     return report
 
 

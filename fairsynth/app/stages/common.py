@@ -16,6 +16,16 @@ ADP_OUT = Path("data/adp")
 REPORT_DIR = Path("data/report")
 
 
+def pipeline_outputs(params: Params, adp_out: str | Path | None) -> list[Path]:
+    """Every output a balancing run writes: the flow locks them all before its first stage."""
+    outs = [AUDIT_DIR, Path(params.output.dir), REPORT_DIR]
+    if params.reference.source not in ("folder", "shards"):
+        outs.insert(0, Path(params.reference.path))  # rendered by the run (a world's reference)
+    if adp_out is not None:
+        outs.insert(-2, Path(adp_out))
+    return outs
+
+
 def read_audit() -> dict | None:
     """The reference audit of ``dvc repro`` (the generate and report stages read it)."""
     path = AUDIT_DIR / "audit.json"

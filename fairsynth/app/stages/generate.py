@@ -15,6 +15,7 @@ from fairsynth.run.executors import make_executor
 from fairsynth.run.judge import GenerationState
 from fairsynth.run.lock import OutputLock
 from fairsynth.run.orchestrate import Executor, generate_dataset
+from fairsynth.run.publish import published_summary
 
 
 def stage_generate(
@@ -24,13 +25,15 @@ def stage_generate(
     progress: bool = True,
     on_batch: Callable[[GenerationState], None] | None = None,
     executor: Executor | None = None,
+    force: bool = False,
 ) -> dict:
     """Quota-driven guided generation, verification, and publication of shards + manifest.
 
     Batches are produced where ``scale`` says (this process or Dask workers; ``executor``
     overrides it, as the Prefect flow does with its task runner) and judged here. Crash-safe:
     every finished batch goes to the ledger first (``fairsynth.run.ledger``); a run started again
-    with the same params replays it and continues. One writer per output.
+    with the same params replays it and continues. One writer per output. An output that a
+    complete run made from the same inputs is left as it is, nothing written, unless ``force``.
     """
     if adp_path is not None:
         params = replace(params, adp=replace(params.adp, path=str(adp_path)))
@@ -38,6 +41,10 @@ def stage_generate(
     run = resolve_run(params, audit_report)
     check_inputs(run)  # class names and step count against what the folders say
     with OutputLock(run.output_dir):
+        if not force and (done := published_summary(run.output_dir, run.fingerprint_id)):
+            print(f"{run.output_dir}: up to date (fingerprint {run.fingerprint_id}), "
+                  "nothing generated", file=sys.stderr)  # fmt: skip
+            return done
         own = executor is None
         executor = executor or make_executor(run.scale)
         try:

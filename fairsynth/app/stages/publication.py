@@ -1,5 +1,5 @@
 """What a published dataset says about itself: a run's facts gathered once, then written as its
-dataset card (``README.md``) and its report page
+dataset card (``README.md``), its Croissant metadata (``croissant.json``) and its report page
 (``report.html``), beside the report's ``metrics.json``."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from fairsynth.app.config import Params, as_dict
 from fairsynth.core import plugins
 from fairsynth.data import shards
 from fairsynth.data.card import dataset_card
+from fairsynth.data.croissant import croissant
 from fairsynth.data.page import report_page
 from fairsynth.data.runlog import read_run_record
 from fairsynth.data.tario import decode_png, iter_shard
 
-PUBLICATION_FILES = ("README.md", "report.html")
+PUBLICATION_FILES = ("README.md", "croissant.json", "report.html")
 GRID_PER_CELL = 16  # samples shown per cell on the page
 
 
@@ -95,10 +96,11 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
 
 def write_publication(params: Params, audit_report: dict | None, metrics: dict,
                       frame: pd.DataFrame, report_dir: Path) -> dict:  # fmt: skip
-    """The card and the page, atomically each; returns the facts."""
+    """The card, the Croissant file and the page, atomically each; returns the facts."""
     facts = publication_facts(params, audit_report, metrics, frame, report_dir)
     grids = samples_by_cell(Path(params.output.dir), frame, facts["cells"])
     shards.write_atomic(report_dir / "README.md", dataset_card(facts).encode())
+    shards.write_json(report_dir / "croissant.json", croissant(facts))
     page = report_page(
         facts, grids, distribution_png=(report_dir / "distribution.png").read_bytes()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,22 +13,51 @@ from fairsynth.app.resolve import verifier_spec
 from fairsynth.app.stages.common import stage_main
 from fairsynth.core import plugins
 from fairsynth.core.metrics import cell_counts
+from fairsynth.data import shards
 from fairsynth.data.reference import (
     ReferenceData,
     read_image_folder,
     read_shards,
 )
+from fairsynth.run.lock import OutputLock
 from fairsynth.verify import load_verifier
+
+RENDERED = "rendered.json"  # what a world's reference was rendered from, and its files' sha256
 
 
 def stage_reference(params: Params) -> str:
-    """Render the toy reference dataset (only for ``reference.source: toyfaces``)."""
+    """Render a world's reference (``reference.source`` the world's name) into
+    ``reference.path``, unless the folder already holds that rendering, intact; a user's
+    reference (``folder``, ``shards``) is only checked to exist."""
     ref = params.reference
-    if ref.source == "toyfaces":
+    if ref.source in ("folder", "shards"):
+        if not Path(ref.path).exists():
+            raise FileNotFoundError(f"reference.path {ref.path} does not exist")
+        return ref.path
+    folder = Path(ref.path)
+    made_from = {"source": ref.source, "n": ref.n, "seed": ref.seed}
+    with OutputLock(folder):
+        if _rendered_from(folder) == made_from:
+            print(f"{folder}: the reference is up to date, not rendered again", file=sys.stderr)
+            return ref.path
+        (folder / RENDERED).unlink(missing_ok=True)  # until the rendering is complete
         plugins.provided("reference", ref.source)(ref.path, n=ref.n, seed=ref.seed)
-    elif not Path(ref.path).exists():
-        raise FileNotFoundError(f"reference.path {ref.path} does not exist")
+        files = {p.name: shards.sha256_file(p) for p in sorted(folder.iterdir())
+                 if p.is_file() and p.name != RENDERED}  # fmt: skip
+        shards.write_json(folder / RENDERED, {**made_from, "files": files})
     return ref.path
+
+
+def _rendered_from(folder: Path) -> dict | None:
+    """What the folder's complete rendering was made from, if its files are as recorded."""
+    try:
+        record = json.loads((folder / RENDERED).read_text())
+        files = record.pop("files")
+        if any(shards.sha256_file(folder / n) != sha for n, sha in files.items()):
+            return None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return record
 
 
 def load_reference(params: Params) -> ReferenceData:

@@ -17,7 +17,8 @@ from fairsynth.core.confusion import audit_matrices, estimate_truth
 from fairsynth.core.metrics import fairness_discrepancy, kl_divergence, total_variation
 from fairsynth.data import shards
 from fairsynth.data.plots import distribution_bars
-from fairsynth.data.runlog import read_run_record, write_run_record
+from fairsynth.data.runlog import read_run_record, run_record_path
+from fairsynth.run.lock import OutputLock
 
 
 def stage_report(
@@ -65,20 +66,22 @@ def stage_report(
             frame, synth_counts, audit_report, space, target, params.generate.mode
         ),
     }
-    shards.write_json(report_dir / "metrics.json", metrics)
-    run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
-    write_run_record(
-        report_dir, {k: run[k] for k in ("wall_seconds", "generation_seconds") if k in run}
-    )
-    series = {"target": target.probs.tolist(), "after": after.tolist()}
-    if audit_report:
-        series = {"reference (before)": before.tolist(), **series}
-    distribution_bars(names, series, report_dir / "distribution.png",
-                      f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
-    pd.DataFrame({"cell": names, "target": target.probs, "before": before, "after": after}).to_csv(
-        report_dir / "distribution.csv", index=False
-    )
-    write_publication(params, audit_report, metrics, frame, report_dir)
+    with OutputLock(report_dir):
+        shards.write_json(report_dir / "metrics.json", metrics)
+        run = read_run_record(out)  # the generation's timings: not in the byte-stable outputs
+        # the generation's own record, not a new timestamp: unchanged when the data is
+        shards.write_json(run_record_path(report_dir), {k: run[k] for k in
+                          ("wall_seconds", "generation_seconds", "finished_at") if k in run})  # fmt: skip
+        series = {"target": target.probs.tolist(), "after": after.tolist()}
+        if audit_report:
+            series = {"reference (before)": before.tolist(), **series}
+        distribution_bars(names, series, report_dir / "distribution.png",
+                          f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
+        csv = pd.DataFrame(
+            {"cell": names, "target": target.probs, "before": before, "after": after}
+        ).to_csv(index=False)
+        shards.write_atomic(report_dir / "distribution.csv", csv.encode())
+        write_publication(params, audit_report, metrics, frame, report_dir)
     return metrics
 
 

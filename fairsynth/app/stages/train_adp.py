@@ -9,14 +9,23 @@ from pathlib import Path
 from fairsynth.app.config import Params
 from fairsynth.app.stages.common import ADP_OUT, stage_main
 from fairsynth.data.runlog import write_run_record
+from fairsynth.run.lock import OutputLock
 
 
-def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False) -> str:
-    from fairsynth.app.train_adp import train_adp_from_params
+def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False,
+                    force: bool = False) -> str:  # fmt: skip
+    """Train the ADP into ``out``; a folder that already holds one trained from the same inputs
+    (its recorded ``inputs_fingerprint``) is left as it is unless ``force``."""
+    from fairsynth.app.train_adp import adp_is_current, train_adp_from_params
 
-    t0 = time.time()
-    train_adp_from_params(params, out, progress=progress)
-    write_run_record(out, {"seconds": round(time.time() - t0, 1)})
+    with OutputLock(out):
+        if not force and adp_is_current(params, out):
+            print(f"{out}: the ADP is up to date (same inputs), not trained again",
+                  file=sys.stderr)  # fmt: skip
+            return str(out)
+        t0 = time.time()
+        train_adp_from_params(params, out, progress=progress)
+        write_run_record(out, {"seconds": round(time.time() - t0, 1)})
     return str(out)
 
 
