@@ -4,7 +4,9 @@ ADP folder, shards, report), holding the writer's pid and host.
 A second run that reaches a locked output stops with a message naming the holder. The flow
 takes the locks of every output it will write before its first stage, so a run started while
 another is running stops at once, before it has written anything; the stages it then calls
-take the same locks again, which within the holding process only counts (re-entrant)."""
+take the same locks again, which within the holding process only counts (re-entrant: the flow
+calls its tasks directly, so Prefect runs them in its process; only the batch tasks go to Dask
+workers, and they write nothing)."""
 
 from __future__ import annotations
 
