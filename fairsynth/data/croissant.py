@@ -40,7 +40,6 @@ KEY_PATTERN = r"^(.+?)(?:\.png)?$"  # a member's name without its extension is t
 
 
 def croissant(facts: dict) -> dict:
-    f = facts
     files = [_file_object(s["shard"], s["path"], "application/x-tar", s["sha256"])
              for s in facts["shards"]]  # fmt: skip
     manifest = _file_object("manifest", facts["manifest"]["path"], "application/x-parquet",
@@ -50,7 +49,7 @@ def croissant(facts: dict) -> dict:
         "@id": "png-files",
         "name": "png-files",
         "description": "The images: every shard's `KEY.png` members.",
-        "containedIn": [{"@id": f["@id"]} for f in files],
+        "containedIn": [{"@id": shard["@id"]} for shard in files],
         "encodingFormat": "image/png",
         "includes": "*.png",
     }
@@ -70,8 +69,8 @@ def croissant(facts: dict) -> dict:
         "isLiveDataset": False,
         # the day the run that generated the shards finished (its run record): the one field
         # of this file that differs between runs of the same inputs
-        **({"datePublished": f["timing"]["finished_at"][:10]}
-           if f.get("timing", {}).get("finished_at") else {}),  # fmt: skip
+        **({"datePublished": facts["timing"]["finished_at"][:10]}
+           if facts.get("timing", {}).get("finished_at") else {}),  # fmt: skip
         "distribution": [*files, manifest, pngs],
         "recordSet": [_samples(facts)],
     }

@@ -64,6 +64,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_intact(folder: str | Path, recorded: dict[str, str]) -> bool:
+    """Every file named in ``recorded`` (name -> sha256) is in ``folder`` with that content.
+    Hashes come from ``fairsynth.core.filehash`` (cached by size, mtime, ctime and inode), so a
+    scheduled check of an unchanged output does not read its shards again."""
+    from fairsynth.core.filehash import sha256_of
+
+    folder = Path(folder)
+    try:
+        return all(sha256_of(folder / name) == sha for name, sha in recorded.items())
+    except OSError:
+        return False
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` in one step (a crash leaves the old file or the new one);
     a file that already holds exactly these bytes is not touched."""

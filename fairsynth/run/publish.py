@@ -157,11 +157,7 @@ def published_summary(out: Path, fingerprint_id: str) -> dict | None:
         return None
     named = {e["shard"]: e["sha256"] for e in index.get("shards", [])}
     present = {p.name for p in out.glob(f"{index.get('dataset')}-*.tar")}
-    manifest = out / "manifest.parquet"
-    if present != set(named) or not manifest.is_file():
-        return None
-    if shards.sha256_file(manifest) != index.get("manifest_sha256"):
-        return None
-    if any(shards.sha256_file(out / name) != sha for name, sha in named.items()):
+    recorded = {**named, "manifest.parquet": index.get("manifest_sha256")}
+    if present != set(named) or not shards.files_intact(out, recorded):
         return None
     return {**index, **read_run_record(out), "up_to_date": True}

@@ -14,12 +14,16 @@ from fairsynth.app.errors import report as report_error
 AUDIT_DIR = Path("data/audit")
 ADP_OUT = Path("data/adp")
 REPORT_DIR = Path("data/report")
+USER_REFERENCES = (
+    "folder",
+    "shards",
+)  # reference sources the user provides; others a world renders
 
 
 def pipeline_outputs(params: Params, adp_out: str | Path | None) -> list[Path]:
     """Every output a balancing run writes: the flow locks them all before its first stage."""
     outs = [AUDIT_DIR, Path(params.output.dir), REPORT_DIR]
-    if params.reference.source not in ("folder", "shards"):
+    if params.reference.source not in USER_REFERENCES:
         outs.insert(0, Path(params.reference.path))  # rendered by the run (a world's reference)
     if adp_out is not None:
         outs.insert(-2, Path(adp_out))

@@ -18,7 +18,6 @@ from fairsynth.data import shards
 from fairsynth.data.card import dataset_card
 from fairsynth.data.croissant import croissant
 from fairsynth.data.page import report_page
-from fairsynth.data.runlog import read_run_record
 from fairsynth.data.tario import decode_png, iter_shard
 
 PUBLICATION_FILES = ("README.md", "croissant.json", "report.html")
@@ -31,7 +30,7 @@ def params_hash(params: Params) -> str:
 
 
 def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
-                      frame: pd.DataFrame, report_dir: Path) -> dict:  # fmt: skip
+                      frame: pd.DataFrame, report_dir: Path, run: dict) -> dict:  # fmt: skip
     """Everything the card, the Croissant file and the page say, from the params, the published
     folder (``index.json``, manifest, run record), the reference audit and the metrics."""
     out = Path(params.output.dir)
@@ -87,7 +86,7 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
             "path": rel(out / "manifest.parquet"),
             "sha256": shards.sha256_file(out / "manifest.parquet"),
         },  # fmt: skip
-        "timing": _timing(read_run_record(out)),
+        "timing": _timing(run),
         "card_dir": Path(report_dir).as_posix(),
         "output_dir": out.as_posix(),
     }
@@ -95,9 +94,9 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
 
 
 def write_publication(params: Params, audit_report: dict | None, metrics: dict,
-                      frame: pd.DataFrame, report_dir: Path) -> dict:  # fmt: skip
+                      frame: pd.DataFrame, report_dir: Path, run: dict) -> dict:  # fmt: skip
     """The card, the Croissant file and the page, atomically each; returns the facts."""
-    facts = publication_facts(params, audit_report, metrics, frame, report_dir)
+    facts = publication_facts(params, audit_report, metrics, frame, report_dir, run)
     grids = samples_by_cell(Path(params.output.dir), frame, facts["cells"])
     shards.write_atomic(report_dir / "README.md", dataset_card(facts).encode())
     shards.write_json(report_dir / "croissant.json", croissant(facts))

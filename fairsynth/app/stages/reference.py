@@ -10,7 +10,7 @@ import numpy as np
 
 from fairsynth.app.config import Params
 from fairsynth.app.resolve import verifier_spec
-from fairsynth.app.stages.common import stage_main
+from fairsynth.app.stages.common import USER_REFERENCES, stage_main
 from fairsynth.core import plugins
 from fairsynth.core.metrics import cell_counts
 from fairsynth.data import shards
@@ -30,7 +30,7 @@ def stage_reference(params: Params) -> str:
     ``reference.path``, unless the folder already holds that rendering, intact; a user's
     reference (``folder``, ``shards``) is only checked to exist."""
     ref = params.reference
-    if ref.source in ("folder", "shards"):
+    if ref.source in USER_REFERENCES:
         if not Path(ref.path).exists():
             raise FileNotFoundError(f"reference.path {ref.path} does not exist")
         return ref.path
@@ -53,11 +53,9 @@ def _rendered_from(folder: Path) -> dict | None:
     try:
         record = json.loads((folder / RENDERED).read_text())
         files = record.pop("files")
-        if any(shards.sha256_file(folder / n) != sha for n, sha in files.items()):
-            return None
     except (OSError, ValueError, KeyError, AttributeError):
         return None
-    return record
+    return record if shards.files_intact(folder, files) else None
 
 
 def load_reference(params: Params) -> ReferenceData:

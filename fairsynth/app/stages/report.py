@@ -81,7 +81,7 @@ def stage_report(
             {"cell": names, "target": target.probs, "before": before, "after": after}
         ).to_csv(index=False)
         shards.write_atomic(report_dir / "distribution.csv", csv.encode())
-        write_publication(params, audit_report, metrics, frame, report_dir)
+        write_publication(params, audit_report, metrics, frame, report_dir, run)
     return metrics
 
 
