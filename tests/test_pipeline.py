@@ -200,3 +200,20 @@ def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tin
     other = replace(params, adp=replace(params.adp, lr=params.adp.lr * 2))
     stage_train_adp(other, out)
     assert {f: f.stat().st_mtime_ns for f in out.iterdir()} != stamps  # other inputs: trained
+
+
+def test_a_rendered_reference_is_not_rendered_again(tmp_path, tiny_world, capsys):
+    params = _setup(tmp_path, tiny_world)
+    stage_reference(params)
+    ref = tmp_path / "ref"
+    stamps = {p: p.stat().st_mtime_ns for p in ref.iterdir()}
+    stage_reference(params)
+    assert "up to date" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in ref.iterdir()} == stamps
+    labels = ref / "labels.parquet"
+    labels.write_bytes(b"damaged")
+    stage_reference(params)  # a damaged file: rendered again
+    assert labels.read_bytes() != b"damaged"
+    more = replace(params, reference=replace(params.reference, n=params.reference.n + 1))
+    stage_reference(more)
+    assert len(pd.read_parquet(labels)) == params.reference.n + 1
