@@ -32,7 +32,7 @@ from fairsynth.diffusion.device import DTYPES, resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.guidance.config import GuidanceConfig
+from fairsynth.guidance.config import LOSSES, GuidanceConfig
 from fairsynth.guidance.guided import generate_batches
 from fairsynth.toyfaces import VERIFIER_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strength", type=float, default=None, help="distribution strength")
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--max-step", type=float, default=0.5)
+    ap.add_argument("--loss", default="chi2", choices=LOSSES, help="distribution divergence")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/text2image_debias.json"))
@@ -107,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         halves = "both" if mode == "distribution-both" else "conditional"
         backend = PromptedModel(base, prompt, None, cfg_scale, guide_halves=halves)
         guide = "distribution" if mode.startswith("distribution") else mode
-        config = GuidanceConfig(mode=guide, strength=strengths.get(mode, 0.0), max_step=a.max_step)
+        loss = a.loss if guide == "distribution" else "chi2"
+        config = GuidanceConfig(
+            mode=guide, loss=loss, strength=strengths.get(mode, 0.0), max_step=a.max_step
+        )
         images, seconds = generate_batches(
             backend, settings, a.n, a.seed + 1000 * k, a.batch_size, target, config, adp
         )
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "settings": run_settings(
             n=a.n, batch_size=a.batch_size, steps=steps, eta=eta, cfg_scale=cfg_scale,
-            strengths=strengths, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
+            strengths=strengths, loss=a.loss, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
             targets={k: v[0].probs.round(4).tolist() for k, v in TARGETS.items()},
         ),
     }  # fmt: skip

@@ -7,17 +7,22 @@ python -m flows.balance params.yaml --serve-every 3600           # every hour
 A run takes the one-writer lock of every output it writes before its first stage; a run whose
 output is up to date generates nothing (``stage_generate``) and trains nothing. The served
 deployment runs one at a time: a tick that comes while a run is still going is cancelled
-(``CANCEL_NEW``), never queued behind it, so a slow run cannot build up a backlog.
+(``CANCEL_NEW``), never queued behind it, so a slow run cannot build up a backlog. A run that
+fails ends in a state that names the stage and what failed in it (key, file or sample), and
+the ``balance-report`` artifact then shows the failure above the last published report.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from prefect import flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from fairsynth.app.config import load_params
+from fairsynth.app.errors import StageFailed
+from fairsynth.app.errors import report as report_error
 from fairsynth.app.stages.common import pipeline_outputs
 from fairsynth.run.lock import output_locks
 from tasks.pipeline import (
@@ -25,6 +30,7 @@ from tasks.pipeline import (
     generate_on_workers,
     generate_task,
     reference_task,
+    report_failure,
     report_task,
     train_adp_cached,
 )
@@ -42,17 +48,35 @@ def _trains_adp(params, adp_out: str) -> bool:
 
 @flow(name="balance")
 def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict:
-    params = load_params(params_file)  # validated before any work starts
-    trains = _trains_adp(params, adp_out)
-    with output_locks(pipeline_outputs(params, adp_out if trains else None)):
-        reference = reference_task(params)
-        audit_report = audit_task(params, reference)
-        adp_path = train_adp_cached(params, adp_out) if trains else None
-        if params.scale.mode == "dask":
-            generation = generate_on_workers(params, audit_report, adp_path)
-        else:
-            generation = generate_task(params, audit_report, adp_path)
-        return report_task(params, audit_report, generation)
+    stage = Stage("params")
+    try:
+        params = load_params(params_file)  # validated before any work starts
+        trains = _trains_adp(params, adp_out)
+        stage.now = "output locks"
+        with output_locks(pipeline_outputs(params, adp_out if trains else None)):
+            reference = stage.run("reference", reference_task, params)
+            audit_report = stage.run("audit", audit_task, params, reference)
+            adp_path = stage.run("train_adp", train_adp_cached, params, adp_out) if trains else None
+            generate = generate_on_workers if params.scale.mode == "dask" else generate_task
+            generation = stage.run("generate", generate, params, audit_report, adp_path)
+            return stage.run("report", report_task, params, audit_report, generation)
+    except Exception as exc:
+        # the flow run's final state names the stage and the key, file or sample; the
+        # balance-report artifact keeps the last published report beside the failure
+        failure = StageFailed(stage.now, exc)
+        report_failure(failure, params_file)
+        raise failure from exc
+
+
+class Stage:
+    """Which stage the flow is in, for the message of a failed run."""
+
+    def __init__(self, now: str):
+        self.now = now
+
+    def run(self, name: str, fn, *args):
+        self.now = name
+        return fn(*args)
 
 
 def balance_for(params_file: str = "params.yaml"):
@@ -96,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.serve or a.serve_every:
         serve(a.params, cron=a.serve, every=a.serve_every)
     else:
-        print(run_balance(a.params))
+        try:
+            print(run_balance(a.params))
+        except StageFailed as exc:  # one line naming the stage and the key, file or sample
+            sys.exit(report_error(exc))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
 from fairsynth.app.stages.train_adp import stage_train_adp
 from fairsynth.app.train_adp import adp_inputs_hash, adp_is_current
+from fairsynth.data.runlog import run_record_path
 
 
 @task(name="reference", retries=1)
@@ -107,20 +108,43 @@ def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str
 @task(name="report")
 def report_task(params: Params, audit_report: dict | None, generation: dict) -> dict:
     m = stage_report(params, audit_report)
+    create_markdown_artifact(key="balance-report", markdown=_report_table(m))
+    publish_artifacts(REPORT_DIR)
+    return m
+
+
+def report_failure(failure: Exception, params_file: str, report_dir: Path = REPORT_DIR) -> None:
+    """The ``balance-report`` artifact of a failed run: what failed, then the last published
+    report (``metrics.json``), so a scheduled failure is seen where the report is looked for."""
+    metrics_file = report_dir / "metrics.json"
+    try:
+        last = json.loads(metrics_file.read_text())
+        when = json.loads(run_record_path(report_dir).read_text()).get("finished_at", "unknown")
+        body = f"Last published report ({metrics_file}, generated {when}):\n\n" + _report_table(
+            last
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        body = f"No published report yet ({metrics_file})."
+    create_markdown_artifact(
+        key="balance-report",
+        markdown=f"**Run failed** ({params_file}): `{failure}`\n\n{body}",
+        description="The last balance run failed; the last published report follows",
+    )
+
+
+def _report_table(m: dict) -> str:
     rows = "\n".join(
         f"| {c} | {t:.3f} | {q} | {s} |"
         for c, t, q, s in zip(
             m["cells"], m["target"], m["quotas"], m["counts_synthetic"], strict=True
         )
     )
-    create_markdown_artifact(
-        key="balance-report",
-        markdown=f"**Balanced dataset**: FD before {m['fd_before']}, after {m['fd_after']:.4f}; "
+    fd_before = "n/a" if m.get("fd_before") is None else f"{m['fd_before']:.4f}"
+    return (
+        f"**Balanced dataset**: FD before {fd_before}, after {m['fd_after']:.4f}; "
         f"{m['samples_per_accepted']:.2f} samples generated per accepted.\n\n"
-        f"| cell | target | quota | accepted |\n|---|---|---|---|\n{rows}\n",
+        f"| cell | target | quota | accepted |\n|---|---|---|---|\n{rows}\n"
     )
-    publish_artifacts(REPORT_DIR)
-    return m
 
 
 def publish_artifacts(report_dir: Path) -> None:

@@ -64,6 +64,7 @@ def test_a_second_balance_run_stops_at_once_on_a_held_output(tmp_path, tiny_worl
     import subprocess
     import sys
 
+    from fairsynth.app.errors import StageFailed
     from fairsynth.run.lock import OutputBusy
     from flows.balance import balance
 
@@ -75,14 +76,53 @@ def test_a_second_balance_run_stops_at_once_on_a_held_output(tmp_path, tiny_worl
         (tmp_path / "data" / "report.lock").write_text(
             json.dumps({"pid": live.pid, "host": socket.gethostname()})
         )
-        with pytest.raises(OutputBusy, match=f"report.lock: another run \\(pid {live.pid}"):
+        with pytest.raises(StageFailed, match=f"report.lock: another run \\(pid {live.pid}") as e:
             balance(str(tmp_path / "params.yaml"))
+        assert isinstance(e.value.cause, OutputBusy) and e.value.stage == "output locks"
     finally:
         live.kill()
         live.wait()
     assert not (tmp_path / "ref").exists() and not (tmp_path / "out").exists()
     assert not (tmp_path / "data" / "audit").exists(), "it wrote before it stopped"
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["report.lock"]
+
+
+@pytest.mark.slow
+def test_a_failed_run_names_the_stage_and_file_and_keeps_the_last_report(
+    tmp_path, tiny_world, harness, monkeypatch
+):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from fairsynth.app.errors import StageFailed
+    from flows.balance import balance
+
+    _setup(tmp_path, tiny_world)
+    monkeypatch.chdir(tmp_path)
+    balance(str(tmp_path / "params.yaml"))  # a good run publishes a report
+    params = tmp_path / "params.yaml"  # the rendered reference, now read as the user's shards
+    params.write_text(params.read_text().replace("reference: {", "reference: {source: shards, "))
+    shard = next((tmp_path / "ref").glob("*.tar"))
+    shard.write_bytes(b"not a tar")  # ... and damaged before the next tick
+    state = balance(str(tmp_path / "params.yaml"), return_state=True)
+    assert state.is_failed()
+    assert "stage audit" in state.message and shard.name in state.message, state.message
+    with pytest.raises(StageFailed, match="stage audit"):
+        state.result()
+
+    async def latest_report() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["balance-report"])),
+                sort="CREATED_DESC", limit=1,
+            )  # fmt: skip
+            return found[0].data
+
+    report = asyncio.run(latest_report())
+    assert report.startswith("**Run failed**") and "stage audit" in report
+    assert "Last published report" in report and "| light |" in report
 
 
 @pytest.mark.slow

@@ -32,3 +32,12 @@ def report(exc: BaseException) -> int:
     """Print ``fairsynth: error: ...`` to stderr; the exit code for bad input (2)."""
     print(f"fairsynth: error: {message(exc)}", file=sys.stderr)
     return 2
+
+
+class StageFailed(RuntimeError):
+    """A pipeline stage failed: ``stage <name>: <what failed, naming the key, file or sample>``."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        self.stage, self.cause = stage, cause
+        one_line = " ".join(message(cause).split())
+        super().__init__(f"stage {stage}: {one_line}")

@@ -191,6 +191,7 @@ def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:
     jobs = tuple(build_jobs(params, audit_report))
     fp = generation_fingerprint(params, target, np.stack([j.quotas for j in jobs]))
     gen = params.generate
+    augment = gen.mode == "augment" and audit_report is not None
     return RunSpec(
         space=target.space,
         jobs=jobs,
@@ -208,6 +209,9 @@ def resolve_run(params: Params, audit_report: dict | None = None) -> RunSpec:
         guidance_hash=guidance_hash(params),
         fingerprint=fp,
         fingerprint_id=fingerprint(fp),
+        recipe_id=fingerprint({k: v for k, v in fp.items() if k != "quotas"}),
+        reference_id=audit_report.get("reference_id") if augment else None,
+        reference_counts=tuple(int(c) for c in audit_report["counts"]) if augment else None,
     )
 
 

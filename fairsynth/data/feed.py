@@ -35,6 +35,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from fairsynth.data.shards import VERSIONS, read_index
 from fairsynth.data.tario import decode_png
 
 DVC_SCHEME = "dvc://"
@@ -56,14 +57,33 @@ def open_dvc(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
 sys.modules["webdataset.gopen"].gopen_schemes["dvc"] = open_dvc
 
 
-def expand_sources(sources: str | Path | Sequence[str | Path]) -> list[str]:
-    """Shard URLs of one source or a list: brace notation expanded, folders listed."""
+def published_shards(folder: str | Path, version: int | None = None) -> list[str]:
+    """The shards of a fairsynth output folder's latest publication (its ``index.json``), or of
+    version ``version`` (``versions/v%06d/index.json``; each top-up is a version)."""
+    index = read_index(folder, version)
+    if index is None:
+        which = "index.json" if version is None else f"version {version}"
+        have = sorted(p.name for p in (Path(folder) / VERSIONS).glob("v*"))
+        raise FileNotFoundError(
+            f"{folder}: no {which} here (versions on disk: {', '.join(have) or 'none'})"
+        )
+    return [str(Path(folder) / e["shard"]) for e in index.get("shards", [])]
+
+
+def expand_sources(
+    sources: str | Path | Sequence[str | Path], version: int | None = None
+) -> list[str]:
+    """Shard URLs of one source or a list: brace notation expanded, folders listed (a fairsynth
+    output folder: the shards of its latest publication, or of ``version``)."""
     if isinstance(sources, str | Path):
         sources = [sources]
     urls: list[str] = []
     for source in sources:
         text = str(source)
-        if "://" not in text and not text.startswith("pipe:") and Path(text).is_dir():
+        local = "://" not in text and not text.startswith("pipe:")
+        if local and (version is not None or (Path(text) / "index.json").is_file()):
+            urls.extend(published_shards(text, version))
+        elif local and Path(text).is_dir():
             shards = sorted(str(p) for p in Path(text).glob("*.tar"))
             if not shards:
                 raise FileNotFoundError(f"{text}: no .tar shards in this folder")
@@ -78,6 +98,8 @@ class Feed(IterableDataset):
 
     ``attributes``: {name: [classes]} fixing the label indices (default: the toy world's).
     ``reference_keys``: if given, only these reference samples (e.g. a subset) are fed.
+    ``version``: a fairsynth output folder's publication to read (default: the latest; a top-up
+    over a grown reference adds a version, whose shards include every earlier one's).
     ``shuffle``: sample shuffle buffer (0: none; shards then keep their order too).
     ``on_error``: a sample that cannot be read (corrupt PNG, no ``.json``) is ``skip``-ped with
     a warning naming its shard and key (counted in ``skipped``, across DataLoader workers) or
@@ -95,6 +117,7 @@ class Feed(IterableDataset):
         seed: int = 0,
         reference_keys: Collection[str] | None = None,
         on_error: str = "skip",
+        version: int | None = None,
     ):
         super().__init__()
         if on_error not in ("skip", "raise"):
@@ -106,7 +129,7 @@ class Feed(IterableDataset):
 
             attributes = plugins.provided("attributes")  # the installed world's (toy faces)
         self.attributes = {k: tuple(v) for k, v in attributes.items()}
-        self.synthetic_urls = expand_sources(synthetic) if synthetic is not None else []
+        self.synthetic_urls = expand_sources(synthetic, version) if synthetic is not None else []
         self.reference_urls = expand_sources(reference) if reference is not None else []
         if not self.synthetic_urls and not self.reference_urls:
             raise ValueError("a feed needs synthetic shards, reference shards, or both")

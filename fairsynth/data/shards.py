@@ -20,6 +20,21 @@ import pandas as pd
 from fairsynth.data import tario
 
 SHARD_NAME = "{dataset}-{index:06d}.tar"
+VERSIONS = "versions"  # <output>/versions/v000001/{index.json, manifest.parquet}: each publication
+
+
+def version_dir(out: str | Path, version: int) -> Path:
+    return Path(out) / VERSIONS / f"v{int(version):06d}"
+
+
+def read_index(out: str | Path, version: int | None = None) -> dict | None:
+    """The latest publication's ``index.json`` (or version ``version``'s); None if absent."""
+    path = Path(out) / "index.json" if version is None else version_dir(out, version) / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
 
 
 def sample_key(dataset: str, batch: int, index: int) -> str:
@@ -33,13 +48,14 @@ def write_shards(
     dataset: str,
     samples: Iterable[dict],
     shard_size: int,
+    first: int = 0,
 ) -> list[dict]:
-    """Write samples (``__key__``, ``png``, ``json``, ``cls``) into shards of ``shard_size``;
-    returns one index entry per shard (name, count, sha256)."""
+    """Write samples (``__key__``, ``png``, ``json``, ``cls``) into shards of ``shard_size``,
+    numbered from ``first``; returns one index entry per shard (name, count, sha256)."""
     if shard_size < 1:
         raise ValueError("output.shard_size must be >= 1")
     out_dir = Path(out_dir)
-    entries, chunk, index = [], [], 0
+    entries, chunk, index = [], [], first
     for sample in samples:
         chunk.append(sample)
         if len(chunk) == shard_size:

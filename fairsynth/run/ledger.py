@@ -51,8 +51,9 @@ def ledger_dir(output_dir: str | Path, fp: str) -> Path:
 class Ledger:
     """Append-only per-batch record under ``path`` (see the module docstring)."""
 
-    def __init__(self, path: str | Path, description: dict | None = None):
+    def __init__(self, path: str | Path, description: dict | None = None, first_batch: int = 0):
         self.path = Path(path)
+        self.first_batch = first_batch  # a top-up numbers its batches after its parent's
         self.path.mkdir(parents=True, exist_ok=True)
         for tmp in self.path.glob("*" + tario.TMP_SUFFIX):
             tmp.unlink()  # a batch in flight when the last run died
@@ -63,10 +64,10 @@ class Ledger:
             write_json(run, description)
 
     def batches(self) -> Iterator[LedgerBatch]:
-        """Recorded batches 0, 1, 2, ... in order, up to the first missing one. A damaged batch
+        """Recorded batches first, first + 1, ... in order, up to the first missing one. A damaged batch
         (truncated, corrupt, without its rows) is set aside with every later one (they are
         generated again, to the same bytes), so a damaged file never blocks a resume."""
-        b = 0
+        b = self.first_batch
         while (self.path / BATCH_NAME.format(batch=b)).is_file():
             try:
                 batch = self.read(b)

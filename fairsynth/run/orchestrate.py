@@ -21,7 +21,7 @@ from fairsynth.data import shards
 from fairsynth.data.runlog import split_run_facts, write_run_record
 from fairsynth.run.judge import ACCEPTED, GenerationState, judge
 from fairsynth.run.ledger import Ledger, LedgerBatch, ledger_dir
-from fairsynth.run.publish import batch_records, publish
+from fairsynth.run.publish import batch_records, publish, record_version
 from fairsynth.run.spec import ProducerRecipe, RunSpec
 from fairsynth.run.windows import BatchOutput, BatchSpec, plan_window
 
@@ -42,13 +42,16 @@ def generate_dataset(
     the manifest from the ledger. Returns the run summary (also written as ``index.json``)."""
     t_start = time.time()
     out, space = run.output_dir, run.space
-    (out / "index.json").unlink(missing_ok=True)  # until this run completes, it is not complete
-    ledger = Ledger(ledger_dir(out, run.fingerprint_id), run.fingerprint)
-    states = [GenerationState(quotas=j.quotas.copy(), accepted=np.zeros_like(j.quotas))
-              for j in run.jobs]  # fmt: skip
+    if run.topup is None:  # until this run completes, it is not complete
+        (out / "index.json").unlink(missing_ok=True)
+    # (a top-up leaves its parent's index in place: the parent stays complete until replaced)
+    first = run.first_batch
+    ledger = Ledger(ledger_dir(out, run.fingerprint_id), run.fingerprint, first_batch=first)
+    states = [GenerationState(quotas=j.quotas.copy(), accepted=np.zeros_like(j.quotas),
+                              next_batch=first) for j in run.jobs]  # fmt: skip
     rows: list[dict] = []
     pending = _replay(run, ledger, states, rows)
-    resumed = max((s.next_batch for s in states), default=0)
+    resumed = max((s.next_batch for s in states), default=first)
     total = int(sum(j.quotas.sum() for j in run.jobs))
     bar = None
     if progress:
@@ -56,7 +59,7 @@ def generate_dataset(
 
         bar = tqdm(total=total, desc="accepted", unit="sample")
         bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in states)))
-        if resumed:
+        if resumed > first:
             bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
     crashes: list[str] = []  # verifier crashes, as each batch reports them
     workers: set[str] = set()
@@ -95,7 +98,7 @@ def generate_dataset(
 
     summary = publish(run, ledger, rows, states)
     summary["fingerprint"] = run.fingerprint_id  # what decided the samples (see the ledger)
-    summary["resumed_at_batch"] = resumed
+    summary["resumed_at_batch"] = resumed if resumed > first else 0
     summary["verifier_crashes"] = crashes
     summary["scale"] = {
         "mode": run.scale.mode,
@@ -108,6 +111,7 @@ def generate_dataset(
     # workers and timings vary, the data does not
     index, facts = split_run_facts(summary, extra=("scale", "time_split"))
     write_run_record(out, facts)  # timings and resume point: beside the output, not in it
+    record_version(out, index)
     shards.write_json(out / "index.json", index)  # written last: the run is complete
     ledger.remove()
     return summary
@@ -135,7 +139,7 @@ def _replay(run: RunSpec, ledger: Ledger, states, rows: list) -> list[BatchSpec]
     first run did. Returns the specs of a window the last run left unfinished."""
     recorded = ledger.batches()
     done: LedgerBatch | None = next(recorded, None)
-    first = 0
+    first = run.first_batch
     while done is not None:
         specs = _next_window(run, states, first)
         if not specs:

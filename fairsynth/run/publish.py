@@ -3,7 +3,7 @@ accepted samples, the manifest, a grid of accepted samples and the run summary."
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pandas as pd
 from fairsynth.data import shards, tario
 from fairsynth.data.grid import save_grid
 from fairsynth.data.runlog import read_run_record
+from fairsynth.data.shards import VERSIONS, version_dir
 from fairsynth.run.judge import ACCEPTED, JudgedBatch, shortfall
 from fairsynth.run.ledger import Ledger
 from fairsynth.run.spec import RunSpec
@@ -71,11 +72,17 @@ def prompt_provenance(run: RunSpec, job: int) -> dict:
 
 
 def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dict:
-    """Shards from the ledger's accepted samples (streamed), then the manifest."""
+    """Shards from the ledger's accepted samples (streamed), then the manifest. A top-up keeps
+    its parent's shards as they are and adds its own after them; a new run replaces all."""
     out, space, dataset = run.output_dir, run.space, run.dataset
     out.mkdir(parents=True, exist_ok=True)
+    topup = run.topup
+    kept = {e["shard"] for e in topup.parent["shards"]} if topup else set()
     for stale in [*out.glob(f"{dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
-        stale.unlink()
+        if stale.name not in kept:
+            stale.unlink()
+    if topup is None:
+        shutil.rmtree(out / VERSIONS, ignore_errors=True)  # their shards are gone
     grid: list[np.ndarray] = []
 
     def accepted_samples():
@@ -85,32 +92,49 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
                     grid.append(tario.decode_png(s["png"]))
                 yield s
 
-    index_entries = shards.write_shards(out, dataset, accepted_samples(), run.shard_size)
+    new_entries = shards.write_shards(
+        out, dataset, accepted_samples(), run.shard_size, first=topup.first_shard if topup else 0
+    )
     shard_of = {}
-    for entry in index_entries:
+    for entry in new_entries:
         shard_of.update({k: entry["shard"] for k in keys_in(out / entry["shard"])})
     frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["shard"] = frame["key"].map(shard_of)
+    if topup is not None:
+        frame = pd.concat([pd.read_parquet(topup.parent_manifest), frame], ignore_index=True)
     if len(frame):
         # replayed rows come back from JSON with sorted keys: one column order for all runs
         first = ["key", "batch", "index", "seed", "cell", *space.names]
         frame = frame[first + sorted(c for c in frame.columns if c not in first)]
-        frame["shard"] = frame["key"].map(shard_of)
     shards.write_manifest(out / "manifest.parquet", frame)
     if grid:
         save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
     quotas = sum(s.quotas for s in states)
     accepted = sum(s.accepted for s in states)
     generated = sum(s.generated for s in states)
+    parent = topup.parent if topup else {}
+    if topup is not None:
+        changes = {**topup.changes, "added": accepted.tolist(), "generated": generated}
+        quotas = quotas + np.asarray(parent["quotas"])
+        accepted = accepted + np.asarray(parent["accepted"])
+        generated += int(parent["generated"])
     summary = {
-        "shards": index_entries,
+        "shards": list(parent.get("shards", [])) + new_entries,
         "manifest_sha256": shards.sha256_file(out / "manifest.parquet"),
         "dataset": dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
         "accepted": accepted.tolist(),
         "generated": generated,
-        "batches": max((s.next_batch for s in states), default=0),
+        "batches": max((s.next_batch for s in states), default=run.first_batch),
         "complete": all(s.done for s in states),
+        "version": int(parent.get("version", 0)) + 1,
+        "parent": parent.get("fingerprint"),
+        "recipe": run.recipe_id,
+        "reference": run.reference_id,
+        "reference_counts": list(run.reference_counts) if run.reference_counts else None,
+        "changes": changes if topup is not None else {"kind": "new"},
         "shortfall": {k: v for s in states for k, v in shortfall(s, space).items()}
         if len(states) == 1
         else {},
@@ -118,6 +142,9 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
         "samples_per_accepted": generated / max(1, int(accepted.sum())),
         "generation_seconds": round(sum(s.seconds for s in states), 2),
     }
+    for key in ("parent", "reference", "reference_counts"):  # a first or standalone version
+        if summary[key] is None:
+            del summary[key]
     if run.text2image:
         summary["cfg_scale"] = run.recipe.model.cfg_scale
         summary["prompts"] = [
@@ -145,15 +172,32 @@ def keys_in(path: Path) -> list[str]:
     return [s["__key__"] for s in tario.iter_shard(path)]
 
 
-def published_summary(out: Path, fingerprint_id: str) -> dict | None:
+def record_version(out: Path, index: dict) -> None:
+    """Keep this publication's index and manifest under ``versions/`` (written before the
+    top-level ``index.json``): a later top-up reads its parent there, and the feed reads any
+    version still on disk."""
+    where = version_dir(out, index["version"])
+    shards.write_atomic(where / "manifest.parquet", (out / "manifest.parquet").read_bytes())
+    shards.write_json(where / "index.json", index)
+
+
+def published_summary(
+    out: Path, fingerprint_id: str, recipe_id: str = "", reference_id: str | None = None
+) -> dict | None:
     """The summary of the output already in ``out`` when a complete run made it from the same
-    inputs (the fingerprint in its ``index.json``) and its shards and manifest are intact; else
-    None. The same inputs give the same bytes, so running again would only rewrite them."""
-    try:
-        index = json.loads((out / "index.json").read_text())
-    except (OSError, ValueError):
+    inputs and its shards and manifest are intact; else None. The same inputs: the fingerprint
+    in its ``index.json``, or (augment) the same recipe over the same reference content, which
+    is what a top-up publication records. The same inputs give the same bytes, so running
+    again would only rewrite them."""
+    index = shards.read_index(out)
+    if index is None:
         return None
-    if not isinstance(index, dict) or index.get("fingerprint") != fingerprint_id:
+    same = index.get("fingerprint") == fingerprint_id or (
+        reference_id is not None
+        and index.get("recipe") == recipe_id
+        and index.get("reference") == reference_id
+    )
+    if not same:
         return None
     named = {e["shard"]: e["sha256"] for e in index.get("shards", [])}
     present = {p.name for p in out.glob(f"{index.get('dataset')}-*.tar")}
@@ -161,3 +205,22 @@ def published_summary(out: Path, fingerprint_id: str) -> dict | None:
     if present != set(named) or not shards.files_intact(out, recorded):
         return None
     return {**index, **read_run_record(out), "up_to_date": True}
+
+
+def intact_version(out: Path) -> tuple[dict, Path] | None:
+    """The latest complete publication whose shards and own manifest copy are intact, with that
+    manifest's path: what a top-up may build on. Shards beyond it (a top-up that died while
+    publishing) do not count against it; the top-up replaces them."""
+    latest = shards.read_index(out)
+    if latest is None or "version" not in latest or not latest.get("complete"):
+        return None
+    index = shards.read_index(out, latest["version"])
+    if index != latest:
+        return None
+    manifest = version_dir(out, latest["version"]) / "manifest.parquet"
+    recorded = {e["shard"]: e["sha256"] for e in index["shards"]}
+    if not shards.files_intact(out, recorded):
+        return None
+    if not shards.files_intact(manifest.parent, {manifest.name: index["manifest_sha256"]}):
+        return None
+    return index, manifest

@@ -61,6 +61,24 @@ class Job:
 
 
 @dataclass(frozen=True)
+class TopUp:
+    """What a top-up run keeps: the published version it adds to (its ``index.json``), whose
+    shards stay as they are; new batches and shards are numbered after the parent's."""
+
+    parent: dict  # the parent version's index
+    parent_manifest: Path  # that version's manifest (rows of every sample it judged)
+    changes: dict  # what changed since the parent (reference counts, added, surplus, policy)
+
+    @property
+    def first_batch(self) -> int:
+        return int(self.parent["batches"])
+
+    @property
+    def first_shard(self) -> int:
+        return len(self.parent["shards"])
+
+
+@dataclass(frozen=True)
 class RunSpec:
     space: AttributeSpace
     jobs: tuple[Job, ...]
@@ -78,6 +96,16 @@ class RunSpec:
     guidance_hash: str
     fingerprint: dict = field(default_factory=dict)  # what decides the samples (not the budget)
     fingerprint_id: str = ""
+    # the fingerprint less the quotas: a run that differs from a publication only in what the
+    # reference asks for (augment) may top that publication up instead of starting over
+    recipe_id: str = ""
+    reference_id: str | None = None  # the reference's content (augment mode), from the audit
+    reference_counts: tuple[int, ...] | None = None  # its per-cell counts (augment mode)
+    topup: TopUp | None = None  # set when this run adds to a published version
+
+    @property
+    def first_batch(self) -> int:
+        return self.topup.first_batch if self.topup else 0
 
     @property
     def confidence(self) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 from fairsynth.app.config import Params
 from fairsynth.app.resolve import verifier_spec
 from fairsynth.app.stages.common import AUDIT_DIR, stage_main
-from fairsynth.app.stages.reference import load_reference
+from fairsynth.app.stages.reference import load_reference, reference_content_id
 from fairsynth.data import shards
 from fairsynth.data.plots import distribution_bars
 from fairsynth.data.reference import (
@@ -29,6 +29,7 @@ def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
     target = params.build_target()
     data = load_reference(params)
     report = audit(data, target)
+    report["reference_id"] = reference_content_id(params)
     if data.source != "classifier" and params.verify.audit_n > 0:
         report["verifiers"] = audit_verifiers(params, data)
     with OutputLock(out_dir):

@@ -10,6 +10,7 @@ from pathlib import Path
 from fairsynth.app.config import Params, replace
 from fairsynth.app.runspec import resolve_run
 from fairsynth.app.stages.common import read_audit, stage_main
+from fairsynth.app.topup import plan_topup
 from fairsynth.app.weights import check_inputs, require_weights
 from fairsynth.run.executors import make_executor
 from fairsynth.run.judge import GenerationState
@@ -33,7 +34,9 @@ def stage_generate(
     overrides it, as the Prefect flow does with its task runner) and judged here. Crash-safe:
     every finished batch goes to the ledger first (``fairsynth.run.ledger``); a run started again
     with the same params replays it and continues. One writer per output. An output that a
-    complete run made from the same inputs is left as it is, nothing written, unless ``force``.
+    complete run made from the same inputs is left as it is, nothing written, unless ``force``;
+    in augment mode, an output made by the same recipe over an earlier reference is topped up
+    (``fairsynth.app.topup``): new shards added, the published ones kept.
     """
     if adp_path is not None:
         params = replace(params, adp=replace(params.adp, path=str(adp_path)))
@@ -41,10 +44,17 @@ def stage_generate(
     run = resolve_run(params, audit_report)
     check_inputs(run)  # class names and step count against what the folders say
     with OutputLock(run.output_dir):
-        if not force and (done := published_summary(run.output_dir, run.fingerprint_id)):
-            print(f"{run.output_dir}: up to date (fingerprint {run.fingerprint_id}), "
-                  "nothing generated", file=sys.stderr)  # fmt: skip
+        if not force and (done := published_summary(run.output_dir, run.fingerprint_id,
+                                                    run.recipe_id, run.reference_id)):  # fmt: skip
+            print(f"{run.output_dir}: up to date (version {done.get('version', 1)}, fingerprint "
+                  f"{done['fingerprint']}), nothing generated", file=sys.stderr)  # fmt: skip
             return done
+        if not force and (topup := plan_topup(run)) is not None:
+            parent = topup.topup.parent
+            print(f"{run.output_dir}: the reference changed since version {parent['version']}: "
+                  f"topping it up with {int(topup.jobs[0].quotas.sum())} samples "
+                  f"(its {len(parent['shards'])} shards kept)", file=sys.stderr)  # fmt: skip
+            run = topup
         own = executor is None
         executor = executor or make_executor(run.scale)
         try:

@@ -12,6 +12,7 @@ from fairsynth.app.config import Params
 from fairsynth.app.resolve import verifier_spec
 from fairsynth.app.stages.common import USER_REFERENCES, stage_main
 from fairsynth.core import plugins
+from fairsynth.core.filehash import files_signature
 from fairsynth.core.metrics import cell_counts
 from fairsynth.data import shards
 from fairsynth.data.reference import (
@@ -19,6 +20,7 @@ from fairsynth.data.reference import (
     read_image_folder,
     read_shards,
 )
+from fairsynth.run.ledger import fingerprint
 from fairsynth.run.lock import OutputLock
 from fairsynth.verify import load_verifier
 
@@ -77,6 +79,15 @@ def load_reference(params: Params) -> ReferenceData:
     if ref.source == "folder":
         return read_image_folder(ref.path, space, ref.labels, classifier=labeller)
     return read_shards(ref.path, space, classifier=labeller, labels_file=ref.labels)
+
+
+def reference_content_id(params: Params) -> str:
+    """The reference's files (and labels file) by content: a top-up notices new data by it."""
+    ref = params.reference
+    parts = [files_signature(ref.path)]
+    if ref.labels is not None:
+        parts.append(files_signature(ref.labels))
+    return fingerprint(parts)
 
 
 def reference_counts(params: Params) -> np.ndarray:
