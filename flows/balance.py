@@ -21,7 +21,7 @@ from prefect import flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from fairsynth.app.config import load_params
-from fairsynth.app.errors import StageFailed
+from fairsynth.app.errors import USER_ERRORS, StageFailed
 from fairsynth.app.errors import report as report_error
 from fairsynth.app.stages.common import pipeline_outputs
 from fairsynth.run.lock import output_locks
@@ -64,7 +64,10 @@ def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict
         # the flow run's final state names the stage and the key, file or sample; the
         # balance-report artifact keeps the last published report beside the failure
         failure = StageFailed(stage.now, exc)
-        report_failure(failure, params_file)
+        try:
+            report_failure(failure, params_file)
+        except Exception as why:  # the artifact is a courtesy: never hide the failure itself
+            print(f"fairsynth: warning: no failure artifact ({why})", file=sys.stderr)
         raise failure from exc
 
 
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         try:
             print(run_balance(a.params))
-        except StageFailed as exc:  # one line naming the stage and the key, file or sample
+        except (StageFailed, *USER_ERRORS) as exc:  # one line naming the stage, key or file
             sys.exit(report_error(exc))
 
 

@@ -1,5 +1,6 @@
-"""The downstream flow: train the label classifier on reference / + fairsynth / + rejection
-samples over several seeds and report per-group accuracy (Fairlearn MetricFrame).
+"""The downstream flow: train the label classifier on the reference alone, with fairsynth or
+rejection-sampled samples, resampled or reweighted, over many seeds, and report Fairlearn's
+group metrics with paired 95 % intervals.
 
 python -m flows.downstream [params.yaml]
 
@@ -21,7 +22,9 @@ from fairsynth.experiments.downstream import (
     SETTINGS,
     build_control,
     format_report,
+    load_train_sets,
     run_one,
+    scenarios,
     test_set,
     write_report,
 )
@@ -32,11 +35,10 @@ def control_task(params: Params) -> str:
     return str(build_control(params))
 
 
-@task(name="train-evaluate", cache_policy=NO_CACHE)  # inputs include the test tensors
-def train_evaluate_task(params: Params, setting: str, seed: int, control: str, test) -> dict:
-    from pathlib import Path
-
-    return run_one(params, setting, seed, Path(control), test)
+@task(name="train-evaluate", cache_policy=NO_CACHE)  # inputs include in-memory tensors
+def train_evaluate_task(params: Params, scenario: str, setting: str, seed: int, sets: dict,
+                        test) -> dict:  # fmt: skip
+    return run_one(params, scenario, setting, seed, sets, test)
 
 
 @task(name="downstream-report", cache_policy=NO_CACHE)
@@ -44,7 +46,7 @@ def report_task(params: Params, runs: list[dict], seconds: float) -> dict:
     report = write_report(params, runs, seconds)
     create_markdown_artifact(
         key="downstream-fairness",
-        markdown="**Downstream fairness** (per-group accuracy, 95 % CI over seeds)\n\n```\n"
+        markdown="**Downstream fairness** (Fairlearn group metrics, 95 % CI over seeds)\n\n```\n"
         f"{format_report(report)}\n```\n\nPlot: `{params.downstream.out}/group_accuracy.png`\n",
     )
     return report
@@ -52,16 +54,21 @@ def report_task(params: Params, runs: list[dict], seconds: float) -> dict:
 
 @flow(name="downstream")
 def downstream(params_file: str = "params.yaml") -> dict:
+    from pathlib import Path
+
     params = load_params(params_file)  # validated before any work starts
     params.downstream.check_attributes(params.attribute_space().names)
     t0 = time.time()
-    control = control_task(params)
+    control = Path(control_task(params))
     test = test_set(params)
-    runs = [
-        train_evaluate_task(params, setting, seed, control, test)
-        for setting in SETTINGS
-        for seed in params.downstream.seeds
-    ]
+    runs = []
+    for scenario in scenarios(params):
+        sets = load_train_sets(params, scenario, control)  # read once, shared by the runs
+        runs += [
+            train_evaluate_task(params, scenario.name, setting, seed, sets, test)
+            for setting in SETTINGS
+            for seed in params.downstream.seeds
+        ]
     return report_task(params, runs, time.time() - t0)
 
 

@@ -36,8 +36,10 @@ def free_port() -> int:
 
 
 def server_env(home: Path, api: str | None = None) -> dict[str, str]:
+    """This environment less its Prefect settings (another server's database, say), with
+    ``home`` as PREFECT_HOME and ``api`` as PREFECT_API_URL."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -59,12 +61,12 @@ def local_server(home: str | Path, timeout: float = 180) -> Iterator[str]:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    log = open(home / "server.log", "wb")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--no-ui", "--analytics-off"],
-        env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port), "--no-ui", "--analytics-off"],
+            env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -79,7 +81,6 @@ def local_server(home: str | Path, timeout: float = 180) -> Iterator[str]:
         yield api
     finally:
         _stop(proc)
-        log.close()
 
 
 @contextlib.contextmanager
@@ -94,18 +95,17 @@ def served(
 ) -> Iterator[subprocess.Popen]:
     """``python -m flows.balance PARAMS --serve-every/--serve`` against ``api``, in ``cwd``."""
     when = ["--serve-every", str(every)] if every is not None else ["--serve", str(cron)]
-    out = open(log, "wb")  # noqa: SIM115 (closed in finally)
     home = Path(cwd) / ".prefect-serve"  # the serving process's own settings and result store
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.balance", str(params_file), *when],
-        cwd=cwd, env=server_env(home, api), stdout=out, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.balance", str(params_file), *when],
+            cwd=cwd, env=server_env(home, api), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         yield proc
     finally:
         _stop(proc)
-        out.close()
 
 
 def flow_runs(api: str, deployment: str = DEPLOYMENT) -> list[dict]:
@@ -118,7 +118,8 @@ def flow_runs(api: str, deployment: str = DEPLOYMENT) -> list[dict]:
 
 def finished(runs: list[dict]) -> list[dict]:
     """Runs that ran to an end state (completed or failed), by start time."""
-    done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+    done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+            and r["start_time"] and r["end_time"]]  # fmt: skip
     return sorted(done, key=lambda r: r["start_time"])
 
 
@@ -152,12 +153,13 @@ def _when(text: str) -> datetime:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """Stop the process group (its children too, even where the leader is gone already)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

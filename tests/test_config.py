@@ -71,8 +71,9 @@ DEFAULTS = {
     "downstream": {"label": "eyeglasses", "sensitive": "skin", "reference_n": 2000,
                    "control_dir": "data/downstream/rejection", "control_budget": 40,
                    "out": "data/downstream", "test": "toyfaces", "test_per_cell": 250,
-                   "test_seed": 99, "seeds": [0, 1, 2, 3, 4], "arch": "convnet", "steps": 300,
-                   "batch_size": 64, "lr": 0.002, "num_workers": 0},
+                   "test_seed": 99, "seeds": list(range(20)), "arch": "strided", "steps": 300,
+                   "batch_size": 64, "lr": 0.002, "num_workers": 0,
+                   "hard": {"reference_n": 100, "label_noise": 0.2, "noise_seed": 0}},
     "card": {"name": "fairsynth-dataset", "license": "cc-by-4.0",
              "use_cases": "Training and evaluating attribute classifiers whose accuracy must hold "
                           "across the balanced groups; studying debiasing. Not for identifying "

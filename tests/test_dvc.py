@@ -44,7 +44,7 @@ def test_dvc_repro_twice_second_is_noop(tmp_path, tiny_model):
     params["generate"].update(n=6, budget=12)
     params["audit_model"].update(n=4, steps=2, batch_size=4)
     params["downstream"].update(reference_n=20, control_budget=2, test_per_cell=4, seeds=[0, 1],
-                                steps=2, batch_size=8)  # fmt: skip
+                                steps=2, batch_size=8, hard={"reference_n": 10})  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     torch.manual_seed(0)
     _run(["git", "init", "-q"], repo)

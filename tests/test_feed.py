@@ -153,23 +153,61 @@ def test_group_metrics_are_fairlearns_per_group_accuracy():
     groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     m = group_metrics(y_true, y_pred, groups, ["light", "dark"])
     assert m["by_group"] == {"light": 0.75, "dark": 0.75} and m["gap"] == 0.0
+    # light: TPR 1/2, FPR 0, selection 1/4; dark: TPR 1, FPR 1, selection 1
+    assert m["rates_by_group"]["light"] == {"selection_rate": 0.25, "tpr": 0.5, "fpr": 0.0}
+    assert m["rates_by_group"]["dark"] == {"selection_rate": 1.0, "tpr": 1.0, "fpr": 1.0}
+    assert m["equalized_odds_difference"] == 1.0  # max(|TPR gap| 0.5, |FPR gap| 1.0)
+    assert m["demographic_parity_difference"] == 0.75
     m = group_metrics(y_true, np.where(groups == 1, 1 - y_true, y_true), groups, ["light", "dark"])
     assert m["by_group"] == {"light": 1.0, "dark": 0.0}
     assert m["worst_group"] == 0.0 and m["gap"] == 1.0 and m["accuracy"] == 0.5
+    three = group_metrics(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1]), np.array([0, 0, 1, 1]),
+                          ["light", "dark"])  # fmt: skip
+    assert three["equalized_odds_difference"] is None and three["worst_group"] == 0.5
     runs = [
         {"setting": s, "seed": k, "accuracy": a, "worst_group": a, "gap": 0.1,
+         "equalized_odds_difference": 0.2, "demographic_parity_difference": 0.1,
          "by_group": {"light": a, "dark": a}}
-        for s, base in (("reference", 0.5), ("reference+fairsynth", 0.7)) for k, a in
+        for s, base in (("reference", 0.5), ("reference+fairsynth", 0.7),
+                        ("reference-resampled", 0.6)) for k, a in
         enumerate([base, base + 0.1, base + 0.2])
     ]  # fmt: skip
-    effect = summarize(runs, ["light", "dark"])["effects"]["fairsynth_vs_reference"]
+    effects = summarize(runs, ["light", "dark"])["effects"]
+    effect = effects["fairsynth_vs_reference"]
     assert effect["worst_group"]["mean"] == pytest.approx(0.2)  # paired per seed: no spread
     assert effect["worst_group"]["low"] == pytest.approx(0.2)
+    assert effects["fairsynth_vs_resampling"]["worst_group"]["mean"] == pytest.approx(0.1)
+    assert effects["fairsynth_vs_resampling"]["equalized_odds_difference"]["mean"] == 0.0
+    assert "fairsynth_vs_reweighting" not in effects  # no reweighted runs: no such effect
+
+
+def test_resampling_balances_cells_and_reweighting_inverts_their_frequency():
+    from fairsynth.experiments.trainsets import TrainSet, batches, inverse_cell_weights
+
+    label = torch.tensor([0] * 90 + [1] * 10)
+    sensitive = torch.tensor([0] * 60 + [1] * 30 + [0] * 8 + [1] * 2)
+    data = TrainSet(torch.zeros(100, 3, 4, 4, dtype=torch.uint8), label, sensitive,
+                    torch.zeros(100, dtype=torch.bool))  # fmt: skip
+    drawn = torch.cat(list(batches(data, 200, 50, 2, balanced=True, seed=0)))
+    share = torch.bincount(data.cells(2)[drawn], minlength=4).float() / len(drawn)
+    assert torch.allclose(share, torch.full((4,), 0.25), atol=0.02), share  # each cell 1/4
+    plain = torch.cat(list(batches(data, 200, 50, 2, balanced=False, seed=0)))
+    assert torch.bincount(data.cells(2)[plain], minlength=4)[3] / len(plain) < 0.05  # 2 %
+    again = torch.cat(list(batches(data, 200, 50, 2, balanced=True, seed=0)))
+    assert torch.equal(drawn, again)  # the seed decides the order
+    w = inverse_cell_weights(data, 2)
+    assert w.mean().item() == pytest.approx(1.0)
+    per_cell = torch.zeros(4).index_add_(0, data.cells(2), w)  # every cell's total weight equal
+    assert torch.allclose(per_cell, per_cell[0].expand(4))
+    noisy = data.with_label_noise(0.2, 2, seed=1)
+    assert int((noisy.label != data.label).sum()) == 20
+    assert torch.equal(noisy.label, data.with_label_noise(0.2, 2, seed=1).label)
 
 
 @pytest.mark.slow
 def test_downstream_stage_tiny(published, tmp_path):
 
+    from fairsynth.app.config import HardSetting
     from fairsynth.experiments.downstream import SETTINGS, stage_downstream
 
     params, tmp = published
@@ -177,14 +215,30 @@ def test_downstream_stage_tiny(published, tmp_path):
         params.downstream, label="skin", sensitive="eyeglasses", reference_n=25,
         control_dir=str(tmp_path / "rejection"), control_budget=4, out=str(tmp_path / "down"),
         test_per_cell=6, seeds=[0, 1], steps=3, batch_size=16,
+        hard=HardSetting(reference_n=12, label_noise=0.25),
     )  # fmt: skip
     report = stage_downstream(replace(params, downstream=d), progress=False)
-    assert list(report["settings"]) == list(SETTINGS)
-    assert set(report["effects"]) == {
-        "fairsynth_vs_reference", "rejection_vs_reference", "fairsynth_vs_rejection"
+    assert list(report["scenarios"]) == ["main", "hard"]
+    main, hard = report["scenarios"]["main"], report["scenarios"]["hard"]
+    assert list(main["settings"]) == list(SETTINGS) == list(hard["settings"])
+    assert set(main["effects"]) == {
+        "fairsynth_vs_reference", "fairsynth_vs_resampling", "fairsynth_vs_reweighting",
+        "fairsynth_resampled_vs_resampling", "rejection_vs_reference", "fairsynth_vs_rejection",
     }  # fmt: skip
+    assert hard["reference_n"] == 12 and hard["label_noise"] == 0.25
     runs = pd.read_csv(tmp_path / "down" / "runs.csv")
-    assert len(runs) == 6 and set(runs["seed"]) == {0, 1}
+    assert len(runs) == 2 * 6 * 2 and set(runs["seed"]) == {0, 1}
+    assert {"equalized_odds_difference", "demographic_parity_difference"} <= set(runs.columns)
+    reference_only = runs[(runs["setting"] == "reference")]
+    assert set(reference_only.groupby("scenario")["train_n"].first()) == {25, 12}
+    with_synthetic = runs[(runs["setting"] == "reference+fairsynth") & (runs["scenario"] == "main")]
+    # a sample trains when both its label and its group are known (this tiny run's verifier
+    # judged skin only: its samples have no eyeglasses class, so none of them can)
+    metas = [
+        json.loads(s["json"]) for p in (tmp / "out").glob("*.tar") for s in tario.iter_shard(p)
+    ]
+    both = sum("skin" in m and "eyeglasses" in m for m in metas)
+    assert set(with_synthetic["train_n"]) == {25 + both}
     control = json.loads((tmp_path / "rejection" / "index.json").read_text())
     assert control["quotas"] == json.loads((tmp / "out" / "index.json").read_text())["quotas"]
     frame = pd.read_parquet(tmp_path / "rejection" / "manifest.parquet")
@@ -203,12 +257,13 @@ def test_downstream_flow_tiny(published, tmp_path):
     text = (tmp / "params.yaml").read_text() + (
         "downstream: {label: skin, sensitive: eyeglasses, reference_n: 20, control_budget: 4, "
         f"control_dir: {tmp_path / 'rejection'}, out: {tmp_path / 'down'}, test_per_cell: 4, "
-        "seeds: [0, 1, 2], steps: 3, batch_size: 16}\n"
+        "seeds: [0, 1, 2], steps: 3, batch_size: 16, hard: null}\n"
     )
     (tmp_path / "params.yaml").write_text(text)
     with prefect_test_harness(server_startup_timeout=120):
         report = downstream(str(tmp_path / "params.yaml"))
-    assert report["seeds"] == [0, 1, 2] and len(report["settings"]) == 3
+    assert report["seeds"] == [0, 1, 2] and list(report["scenarios"]) == ["main"]
+    assert len(report["scenarios"]["main"]["settings"]) == 6
     assert (tmp_path / "down" / "metrics.json").is_file()
 
 

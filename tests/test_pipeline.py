@@ -123,16 +123,40 @@ def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
 
     import pytest
 
+    # the same params into a new output folder: killed after two batches, then run again
+    out = tmp_path / "again"
+    params = replace(params, output=replace(params.output, dir=str(out)))
     with pytest.raises(_Crash):
-        stage_generate(params, None, progress=False, on_batch=crash_after_two, force=True)
+        stage_generate(params, None, progress=False, on_batch=crash_after_two)
     assert not (out / "index.json").exists(), "a crashed run must not look complete"
-    assert not (tmp_path / "out.lock").exists()
+    assert not (tmp_path / "again.lock").exists()
     resumed = stage_generate(params, None, progress=False)
     assert resumed["resumed_at_batch"] == 2
     assert resumed["accepted"] == whole["accepted"]
     assert resumed["generated"] == whole["generated"]
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == expected
     pd.testing.assert_frame_equal(manifest, pd.read_parquet(out / "manifest.parquet"))
+
+
+def test_a_run_that_starts_over_and_dies_leaves_the_published_output_to_come_back(tmp_path,
+                                                                                   tiny_world):  # fmt: skip
+    params = _setup(tmp_path, tiny_world, mode="sample", gen="{mode: standalone, n: 6, seed: 5}")
+    first = stage_generate(params, None, progress=False)
+    out = tmp_path / "out"
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def crash(state):
+        raise _Crash
+
+    import pytest
+
+    other = replace(params, generate=replace(params.generate, seed=6))  # a change, started ...
+    with pytest.raises(_Crash):
+        stage_generate(other, None, progress=False, on_batch=crash)  # ... and killed
+    assert not (out / "index.json").exists()
+    again = stage_generate(params, None, progress=False)  # the change taken back
+    assert again["up_to_date"] and again["fingerprint"] == first["fingerprint"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_one_writer_per_output(tmp_path, tiny_world):

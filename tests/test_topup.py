@@ -148,3 +148,52 @@ def test_fewer_needed_than_published_keeps_all_and_rebalances(tmp_path, tiny_wor
     )
     final = union / union.sum()
     assert abs(final[1] - 0.2) <= 1 / union.sum()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_top_up_killed_while_generating_resumes_to_the_same_bytes(tmp_path, tiny_world):
+    _reference_part(tmp_path / "ref", 12, seed=1, index=0)
+    params = _params(tmp_path, tiny_world)
+    _, first = _run(params, tmp_path)
+    out = tmp_path / "out"
+    v1 = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    _reference_part(tmp_path / "ref", 12, seed=2, index=1)
+    audit2 = stage_audit(params, tmp_path / "audit")
+    whole_dir = tmp_path / "whole"
+    shutil.copytree(out, whole_dir)  # the same top-up, uninterrupted, on a copy
+    from fairsynth.app.config import replace
+
+    whole = stage_generate(replace(params, output=replace(params.output, dir=str(whole_dir))),
+                           audit2, progress=False)  # fmt: skip
+    assert whole["changes"]["generated"] > params.guidance.batch_size  # more than one batch
+
+    def crash_after_one(state):
+        if state.next_batch > first["batches"]:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        stage_generate(params, audit2, progress=False, on_batch=crash_after_one)
+    assert json.loads((out / "index.json").read_text())["version"] == 1  # still the parent
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == v1
+    resumed = stage_generate(params, audit2, progress=False)
+    assert resumed["resumed_at_batch"] == first["batches"] + 1
+    assert resumed["accepted"] == whole["accepted"] and resumed["version"] == 2
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == {
+        p.name: p.read_bytes() for p in whole_dir.glob("*.tar")
+    }  # fmt: skip
+
+
+def test_a_standalone_output_is_not_topped_up_by_an_augment_run(tmp_path, tiny_world):
+    _reference_part(tmp_path / "ref", 12, seed=1, index=0)
+    params = _params(tmp_path, tiny_world)
+    from fairsynth.app.config import replace
+
+    standalone = replace(params, generate=replace(params.generate, mode="standalone", n=4))
+    audit = stage_audit(standalone, tmp_path / "audit")
+    assert stage_generate(standalone, audit, progress=False)["version"] == 1
+    augmented = stage_generate(params, audit, progress=False)
+    assert augmented["version"] == 1 and "parent" not in augmented  # started over
+    assert augmented["changes"] == {"kind": "new"}

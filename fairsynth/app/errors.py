@@ -41,3 +41,6 @@ class StageFailed(RuntimeError):
         self.stage, self.cause = stage, cause
         one_line = " ".join(message(cause).split())
         super().__init__(f"stage {stage}: {one_line}")
+
+    def __reduce__(self):  # Prefect stores a failed flow's exception: it must unpickle
+        return (type(self), (self.stage, self.cause))

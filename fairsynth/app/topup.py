@@ -40,7 +40,12 @@ def plan_topup(run: RunSpec) -> RunSpec | None:
     if found is None:
         return None
     parent, manifest = found
-    if parent.get("recipe") != run.recipe_id or parent.get("reference") == run.reference_id:
+    if parent.get("reference") is None or parent.get("reference_counts") is None:
+        return None  # not an augment publication (standalone): it is not topped up
+    if parent.get("recipe") != run.recipe_id or (
+        parent["reference"] == run.reference_id
+        and tuple(parent["reference_counts"]) == tuple(run.reference_counts)
+    ):
         return None
     job = run.jobs[0]
     published = np.asarray(parent["accepted"], dtype=np.int64)

@@ -67,7 +67,12 @@ def published_shards(folder: str | Path, version: int | None = None) -> list[str
         raise FileNotFoundError(
             f"{folder}: no {which} here (versions on disk: {', '.join(have) or 'none'})"
         )
-    return [str(Path(folder) / e["shard"]) for e in index.get("shards", [])]
+    listed = index.get("shards")
+    if not isinstance(listed, list) or not all(isinstance(e, dict) and "shard" in e for e in listed):
+        raise ValueError(f"{folder}/index.json: not a fairsynth index (no 'shards' list)")
+    if not listed:
+        raise FileNotFoundError(f"{folder}: its index lists no shards (nothing was accepted)")
+    return [str(Path(folder) / e["shard"]) for e in listed]
 
 
 def expand_sources(
@@ -81,6 +86,8 @@ def expand_sources(
     for source in sources:
         text = str(source)
         local = "://" not in text and not text.startswith("pipe:")
+        if version is not None and not (local and Path(text).is_dir()):
+            raise ValueError(f"{text}: a version is read from a fairsynth output folder only")
         if local and (version is not None or (Path(text) / "index.json").is_file()):
             urls.extend(published_shards(text, version))
         elif local and Path(text).is_dir():

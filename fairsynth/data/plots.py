@@ -44,7 +44,8 @@ def distribution_bars(
 
 
 def group_accuracy_bars(report: dict, path: str | Path) -> Path:
-    """Accuracy per group (and the worst group) for each training dataset, with 95 % CIs."""
+    """Accuracy per group (and the worst group) for each training setting, with 95 % CIs: one
+    panel per scenario of the downstream report."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,27 +54,32 @@ def group_accuracy_bars(report: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = [*report["groups"], "worst group"]
-    settings = report["settings"]
-    k = len(settings)
-    x = np.arange(len(columns))
-    width = 0.8 / max(1, k)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    for j, (name, s) in enumerate(settings.items()):
-        stats = [s["by_group"][g] for g in report["groups"]] + [s["worst_group"]]
-        means = np.array([v["mean"] for v in stats])
-        err = np.array([[v["mean"] - (v["low"] if v["low"] is not None else v["mean"]),
-                         (v["high"] if v["high"] is not None else v["mean"]) - v["mean"]]
-                        for v in stats]).T  # fmt: skip
-        ax.bar(x + (j - (k - 1) / 2) * width, means, width, yerr=err, capsize=3, label=name)
-    lows = [v["low"] if v["low"] is not None else v["mean"]
-            for s in settings.values() for v in (*s["by_group"].values(), s["worst_group"])]  # fmt: skip
-    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.02)
-    ax.set_xticks(x, [f"{report['sensitive']}: {c}" if c != "worst group" else c for c in columns])
-    ax.set_ylabel(f"accuracy ({report['label']})")
-    ax.set_title(f"{report['label']} classifier per {report['sensitive']} group "
-                 f"({len(report['seeds'])} seeds, 95 % CI)")  # fmt: skip
-    ax.legend(frameon=False, fontsize=8, loc="lower left")
-    ax.spines[["top", "right"]].set_visible(False)
+    panels = report["scenarios"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=110,
+                             squeeze=False)  # fmt: skip
+    for ax, (name, scenario) in zip(axes[0], panels.items(), strict=True):
+        settings = scenario["settings"]
+        k = len(settings)
+        x = np.arange(len(columns))
+        width = 0.8 / max(1, k)
+        lows = []
+        for j, (setting, s) in enumerate(settings.items()):
+            stats = [s["by_group"][g] for g in report["groups"]] + [s["worst_group"]]
+            means = np.array([v["mean"] for v in stats])
+            low = np.array([v["low"] if v["low"] is not None else v["mean"] for v in stats])
+            high = np.array([v["high"] if v["high"] is not None else v["mean"] for v in stats])
+            lows.extend(low)
+            ax.bar(x + (j - (k - 1) / 2) * width, means, width, label=setting,
+                   yerr=np.stack([means - low, high - means]), capsize=2)  # fmt: skip
+        ax.set_ylim(max(0.0, min(lows) - 0.05), 1.02)
+        ax.set_xticks(x, [f"{report['sensitive']}: {c}" if c != "worst group" else c
+                          for c in columns])  # fmt: skip
+        ax.set_ylabel(f"accuracy ({report['label']})")
+        noise = f", {scenario['label_noise']:.0%} labels flipped" if scenario["label_noise"] else ""
+        ax.set_title(f"{name}: {scenario['reference_n']} reference samples{noise}\n"
+                     f"({len(report['seeds'])} seeds, 95 % CI)", fontsize=10)  # fmt: skip
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0][0].legend(frameon=False, fontsize=7, loc="lower left")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -1,18 +1,24 @@
-"""The downstream experiment: does fairsynth's data train a fairer classifier?
+"""The downstream experiment: does fairsynth's data beat the cheap fixes for a fair classifier?
 
-A classifier of ``downstream.label`` is trained on three datasets, each read through
-``fairsynth.data.feed`` exactly as a user would:
+A classifier of ``downstream.label`` is trained the same way (same net, same fixed number of
+steps, same seeds) on six training sets, each read once through ``fairsynth.data.feed``:
 
 (a) ``reference``: the first ``reference_n`` samples of the biased reference;
 (b) ``reference+fairsynth``: (a) + the published shards (distribution-guided, quota-checked);
 (c) ``reference+rejection``: (a) + as many *rejection-sampled* unguided samples: the same model
-    without guidance, the same verifier and the same per-cell quotas (fairsynth's baseline).
+    without guidance, the same verifier and the same per-cell quotas;
+(d) ``reference-resampled``: (a), batches drawn group-balanced (each ``sensitive`` x ``label``
+    cell equally often; torch's ``WeightedRandomSampler``);
+(e) ``reference-reweighted``: (a), the loss weighted by inverse cell frequency;
+(f) ``reference+fairsynth-resampled``: (b) drawn group-balanced.
 
-Each is evaluated on a test set balanced over (sensitive x label) cells. Group metrics come from
-Fairlearn's ``MetricFrame`` (accuracy per group of ``downstream.sensitive``, worst group, gap),
-for every seed; effects (b - a, c - a, b - c) are paired over seeds with a 95 % t-interval.
+Each is evaluated on a test set balanced over (sensitive x label) cells with Fairlearn's group
+metrics (accuracy per group, worst group, gap, equalized-odds and demographic-parity
+differences), for every seed; effects (b - a, b - d, b - e, f - d, c - a, b - c) are paired
+over seeds with a 95 % t-interval. Two scenarios: ``main`` (``reference_n`` reference samples)
+and ``hard`` (``downstream.hard``: fewer reference samples, part of their labels flipped).
 
-    python -m fairsynth.experiments.downstream [--params params.yaml]
+    python -m fairsynth.experiments.downstream [--params params.yaml] [--show]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +44,27 @@ from fairsynth.data import shards
 from fairsynth.data.feed import Feed, make_loader
 from fairsynth.data.runlog import write_run_record
 from fairsynth.experiments.statistics import group_metrics, predict, summarize
+from fairsynth.experiments.trainsets import (
+    TrainSet,
+    batches,
+    inverse_cell_weights,
+    read_train_set,
+)
 
-SETTINGS = ("reference", "reference+fairsynth", "reference+rejection")
+# setting: (synthetic part, group-balanced batches, group-reweighted loss)
+RECIPES = {
+    "reference": (None, False, False),
+    "reference+fairsynth": ("fairsynth", False, False),
+    "reference+rejection": ("rejection", False, False),
+    "reference-resampled": (None, True, False),
+    "reference-reweighted": (None, False, True),
+    "reference+fairsynth-resampled": ("fairsynth", True, False),
+}
+SETTINGS = tuple(RECIPES)
 
 
-def reference_keys(params: Params) -> list[str]:
-    """The first ``reference_n`` keys of the reference (its labels file order)."""
+def reference_keys(params: Params, n: int | None = None) -> list[str]:
+    """The first ``n`` (default ``reference_n``) keys of the reference (its labels file order)."""
     ref = Path(params.reference.path)
     labels = ref / "labels.parquet"
     if params.reference.source not in ("toyfaces", "shards") or not labels.is_file():
@@ -51,7 +73,7 @@ def reference_keys(params: Params) -> list[str]:
             f"(reference.source toyfaces or shards; {labels} missing)"
         )
     keys = pd.read_parquet(labels, columns=["key"])["key"].astype(str).tolist()
-    n = params.downstream.reference_n
+    n = params.downstream.reference_n if n is None else n
     if n > len(keys):
         raise ConfigError(f"downstream.reference_n: {n} > the reference's {len(keys)} samples")
     return keys[:n]
@@ -130,58 +152,77 @@ def test_set(params: Params) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
     return torch.cat(xs), lab
 
 
-def train_classifier(
-    params: Params, setting: str, seed: int, control: Path | None
-) -> torch.nn.Module:
-    """Train the label classifier on one dataset, fed by ``fairsynth.data.feed``."""
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    reference_n: int
+    label_noise: float = 0.0
+    noise_seed: int = 0
+
+
+def scenarios(params: Params) -> list[Scenario]:
+    d = params.downstream
+    out = [Scenario("main", d.reference_n)]
+    if d.hard is not None:
+        out.append(Scenario("hard", d.hard.reference_n, d.hard.label_noise, d.hard.noise_seed))
+    return out
+
+
+def load_train_sets(params: Params, scenario: Scenario, control: Path | None) -> dict:
+    """The scenario's reference part and each synthetic part, read once (in memory)."""
+    d = params.downstream
+    space = params.attribute_space()
+    attributes = dict(space.attributes)
+    n_labels = len(space.classes(d.label))
+    reference = read_train_set(
+        None, params.reference.path, attributes, d.label, d.sensitive,
+        reference_keys=set(reference_keys(params, scenario.reference_n)),
+    ).with_label_noise(scenario.label_noise, n_labels, scenario.noise_seed)  # fmt: skip
+    sets = {None: reference}
+    sources = {"fairsynth": params.output.dir, "rejection": str(control) if control else None}
+    for part in {r[0] for r in RECIPES.values()} - {None}:
+        if sources[part] is None:
+            raise ValueError(f"the {part} samples are needed for reference+{part}")
+        sets[part] = read_train_set(sources[part], None, attributes, d.label, d.sensitive)
+    return sets
+
+
+def train_classifier(params: Params, data: TrainSet, seed: int, balanced: bool = False,
+                     reweighted: bool = False) -> torch.nn.Module:  # fmt: skip
+    """Train the label classifier for ``downstream.steps`` steps (a bigger dataset is not more
+    training) on batches drawn uniformly or group-balanced, with a plain or reweighted loss."""
     from fairsynth.verify.classifier import build
 
     d = params.downstream
-    space = params.attribute_space()
-    synthetic = {"reference": None, "reference+fairsynth": params.output.dir,
-                 "reference+rejection": str(control) if control else None}[setting]  # fmt: skip
-    if setting == "reference+rejection" and control is None:
-        raise ValueError("the rejection control is needed for reference+rejection")
-    feed = Feed(
-        synthetic, reference=params.reference.path, attributes=dict(space.attributes),
-        shuffle=2000, seed=seed, reference_keys=set(reference_keys(params)),
-        on_error="raise",  # an experiment on silently fewer samples would mislead
-    )  # fmt: skip
-    loader = make_loader(feed, batch_size=d.batch_size, num_workers=d.num_workers)
+    n_labels = len(params.attribute_space().classes(d.label))
     torch.manual_seed(seed)
-    model = build(d.arch, {d.label: len(space.classes(d.label))})
+    model = build(d.arch, {d.label: n_labels})
     opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=1e-4)
+    weights = inverse_cell_weights(data, n_labels) if reweighted else None
     model.train()
-    step, epoch = 0, 0
-    while step < d.steps:  # a fixed number of steps: a bigger dataset is not more training
-        feed.set_epoch(epoch)
-        for batch in loader:
-            y = batch["labels"][d.label]
-            if (y < 0).all():
-                continue
-            logits = model(batch["image"] * 2.0 - 1.0)[d.label]
-            loss = F.cross_entropy(logits, y, ignore_index=-1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == d.steps:
-                break
-        epoch += 1
+    for idx in batches(data, d.steps, d.batch_size, n_labels, balanced, seed):
+        x = data.images[idx].float() / 127.5 - 1.0
+        loss = F.cross_entropy(model(x)[d.label], data.label[idx], reduction="none")
+        loss = (loss * weights[idx]).mean() if weights is not None else loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     return model.eval()
 
 
 def run_one(
-    params: Params, setting: str, seed: int, control: Path | None,
+    params: Params, scenario: str, setting: str, seed: int, sets: dict,
     test: tuple[torch.Tensor, dict[str, np.ndarray]],
 ) -> dict:  # fmt: skip
-    """Train on one dataset with one seed; group metrics on the test set."""
+    """Train on one setting's data with one seed; group metrics on the test set."""
     d = params.downstream
+    part, balanced, reweighted = RECIPES[setting]
+    data = sets[None] if part is None else sets[None] + sets[part]
     images, labels = test
-    model = train_classifier(params, setting, seed, control)
+    model = train_classifier(params, data, seed, balanced, reweighted)
     pred = predict(model, images, d.label)
     groups = list(params.attribute_space().classes(d.sensitive))
-    return {"setting": setting, "seed": seed,
+    return {"scenario": scenario, "setting": setting, "seed": seed, "train_n": len(data),
             **group_metrics(labels[d.label], pred, labels[d.sensitive], groups)}  # fmt: skip
 
 
@@ -195,18 +236,27 @@ def write_report(params: Params, runs: list[dict], seconds: float) -> dict:
         "label": d.label,
         "sensitive": d.sensitive,
         "groups": groups,
-        "reference_n": d.reference_n,
         "synthetic_n": int(sum(published_index(params)["accepted"])),
         "test": d.test,
         "seeds": list(d.seeds),
-        **summarize(runs, groups),
+        "arch": d.arch,
+        "steps": d.steps,
+        "scenarios": {
+            sc.name: {
+                "reference_n": sc.reference_n,
+                "label_noise": sc.label_noise,
+                **summarize([r for r in runs if r["scenario"] == sc.name], groups),
+            }
+            for sc in scenarios(params)
+        },
     }
     out = Path(d.out)
     shards.write_json(out / "metrics.json", report)
     write_run_record(out, {"seconds": round(seconds, 1)})  # not in metrics.json: byte-stable
-    pd.DataFrame(runs).assign(by_group=lambda f: f["by_group"].map(json.dumps)).to_csv(
-        out / "runs.csv", index=False
-    )
+    frame = pd.DataFrame(runs)
+    for column in ("by_group", "rates_by_group"):
+        frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True))
+    shards.write_atomic(out / "runs.csv", frame.to_csv(index=False).encode())
     group_accuracy_bars(report, out / "group_accuracy.png")
     return report
 
@@ -219,36 +269,47 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
     control = build_control(params, progress=progress)
     test = test_set(params)
     runs = []
-    for setting in SETTINGS:
-        for seed in d.seeds:
-            runs.append(run_one(params, setting, seed, control, test))
-            if progress:
-                print(format_run(runs[-1]), flush=True)
+    for scenario in scenarios(params):
+        sets = load_train_sets(params, scenario, control)
+        for setting in SETTINGS:
+            for seed in d.seeds:
+                runs.append(run_one(params, scenario.name, setting, seed, sets, test))
+                if progress:
+                    print(format_run(runs[-1]), flush=True)
     return write_report(params, runs, time.time() - t0)
 
 
 def format_run(m: dict) -> str:
-    return (f"{m['setting']:<22} seed {m['seed']}: accuracy {m['accuracy']:.3f}, worst group "
-            f"{m['worst_group']:.3f}, gap {m['gap']:.3f}")  # fmt: skip
+    return (f"{m['scenario']:<5} {m['setting']:<30} seed {m['seed']:>2}: accuracy "
+            f"{m['accuracy']:.3f}, worst group {m['worst_group']:.3f}, gap {m['gap']:.3f}")  # fmt: skip
 
 
 def format_report(r: dict) -> str:
-    def ci(x: dict) -> str:
+    def ci(x: dict | None, sign: str = "") -> str:
+        if x is None:
+            return "-"
         if x["low"] is None:
-            return f"{x['mean']:.3f}"
-        return f"{x['mean']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
+            return f"{x['mean']:{sign}.3f}"
+        return f"{x['mean']:{sign}.3f} [{x['low']:{sign}.3f}, {x['high']:{sign}.3f}]"
 
+    columns = ("worst_group", "gap", "equalized_odds_difference", "accuracy")
+    heads = ("worst group", "accuracy gap", "equalized odds diff.", "accuracy")
     lines = [
-        f"Classifier of {r['label']!r}, groups of {r['sensitive']!r}: {r['reference_n']} reference "
-        f"+ {r['synthetic_n']} synthetic samples, {len(r['seeds'])} seeds, 95 % CI",
-        f"{'dataset':<22}{'accuracy':>26}{'worst group':>26}{'gap':>26}",
+        f"Classifier of {r['label']!r}, groups of {r['sensitive']!r}, {r['arch']} x {r['steps']} "
+        f"steps; {r['synthetic_n']} synthetic samples; {len(r['seeds'])} seeds; 95 % CI",
     ]
-    for name, s in r["settings"].items():
-        lines.append(
-            f"{name:<22}{ci(s['accuracy']):>26}{ci(s['worst_group']):>26}{ci(s['gap']):>26}"
-        )
-    for name, e in r["effects"].items():
-        lines.append(f"effect {name:<30} worst group {ci(e['worst_group'])}, gap {ci(e['gap'])}")
+    for name, sc in r["scenarios"].items():
+        noise = f", {sc['label_noise']:.0%} of their labels flipped" if sc["label_noise"] else ""
+        lines += [
+            f"\n[{name}] {sc['reference_n']} reference samples{noise}",
+            f"{'dataset':<31}" + "".join(f"{h:>27}" for h in heads),
+        ]
+        for setting, s in sc["settings"].items():
+            lines.append(f"{setting:<31}" + "".join(f"{ci(s.get(c)):>27}" for c in columns))
+        for effect, e in sc["effects"].items():
+            lines.append(
+                f"{'effect ' + effect:<31}" + "".join(f"{ci(e.get(c)):>27}" for c in columns)
+            )
     return "\n".join(lines)
 
 

@@ -110,6 +110,8 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
     shards.write_manifest(out / "manifest.parquet", frame)
     if grid:
         save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
+    elif topup is None:  # DVC keeps this output between runs (persist): no stale grid
+        (out / "plots" / "accepted_grid.png").unlink(missing_ok=True)
     quotas = sum(s.quotas for s in states)
     accepted = sum(s.accepted for s in states)
     generated = sum(s.generated for s in states)
@@ -181,21 +183,43 @@ def record_version(out: Path, index: dict) -> None:
     shards.write_json(where / "index.json", index)
 
 
+def latest_publication(out: Path) -> tuple[dict, bool] | None:
+    """The latest publication's index: ``index.json``, or, where a run that started over died
+    before publishing (it removes ``index.json`` first), the newest ``versions/`` entry; and
+    whether it came from there."""
+    index = shards.read_index(out)
+    if index is not None:
+        return index, False
+    found = sorted((out / VERSIONS).glob("v*/index.json")) if (out / VERSIONS).is_dir() else []
+    for path in reversed(found):
+        index = shards.read_index(out, int(path.parent.name[1:]))
+        if index is not None:
+            return index, True
+    return None
+
+
 def published_summary(
-    out: Path, fingerprint_id: str, recipe_id: str = "", reference_id: str | None = None
+    out: Path,
+    fingerprint_id: str,
+    recipe_id: str = "",
+    reference_id: str | None = None,
+    reference_counts: tuple[int, ...] | None = None,
 ) -> dict | None:
     """The summary of the output already in ``out`` when a complete run made it from the same
     inputs and its shards and manifest are intact; else None. The same inputs: the fingerprint
-    in its ``index.json``, or (augment) the same recipe over the same reference content, which
-    is what a top-up publication records. The same inputs give the same bytes, so running
-    again would only rewrite them."""
-    index = shards.read_index(out)
-    if index is None:
+    in its ``index.json``, or (augment) the same recipe over the same reference (content and
+    counts), which is what a top-up publication records. The same inputs give the same bytes,
+    so running again would only rewrite them. A publication found under ``versions/`` only
+    (a run that started over died before publishing) gets its ``index.json`` back."""
+    found = latest_publication(out)
+    if found is None:
         return None
+    index, from_versions = found
     same = index.get("fingerprint") == fingerprint_id or (
         reference_id is not None
         and index.get("recipe") == recipe_id
         and index.get("reference") == reference_id
+        and tuple(index.get("reference_counts") or ()) == tuple(reference_counts or ())
     )
     if not same:
         return None
@@ -204,6 +228,8 @@ def published_summary(
     recorded = {**named, "manifest.parquet": index.get("manifest_sha256")}
     if present != set(named) or not shards.files_intact(out, recorded):
         return None
+    if from_versions:
+        shards.write_json(out / "index.json", index)
     return {**index, **read_run_record(out), "up_to_date": True}
 
 
@@ -211,8 +237,11 @@ def intact_version(out: Path) -> tuple[dict, Path] | None:
     """The latest complete publication whose shards and own manifest copy are intact, with that
     manifest's path: what a top-up may build on. Shards beyond it (a top-up that died while
     publishing) do not count against it; the top-up replaces them."""
-    latest = shards.read_index(out)
-    if latest is None or "version" not in latest or not latest.get("complete"):
+    found = latest_publication(out)
+    if found is None:
+        return None
+    latest = found[0]
+    if "version" not in latest or not latest.get("complete"):
         return None
     index = shards.read_index(out, latest["version"])
     if index != latest:

@@ -22,7 +22,7 @@ from fairsynth.app.config.base import (
 Source = Literal["toyfaces", "folder", "shards"]
 ScaleMode = Literal["local", "dask"]
 GenerateMode = Literal["standalone", "augment"]
-Arch = Literal["convnet", "resnet"]
+Arch = Literal["strided", "convnet", "resnet"]
 REFERENCE_SOURCES = typing.get_args(Source)
 SCALE_MODES = typing.get_args(ScaleMode)
 
@@ -110,6 +110,16 @@ class ScaleConfig(Section):
         return None
 
 
+class HardSetting(Section):
+    """The downstream experiment's harder setting: fewer reference samples, and a fraction of
+    their labels flipped (annotation noise, drawn once with ``noise_seed``), so that the
+    reference alone is not at its ceiling."""
+
+    reference_n: AtLeast1 = 100
+    label_noise: Annotated[Number, Field(ge=0, lt=1), worded("must be in [0, 1)")] = 0.2
+    noise_seed: Int = 0
+
+
 class DownstreamConfig(Section):
     """The fair-classifier experiment (``fairsynth.experiments.downstream``): a classifier of ``label``
     trained on (a) the first ``reference_n`` reference samples, (b) those + the published
@@ -125,12 +135,15 @@ class DownstreamConfig(Section):
     test: str = "toyfaces"  # toyfaces (fresh renders) | labelled shards (feed sources)
     test_per_cell: AtLeast1 = 250  # toyfaces test set: samples per (sensitive, label) cell
     test_seed: Int = 99
-    seeds: list[Int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    arch: Annotated[Arch, worded("must be convnet or resnet")] = "convnet"
+    seeds: list[Int] = Field(default_factory=lambda: list(range(20)))
+    # strided: a small strided conv net, ~20x cheaper a step than convnet (so 20+ seeds of six
+    # settings in two scenarios fit a CPU); convnet/resnet: the classifiers' own architectures
+    arch: Annotated[Arch, worded("must be strided, convnet or resnet")] = "strided"
     steps: AtLeast1 = 300  # gradient steps, the same for every dataset (epochs as many as needed)
     batch_size: AtLeast1 = 64
     lr: Positive = 0.002
     num_workers: AtLeast0 = 0  # DataLoader workers of the feed
+    hard: HardSetting | None = Field(default_factory=HardSetting)  # null: the main setting only
 
     @field_validator("seeds")
     @classmethod

@@ -44,8 +44,10 @@ def stage_generate(
     run = resolve_run(params, audit_report)
     check_inputs(run)  # class names and step count against what the folders say
     with OutputLock(run.output_dir):
-        if not force and (done := published_summary(run.output_dir, run.fingerprint_id,
-                                                    run.recipe_id, run.reference_id)):  # fmt: skip
+        if not force and (done := published_summary(
+            run.output_dir, run.fingerprint_id, run.recipe_id, run.reference_id,
+            run.reference_counts,
+        )):  # fmt: skip
             print(f"{run.output_dir}: up to date (version {done.get('version', 1)}, fingerprint "
                   f"{done['fingerprint']}), nothing generated", file=sys.stderr)  # fmt: skip
             return done
