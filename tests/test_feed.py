@@ -245,6 +245,10 @@ def test_downstream_stage_tiny(published, tmp_path):
     assert set(frame["guidance_mode"]) == {"none"}
     assert (tmp_path / "down" / "group_accuracy.png").is_file()
     assert json.loads((tmp_path / "down" / "metrics.json").read_text())["seeds"] == [0, 1]
+    # two worker processes (above) or this one: the same figures
+    one = replace(d, workers=1, out=str(tmp_path / "one"))
+    assert stage_downstream(replace(params, downstream=one), progress=False) == report
+    pd.testing.assert_frame_equal(runs, pd.read_csv(tmp_path / "one" / "runs.csv"))
 
 
 @pytest.mark.slow

@@ -268,15 +268,55 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
     t0 = time.time()
     control = build_control(params, progress=progress)
     test = test_set(params)
+    sets = {sc.name: load_train_sets(params, sc, control) for sc in scenarios(params)}
+    jobs = [(sc, setting, seed) for sc in sets for setting in SETTINGS for seed in d.seeds]
     runs = []
-    for scenario in scenarios(params):
-        sets = load_train_sets(params, scenario, control)
-        for setting in SETTINGS:
-            for seed in d.seeds:
-                runs.append(run_one(params, scenario.name, setting, seed, sets, test))
-                if progress:
-                    print(format_run(runs[-1]), flush=True)
+    for run in map_runs(params, sets, test, jobs, d.workers):
+        runs.append(run)
+        if progress:
+            print(format_run(run), flush=True)
     return write_report(params, runs, time.time() - t0)
+
+
+def map_runs(params: Params, sets: dict, test, jobs: list[tuple], workers: int):
+    """Each (scenario, setting, seed) run, in order, in this process or in ``workers`` spawned
+    processes; one torch thread a run either way, so the figures do not depend on ``workers``."""
+    if workers <= 1:
+        for scenario, setting, seed in jobs:
+            yield _one_thread(run_one, params, scenario, setting, seed, sets[scenario], test)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(params, sets, test),
+    ) as pool:  # fmt: skip
+        yield from pool.map(_worker_run, jobs)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(params: Params, sets: dict, test) -> None:
+    _WORKER.update(params=params, sets=sets, test=test)
+
+
+def _worker_run(job: tuple) -> dict:
+    scenario, setting, seed = job
+    w = _WORKER
+    return _one_thread(
+        run_one, w["params"], scenario, setting, seed, w["sets"][scenario], w["test"]
+    )
+
+
+def _one_thread(fn, *args):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def format_run(m: dict) -> str:

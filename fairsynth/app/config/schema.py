@@ -143,6 +143,7 @@ class DownstreamConfig(Section):
     batch_size: AtLeast1 = 64
     lr: Positive = 0.002
     num_workers: AtLeast0 = 0  # DataLoader workers of the feed
+    workers: AtLeast1 = 2  # processes training the runs (one torch thread each)
     hard: HardSetting | None = Field(default_factory=HardSetting)  # null: the main setting only
 
     @field_validator("seeds")
