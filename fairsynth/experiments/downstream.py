@@ -44,12 +44,14 @@ from fairsynth.data import shards
 from fairsynth.data.feed import Feed, make_loader
 from fairsynth.data.runlog import write_run_record
 from fairsynth.experiments.statistics import group_metrics, predict, summarize
+from fairsynth.experiments.summary import format_report, format_run
 from fairsynth.experiments.trainsets import (
     TrainSet,
     batches,
     inverse_cell_weights,
     read_train_set,
 )
+from fairsynth.experiments.workers import map_runs
 
 # setting: (synthetic part, group-balanced batches, group-reweighted loss)
 RECIPES = {
@@ -271,86 +273,11 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
     sets = {sc.name: load_train_sets(params, sc, control) for sc in scenarios(params)}
     jobs = [(sc, setting, seed) for sc in sets for setting in SETTINGS for seed in d.seeds]
     runs = []
-    for run in map_runs(params, sets, test, jobs, d.workers):
+    for run in map_runs(run_one, params, sets, test, jobs, d.workers):
         runs.append(run)
         if progress:
             print(format_run(run), flush=True)
     return write_report(params, runs, time.time() - t0)
-
-
-def map_runs(params: Params, sets: dict, test, jobs: list[tuple], workers: int):
-    """Each (scenario, setting, seed) run, in order, in this process or in ``workers`` spawned
-    processes; one torch thread a run either way, so the figures do not depend on ``workers``."""
-    if workers <= 1:
-        for scenario, setting, seed in jobs:
-            yield _one_thread(run_one, params, scenario, setting, seed, sets[scenario], test)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init, initargs=(params, sets, test),
-    ) as pool:  # fmt: skip
-        yield from pool.map(_worker_run, jobs)
-
-
-_WORKER: dict = {}
-
-
-def _worker_init(params: Params, sets: dict, test) -> None:
-    _WORKER.update(params=params, sets=sets, test=test)
-
-
-def _worker_run(job: tuple) -> dict:
-    scenario, setting, seed = job
-    w = _WORKER
-    return _one_thread(
-        run_one, w["params"], scenario, setting, seed, w["sets"][scenario], w["test"]
-    )
-
-
-def _one_thread(fn, *args):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def format_run(m: dict) -> str:
-    return (f"{m['scenario']:<5} {m['setting']:<30} seed {m['seed']:>2}: accuracy "
-            f"{m['accuracy']:.3f}, worst group {m['worst_group']:.3f}, gap {m['gap']:.3f}")  # fmt: skip
-
-
-def format_report(r: dict) -> str:
-    def ci(x: dict | None, sign: str = "") -> str:
-        if x is None:
-            return "-"
-        if x["low"] is None:
-            return f"{x['mean']:{sign}.3f}"
-        return f"{x['mean']:{sign}.3f} [{x['low']:{sign}.3f}, {x['high']:{sign}.3f}]"
-
-    columns = ("worst_group", "gap", "equalized_odds_difference", "accuracy")
-    heads = ("worst group", "accuracy gap", "equalized odds diff.", "accuracy")
-    lines = [
-        f"Classifier of {r['label']!r}, groups of {r['sensitive']!r}, {r['arch']} x {r['steps']} "
-        f"steps; {r['synthetic_n']} synthetic samples; {len(r['seeds'])} seeds; 95 % CI",
-    ]
-    for name, sc in r["scenarios"].items():
-        noise = f", {sc['label_noise']:.0%} of their labels flipped" if sc["label_noise"] else ""
-        lines += [
-            f"\n[{name}] {sc['reference_n']} reference samples{noise}",
-            f"{'dataset':<31}" + "".join(f"{h:>27}" for h in heads),
-        ]
-        for setting, s in sc["settings"].items():
-            lines.append(f"{setting:<31}" + "".join(f"{ci(s.get(c)):>27}" for c in columns))
-        for effect, e in sc["effects"].items():
-            lines.append(
-                f"{'effect ' + effect:<31}" + "".join(f"{ci(e.get(c)):>27}" for c in columns)
-            )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
