@@ -5,8 +5,8 @@
 
 Starts ``prefect server start`` on loopback (its own PREFECT_HOME), serves
 ``python -m flows.balance PARAMS --serve CRON`` in this folder for ``--minutes``, then lets a
-run still going finish, and reports every run of the deployment: state, start, seconds, whether
-the scheduler started it; how many ran at once at most (bar: 1); how often the ADP folder's
+run still going finish and ``--then`` more runs complete, and reports every run of the
+deployment: state, start, seconds, whether the scheduler started it; how many ran at once at most (bar: 1); how often the ADP folder's
 files were written (polled once a second; bar: at most once); and the seconds of each run
 after the first complete one with nothing changed (bar: < 15 s). Run it on an up-to-date
 ``make demo`` output, or remove ``data/adp`` first to see a long first run with ticks arriving
@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--adp", type=Path, default=Path("data/adp"))
     ap.add_argument(
-        "--wait-s", type=float, default=1200, help="most seconds to wait for the last run"
+        "--wait-s", type=float, default=1800, help="most seconds to wait for the last run"
     )
+    ap.add_argument("--then", type=int, default=2,
+                    help="after --minutes, wait for this many runs to complete after the first")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scheduled.json"))
     add_bar_arguments(ap)
     a = ap.parse_args(argv)
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                     adp_writes += 1
                 last = stamp
                 elapsed = time.monotonic() - t0
-                if elapsed > 60 * a.minutes and running == 0:
+                completed = sum(r["state_type"] == "COMPLETED" for r in runs)
+                if elapsed > 60 * a.minutes and running == 0 and completed > a.then:
                     break
                 if elapsed > 60 * a.minutes + a.wait_s:
                     print("gave up waiting for the running flow run", file=sys.stderr)
