@@ -344,15 +344,17 @@ def test_a_damaged_ledger_batch_is_set_aside_and_generated_again(tmp_path, tiny_
         if state.next_batch == 3:
             raise _Crash
 
+    # the same params into a new folder, killed after three batches
+    params = replace(params, output=replace(params.output, dir=str(tmp_path / "again")))
     with pytest.raises(_Crash):
-        stage_generate(params, None, progress=False, on_batch=crash_after_three, force=True)
-    (ledger,) = (tmp_path / "out.ledger").iterdir()
+        stage_generate(params, None, progress=False, on_batch=crash_after_three)
+    (ledger,) = (tmp_path / "again.ledger").iterdir()
     batch = ledger / "batch-000001.tar"
     batch.write_bytes(batch.read_bytes()[:700])  # truncated
     resumed = stage_generate(params, None, progress=False)
     assert "batch-000001.tar is damaged" in capsys.readouterr().err
     assert resumed["resumed_at_batch"] == 1 and resumed["accepted"] == whole["accepted"]
-    assert _snapshot(out) == expected
+    assert _snapshot(tmp_path / "again") == expected
 
 
 # 12. the feed names what it cannot read ---------------------------------------------------------
