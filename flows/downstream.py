@@ -19,12 +19,12 @@ from prefect.cache_policies import NO_CACHE
 
 from fairsynth.app.config import Params, load_params
 from fairsynth.experiments.downstream import (
-    SETTINGS,
     build_control,
     format_report,
     load_train_sets,
     run_one,
     scenarios,
+    selected_settings,
     test_set,
     write_report,
 )
@@ -59,14 +59,15 @@ def downstream(params_file: str = "params.yaml") -> dict:
     params = load_params(params_file)  # validated before any work starts
     params.downstream.check_attributes(params.attribute_space().names)
     t0 = time.time()
-    control = Path(control_task(params))
+    chosen = selected_settings(params)
+    control = Path(control_task(params)) if "reference+rejection" in chosen else None
     test = test_set(params)
     runs = []
     for scenario in scenarios(params):
-        sets = load_train_sets(params, scenario, control)  # read once, shared by the runs
+        sets = load_train_sets(params, scenario, control, chosen)  # read once, shared by the runs
         runs += [
             train_evaluate_task(params, scenario.name, setting, seed, sets, test)
-            for setting in SETTINGS
+            for setting in chosen
             for seed in params.downstream.seeds
         ]
     return report_task(params, runs, time.time() - t0)

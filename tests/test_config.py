@@ -72,7 +72,7 @@ DEFAULTS = {
                    "control_dir": "data/downstream/rejection", "control_budget": 40,
                    "out": "data/downstream", "test": "toyfaces", "test_per_cell": 250,
                    "test_seed": 99, "seeds": list(range(20)), "arch": "strided", "steps": 300,
-                   "batch_size": 64, "lr": 0.002, "num_workers": 0, "workers": 2,
+                   "batch_size": 64, "lr": 0.002, "num_workers": 0, "workers": 2, "settings": None,
                    "hard": {"reference_n": 100, "label_noise": 0.2, "noise_seed": 0}},
     "card": {"name": "fairsynth-dataset", "license": "cc-by-4.0",
              "use_cases": "Training and evaluating attribute classifiers whose accuracy must hold "

@@ -13,7 +13,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from fairsynth.app.config import replace
+from fairsynth.app.config import ConfigError, parse_params, replace
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.data import tario
@@ -268,6 +268,23 @@ def test_downstream_flow_tiny(published, tmp_path):
         report = downstream(str(tmp_path / "params.yaml"))
     assert report["seeds"] == [0, 1, 2] and list(report["scenarios"]) == ["main"]
     assert len(report["scenarios"]["main"]["settings"]) == 6
+
+
+def test_downstream_settings_choose_what_runs_and_skip_the_control(published, tmp_path):
+    from fairsynth.experiments.downstream import stage_downstream
+
+    params, tmp = published
+    d = replace(
+        params.downstream, label="skin", sensitive="eyeglasses", reference_n=20,
+        control_dir=str(tmp_path / "rejection"), out=str(tmp_path / "down"), test_per_cell=4,
+        seeds=[0, 1], steps=2, batch_size=8, hard=None, workers=1,
+        settings=["reference-reweighted", "reference"],
+    )  # fmt: skip
+    report = stage_downstream(replace(params, downstream=d), progress=False)
+    assert list(report["scenarios"]["main"]["settings"]) == ["reference", "reference-reweighted"]
+    assert not (tmp_path / "rejection").exists()  # no rejection setting: no control made
+    with pytest.raises(ConfigError, match=r"downstream\.settings: unknown setting 'oversampled'"):
+        parse_params({"downstream": {"settings": ["oversampled"]}})
     assert (tmp_path / "down" / "metrics.json").is_file()
 
 

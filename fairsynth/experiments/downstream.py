@@ -170,8 +170,16 @@ def scenarios(params: Params) -> list[Scenario]:
     return out
 
 
-def load_train_sets(params: Params, scenario: Scenario, control: Path | None) -> dict:
-    """The scenario's reference part and each synthetic part, read once (in memory)."""
+def selected_settings(params: Params) -> tuple[str, ...]:
+    """``downstream.settings`` in the canonical order (default: all)."""
+    chosen = params.downstream.settings
+    return SETTINGS if chosen is None else tuple(s for s in SETTINGS if s in chosen)
+
+
+def load_train_sets(
+    params: Params, scenario: Scenario, control: Path | None, settings: tuple[str, ...] = SETTINGS
+) -> dict:
+    """The scenario's reference part and the synthetic parts ``settings`` use, read once."""
     d = params.downstream
     space = params.attribute_space()
     attributes = dict(space.attributes)
@@ -182,7 +190,7 @@ def load_train_sets(params: Params, scenario: Scenario, control: Path | None) ->
     ).with_label_noise(scenario.label_noise, n_labels, scenario.noise_seed)  # fmt: skip
     sets = {None: reference}
     sources = {"fairsynth": params.output.dir, "rejection": str(control) if control else None}
-    for part in {r[0] for r in RECIPES.values()} - {None}:
+    for part in {RECIPES[s][0] for s in settings} - {None}:
         if sources[part] is None:
             raise ValueError(f"the {part} samples are needed for reference+{part}")
         sets[part] = read_train_set(sources[part], None, attributes, d.label, d.sensitive)
@@ -268,10 +276,12 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
     d = params.downstream
     d.check_attributes(params.attribute_space().names)
     t0 = time.time()
-    control = build_control(params, progress=progress)
+    chosen = selected_settings(params)
+    needs_control = any(RECIPES[s][0] == "rejection" for s in chosen)
+    control = build_control(params, progress=progress) if needs_control else None
     test = test_set(params)
-    sets = {sc.name: load_train_sets(params, sc, control) for sc in scenarios(params)}
-    jobs = [(sc, setting, seed) for sc in sets for setting in SETTINGS for seed in d.seeds]
+    sets = {sc.name: load_train_sets(params, sc, control, chosen) for sc in scenarios(params)}
+    jobs = [(sc, setting, seed) for sc in sets for setting in chosen for seed in d.seeds]
     runs = []
     for run in map_runs(run_one, params, sets, test, jobs, d.workers):
         runs.append(run)

@@ -144,6 +144,8 @@ class DownstreamConfig(Section):
     lr: Positive = 0.002
     num_workers: AtLeast0 = 0  # DataLoader workers of the feed
     workers: AtLeast1 = 2  # processes training the runs (one torch thread each)
+    # the settings to run (default: all six); without reference+rejection no control is made
+    settings: list[str] | None = None
     hard: HardSetting | None = Field(default_factory=HardSetting)  # null: the main setting only
 
     @field_validator("seeds")
@@ -154,6 +156,19 @@ class DownstreamConfig(Section):
         if len(set(seeds)) != len(seeds):
             raise Invalid("must be distinct")
         return seeds
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, settings: list[str] | None) -> list[str] | None:
+        known = ("reference", "reference+fairsynth", "reference+rejection", "reference-resampled",
+                 "reference-reweighted", "reference+fairsynth-resampled")  # fmt: skip
+        if settings is not None:
+            if not settings or len(set(settings)) != len(settings):
+                raise Invalid("must name at least one setting, each once")
+            for name in settings:
+                if name not in known:
+                    raise Invalid(f"unknown setting {name!r}; expected some of {list(known)}")
+        return settings
 
     @model_validator(mode="after")
     def _roles(self) -> DownstreamConfig:
