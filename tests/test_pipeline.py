@@ -159,6 +159,23 @@ def test_a_run_that_starts_over_and_dies_leaves_the_published_output_to_come_bac
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
+def test_a_ledger_left_beside_a_complete_output_is_removed(tmp_path, tiny_world):
+    """Killed after publishing, before removing its ledger: the next run finds the output up
+    to date and removes the ledger (it also comes back from versions/ without index.json)."""
+    from fairsynth.run.ledger import ledger_dir
+
+    params = _setup(tmp_path, tiny_world, mode="sample")
+    first = stage_generate(params, None, progress=False)
+    out = tmp_path / "out"
+    left = ledger_dir(out, first["fingerprint"])
+    left.mkdir(parents=True)
+    (left / "batch-000000.tar").write_bytes(b"a batch of the finished run")
+    (out / "index.json").unlink()  # killed between versions/ and index.json, too
+    again = stage_generate(params, None, progress=False)
+    assert again["up_to_date"] and (out / "index.json").is_file()
+    assert not left.exists() and not left.parent.exists()
+
+
 def test_one_writer_per_output(tmp_path, tiny_world):
     import socket
     import subprocess

@@ -48,6 +48,14 @@ def ledger_dir(output_dir: str | Path, fp: str) -> Path:
     return out.with_name(out.name + ".ledger") / fp
 
 
+def discard_ledger(output_dir: str | Path, fp: str) -> None:
+    """Remove the ledger of a run whose output is complete (a run killed after publishing, before
+    it removed its ledger, leaves one: the output is whole, the ledger redundant)."""
+    path = ledger_dir(output_dir, fp)
+    if path.is_dir():
+        Ledger(path).remove()
+
+
 class Ledger:
     """Append-only per-batch record under ``path`` (see the module docstring)."""
 

@@ -14,6 +14,7 @@ from fairsynth.app.topup import plan_topup
 from fairsynth.app.weights import check_inputs, require_weights
 from fairsynth.run.executors import make_executor
 from fairsynth.run.judge import GenerationState
+from fairsynth.run.ledger import discard_ledger
 from fairsynth.run.lock import OutputLock
 from fairsynth.run.orchestrate import Executor, generate_dataset
 from fairsynth.run.publish import published_summary
@@ -50,6 +51,7 @@ def stage_generate(
         )):  # fmt: skip
             print(f"{run.output_dir}: up to date (version {done.get('version', 1)}, fingerprint "
                   f"{done['fingerprint']}), nothing generated", file=sys.stderr)  # fmt: skip
+            discard_ledger(run.output_dir, done["fingerprint"])
             return done
         if not force and (topup := plan_topup(run)) is not None:
             parent = topup.topup.parent
