@@ -55,6 +55,17 @@ def _union(audit, out):
     return np.asarray(audit["counts"]) + synth, frame
 
 
+def _published_then_grown(tmp_path, tiny_world):
+    """Version 1 published over 12 references; then 12 more of the same bias arrive."""
+    _reference_part(tmp_path / "ref", 12, seed=1, index=0)
+    params = _params(tmp_path, tiny_world)
+    _, first = _run(params, tmp_path)
+    out = tmp_path / "out"
+    v1 = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    _reference_part(tmp_path / "ref", 12, seed=2, index=1)
+    return params, first, out, v1
+
+
 def test_a_grown_reference_is_topped_up_and_the_published_shards_kept(tmp_path, tiny_world, capsys):
     _reference_part(tmp_path / "ref", 12, seed=1, index=0)
     params = _params(tmp_path, tiny_world)
@@ -104,12 +115,7 @@ def test_a_grown_reference_is_topped_up_and_the_published_shards_kept(tmp_path, 
 
 
 def test_a_top_up_killed_while_publishing_resumes_onto_its_parent(tmp_path, tiny_world):
-    _reference_part(tmp_path / "ref", 12, seed=1, index=0)
-    params = _params(tmp_path, tiny_world)
-    _, first = _run(params, tmp_path)
-    out = tmp_path / "out"
-    v1 = {p.name: p.read_bytes() for p in out.glob("*.tar")}
-    _reference_part(tmp_path / "ref", 12, seed=2, index=1)
+    params, first, out, v1 = _published_then_grown(tmp_path, tiny_world)
     audit2, whole = _run(params, tmp_path)
     expected = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     manifest = pd.read_parquet(out / "manifest.parquet")
@@ -155,12 +161,7 @@ class _Crash(Exception):
 
 
 def test_a_top_up_killed_while_generating_resumes_to_the_same_bytes(tmp_path, tiny_world):
-    _reference_part(tmp_path / "ref", 12, seed=1, index=0)
-    params = _params(tmp_path, tiny_world)
-    _, first = _run(params, tmp_path)
-    out = tmp_path / "out"
-    v1 = {p.name: p.read_bytes() for p in out.glob("*.tar")}
-    _reference_part(tmp_path / "ref", 12, seed=2, index=1)
+    params, first, out, v1 = _published_then_grown(tmp_path, tiny_world)
     audit2 = stage_audit(params, tmp_path / "audit")
     whole_dir = tmp_path / "whole"
     shutil.copytree(out, whole_dir)  # the same top-up, uninterrupted, on a copy
