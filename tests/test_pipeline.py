@@ -213,6 +213,10 @@ def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
     )
     params = load_params(p)
     rec = tmp_path / "traj.safetensors"
+    killed = tmp_path / ".c-trajectories-killed"  # scratch a SIGKILLed recording left behind
+    killed.mkdir()
+    train_adp_from_params(params, tmp_path / "c")
+    assert not killed.exists() and not list(tmp_path.glob(".c-*")), "scratch cleaned up"
     first = train_adp_from_params(params, tmp_path / "a", trajectories_file=rec)
     stamp = rec.stat().st_mtime_ns
     train_adp_from_params(params, tmp_path / "b", trajectories_file=rec)

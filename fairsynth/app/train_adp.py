@@ -81,7 +81,10 @@ def train_adp_from_params(
         # streamed to disk batch by batch: memory does not grow with adp.trajectories
         if trajectories_file is None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
-            scratch = tempfile.mkdtemp(prefix=".trajectories-", dir=Path(out).parent)
+            prefix = f".{Path(out).name}-trajectories-"
+            for stale in Path(out).parent.glob(prefix + "*"):  # a killed run's (out is locked)
+                shutil.rmtree(stale, ignore_errors=True)
+            scratch = tempfile.mkdtemp(prefix=prefix, dir=Path(out).parent)
         writer = TrajectoryWriter(trajectories_file or scratch)
         n = params.adp.trajectories
         try:

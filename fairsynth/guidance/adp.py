@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,14 +182,27 @@ class TrainedADP:
         return out
 
     def save(self, path: str | Path) -> None:
+        """Written into a sibling folder, then swapped in: a crash leaves the old ADP or the new
+        one, never weights of one with the config of the other."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in self.model.state_dict().items()},
-            path / "adp.safetensors",
-        )
-        config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
-        (path / "adp.json").write_text(json.dumps(config, indent=2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}-new-", dir=path.parent))
+        try:
+            save_file(
+                {k: v.contiguous() for k, v in self.model.state_dict().items()},
+                fresh / "adp.safetensors",
+            )
+            config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
+            (fresh / "adp.json").write_text(json.dumps(config, indent=2))
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
+                path.rename(old / path.name)
+            fresh.rename(path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TrainedADP:

@@ -1,0 +1,43 @@
+"""Saving an ADP swaps a complete folder in: a crash while writing leaves the old ADP whole."""
+
+import json
+
+import pytest
+import torch
+
+from fairsynth.core.attributes import AttributeSpace
+from fairsynth.guidance import adp as adp_module
+from fairsynth.guidance.adp import ADP, TrainedADP
+
+SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"]})
+
+
+def trained(seed: int, note: str) -> TrainedADP:
+    torch.manual_seed(seed)
+    return TrainedADP(
+        ADP(in_channels=4, spatial=4, heads={"skin": 2}, width=4, hidden=8), SPACE, {"note": note}
+    )
+
+
+def test_a_save_replaces_the_folder_whole_and_leaves_no_scratch(tmp_path):
+    trained(0, "first").save(tmp_path / "adp")
+    trained(1, "second").save(tmp_path / "adp")
+    assert json.loads((tmp_path / "adp" / "adp.json").read_text())["note"] == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adp"]
+
+
+def test_a_crash_while_saving_leaves_the_old_adp(tmp_path, monkeypatch):
+    first = trained(0, "first")
+    first.save(tmp_path / "adp")
+    before = (tmp_path / "adp" / "adp.safetensors").read_bytes()
+
+    def full_disk(*args, **kwargs):  # the weights are written, the config is not
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(adp_module.json, "dumps", full_disk)
+    with pytest.raises(OSError):
+        trained(1, "second").save(tmp_path / "adp")
+    assert (tmp_path / "adp" / "adp.safetensors").read_bytes() == before
+    assert json.loads((tmp_path / "adp" / "adp.json").read_text())["note"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adp"]
+    TrainedADP.load(tmp_path / "adp")
