@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--max-step", type=float, default=0.5)
     ap.add_argument("--loss", default="chi2", choices=LOSSES, help="distribution divergence")
+    ap.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0),
+                    help="guided steps, as fractions of the schedule (0: the noisiest)")  # fmt: skip
     ap.add_argument("--residual", action="store_true",
                     help="closed loop: each batch guided toward what the earlier ones lack")  # fmt: skip
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             strength=strengths.get(mode, 0.0),
             max_step=a.max_step,
             residual=a.residual and guide != "none",
+            window=tuple(a.window),
         )
         images, seconds = generate_batches(
             backend, settings, a.n, a.seed + 1000 * k, a.batch_size, target, config, adp
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "settings": run_settings(
             n=a.n, batch_size=a.batch_size, steps=steps, eta=eta, cfg_scale=cfg_scale,
-            strengths=strengths, loss=a.loss, residual=a.residual, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
+            strengths=strengths, loss=a.loss, residual=a.residual, window=a.window, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
             targets={k: v[0].probs.round(4).tolist() for k, v in TARGETS.items()},
         ),
     }  # fmt: skip
