@@ -24,6 +24,7 @@ def test_a_save_replaces_the_folder_whole_and_leaves_no_scratch(tmp_path):
     trained(1, "second").save(tmp_path / "adp")
     assert json.loads((tmp_path / "adp" / "adp.json").read_text())["note"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adp"]
+    assert (tmp_path / "adp").stat().st_mode & 0o055 == 0o055, "readable by group and others"
 
 
 def test_a_crash_while_saving_leaves_the_old_adp(tmp_path, monkeypatch):

@@ -187,6 +187,7 @@ class TrainedADP:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}-new-", dir=path.parent))
+        fresh.chmod(0o755)  # mkdtemp's 0700 would hide the published ADP from other users
         try:
             save_file(
                 {k: v.contiguous() for k, v in self.model.state_dict().items()},
