@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fairsynth.core.attributes import AttributeSpace
+from fairsynth.core.folders import swap_in
 
 
 def embedding_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -195,13 +196,7 @@ class TrainedADP:
             )
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
             (fresh / "adp.json").write_text(json.dumps(config, indent=2))
-            old = None
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
-                path.rename(old / path.name)
-            fresh.rename(path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            swap_in(fresh, path)
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
 

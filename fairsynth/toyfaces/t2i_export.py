@@ -16,6 +16,7 @@ from diffusers import (
 )
 from safetensors.torch import load_file
 
+from fairsynth.core.folders import swap_in
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.toyfaces.t2i_world import (
     DDIM_EXTRA,
@@ -90,12 +91,7 @@ def export_pipeline(root: Path, out: Path) -> None:
         )
     (tmp / "fairsynth.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.md").write_text(_readme(info))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, out)
 
 
 def _export_info(unet_meta: dict, vae_meta: dict) -> dict:

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from fairsynth.core.folders import swap_in
+
 
 def save_state(state_dir: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:
     """Write ``<name>.safetensors`` files and meta.json to a temp folder, then swap it in."""
@@ -19,12 +21,7 @@ def save_state(state_dir: Path, tensors: dict[str, dict[str, torch.Tensor]], met
     for name, sd in tensors.items():
         save_file({k: v.detach().contiguous() for k, v in sd.items()}, tmp / f"{name}.safetensors")
     (tmp / "meta.json").write_text(json.dumps(meta))
-    old = state_dir.with_name(state_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, state_dir)
 
 
 def optimizer_moments(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
