@@ -305,3 +305,25 @@ def test_feed_labels_index_the_given_classes(tmp_path):
         "k0": 0, "k1": 1, "k2": 0, "k3": 1
     }  # fmt: skip
     assert all(s["labels"]["eyeglasses"].item() == 1 for s in Feed(tmp_path, shuffle=0))
+
+
+def test_a_regeneration_in_progress_still_feeds_the_last_publication(published, tmp_path):
+    """A run with a changed recipe removes ``index.json`` first and replaces the shards only
+    when it publishes: until then readers get the last publication (``versions/``), not an
+    error, and not a folder glob that could mix in other shards."""
+    from fairsynth.experiments.downstream import published_index
+
+    params, tmp = published
+    out = tmp_path / "out"
+    shutil.copytree(tmp / "out", out)
+    before = _keys(Feed(out, shuffle=0))
+    index = json.loads((out / "index.json").read_text())
+    (out / "index.json").unlink()  # what generate_dataset does first on a new fingerprint
+    (out / "fairsynth-000099.tar").write_bytes((out / "fairsynth-000000.tar").read_bytes())
+    assert _keys(Feed(out, shuffle=0)) == before
+    assert expand_sources(out) == [str(out / e["shard"]) for e in index["shards"]]
+    moved = replace(params, output=replace(params.output, dir=str(out)))
+    assert published_index(moved) == index
+    shutil.rmtree(out / "versions")
+    with pytest.raises(FileNotFoundError, match="index.json not found"):
+        published_index(moved)

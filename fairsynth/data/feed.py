@@ -35,7 +35,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
-from fairsynth.data.shards import VERSIONS, read_index
+from fairsynth.data.shards import VERSIONS, latest_publication, read_index
 from fairsynth.data.tario import decode_png
 
 DVC_SCHEME = "dvc://"
@@ -58,9 +58,13 @@ sys.modules["webdataset.gopen"].gopen_schemes["dvc"] = open_dvc
 
 
 def published_shards(folder: str | Path, version: int | None = None) -> list[str]:
-    """The shards of a fairsynth output folder's latest publication (its ``index.json``), or of
-    version ``version`` (``versions/v%06d/index.json``; each top-up is a version)."""
-    index = read_index(folder, version)
+    """The shards of a fairsynth output folder's latest publication (its ``index.json``, or while
+    a changed recipe is regenerated, the newest ``versions/`` entry, whose shards stay until the
+    new run publishes), or of version ``version`` (each top-up is a version)."""
+    if version is None:
+        index = (latest_publication(folder) or (None,))[0]
+    else:
+        index = read_index(folder, version)
     if index is None:
         which = "index.json" if version is None else f"version {version}"
         have = sorted(p.name for p in (Path(folder) / VERSIONS).glob("v*"))
@@ -88,7 +92,7 @@ def expand_sources(
         local = "://" not in text and not text.startswith("pipe:")
         if version is not None and not (local and Path(text).is_dir()):
             raise ValueError(f"{text}: a version is read from a fairsynth output folder only")
-        if local and (version is not None or (Path(text) / "index.json").is_file()):
+        if local and (version is not None or latest_publication(text) is not None):
             urls.extend(published_shards(text, version))
         elif local and Path(text).is_dir():
             shards = sorted(str(p) for p in Path(text).glob("*.tar"))

@@ -37,6 +37,22 @@ def read_index(out: str | Path, version: int | None = None) -> dict | None:
     return index if isinstance(index, dict) else None
 
 
+def latest_publication(out: str | Path) -> tuple[dict, bool] | None:
+    """The latest publication's index: ``index.json``, or, where a run that started over has not
+    published yet or died before it did (it removes ``index.json`` first and replaces the shards
+    only when it publishes), the newest ``versions/`` entry; and whether it came from there."""
+    index = read_index(out)
+    if index is not None:
+        return index, False
+    root = Path(out) / VERSIONS
+    found = sorted(root.glob("v*/index.json")) if root.is_dir() else []
+    for path in reversed(found):
+        index = read_index(out, int(path.parent.name[1:]))
+        if index is not None:
+            return index, True
+    return None
+
+
 def sample_key(dataset: str, batch: int, index: int) -> str:
     key = f"{dataset}_b{batch:06d}_i{index:04d}"
     tario.check_key(key)

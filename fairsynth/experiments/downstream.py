@@ -82,13 +82,13 @@ def reference_keys(params: Params, n: int | None = None) -> list[str]:
 
 
 def published_index(params: Params) -> dict:
-    index = Path(params.output.dir) / "index.json"
-    if not index.is_file():
+    found = shards.latest_publication(params.output.dir)  # a regeneration keeps the old one
+    if found is None:
         raise FileNotFoundError(
-            f"{index} not found: publish the balanced dataset first (dvc repro generate, "
-            "or the balance flow)"
+            f"{params.output.dir}/index.json not found: publish the balanced dataset first "
+            "(dvc repro generate, or the balance flow)"
         )
-    return json.loads(index.read_text())
+    return found[0]
 
 
 def build_control(params: Params, progress: bool = True) -> Path:

@@ -183,21 +183,6 @@ def record_version(out: Path, index: dict) -> None:
     shards.write_json(where / "index.json", index)
 
 
-def latest_publication(out: Path) -> tuple[dict, bool] | None:
-    """The latest publication's index: ``index.json``, or, where a run that started over died
-    before publishing (it removes ``index.json`` first), the newest ``versions/`` entry; and
-    whether it came from there."""
-    index = shards.read_index(out)
-    if index is not None:
-        return index, False
-    found = sorted((out / VERSIONS).glob("v*/index.json")) if (out / VERSIONS).is_dir() else []
-    for path in reversed(found):
-        index = shards.read_index(out, int(path.parent.name[1:]))
-        if index is not None:
-            return index, True
-    return None
-
-
 def published_summary(
     out: Path,
     fingerprint_id: str,
@@ -211,7 +196,7 @@ def published_summary(
     counts), which is what a top-up publication records. The same inputs give the same bytes,
     so running again would only rewrite them. A publication found under ``versions/`` only
     (a run that started over died before publishing) gets its ``index.json`` back."""
-    found = latest_publication(out)
+    found = shards.latest_publication(out)
     if found is None:
         return None
     index, from_versions = found
@@ -237,7 +222,7 @@ def intact_version(out: Path) -> tuple[dict, Path] | None:
     """The latest complete publication whose shards and own manifest copy are intact, with that
     manifest's path: what a top-up may build on. Shards beyond it (a top-up that died while
     publishing) do not count against it; the top-up replaces them."""
-    found = latest_publication(out)
+    found = shards.latest_publication(out)
     if found is None:
         return None
     latest = found[0]
