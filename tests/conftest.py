@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -7,13 +9,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # hermetic: never the user's Hugging Face cache (read when huggingface_hub is first imported)
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="fairsynth-test-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HUB_CACHE"], ignore_errors=True)  # no litter
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
-from fairsynth.diffusion.unconditional import DiffusionModel
+from fairsynth.diffusion.unconditional import DiffusionModel  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

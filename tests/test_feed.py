@@ -18,6 +18,7 @@ from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.data import tario
 from fairsynth.data.feed import Feed, expand_sources, make_loader
+from fairsynth.data.runlog import read_run_record
 from tests.test_pipeline import _setup
 
 
@@ -245,6 +246,8 @@ def test_downstream_stage_tiny(published, tmp_path):
     assert set(frame["guidance_mode"]) == {"none"}
     assert (tmp_path / "down" / "group_accuracy.png").is_file()
     assert json.loads((tmp_path / "down" / "metrics.json").read_text())["seeds"] == [0, 1]
+    facts = read_run_record(tmp_path / "down")  # the control's share of the stage's time
+    assert 0 < facts["control_seconds"] <= facts["seconds"]
     # two worker processes (above) or this one: the same figures
     one = replace(d, workers=1, out=str(tmp_path / "one"))
     assert stage_downstream(replace(params, downstream=one), progress=False) == report

@@ -1,9 +1,13 @@
-"""Choose a guidance strength for an ADP: a short sweep on a calibration target.
+"""Choose a guidance strength for an ADP: a short sweep on calibration targets.
 
-The calibration target is uniform over the cells of *all* the ADP's attributes jointly, a
-demanding target that is none of the benchmark's, so the chosen strength is not tuned to them.
+The default calibration target is uniform over the cells of *all* the ADP's attributes jointly,
+a demanding target that is none of the benchmark's, so the chosen strength is not tuned to them.
+``family=True`` sweeps a family instead: that uniform target plus, per attribute, the model's
+own class fractions reversed (its rarest class gets its commonest class's share), measured on
+the unguided samples of the sweep itself: targets near and far from what the model draws.
 The rule: among strengths whose confident fraction stays within ``max_quality_drop`` of
-unguided sampling, take the one with the lowest FD (hard, verifier).
+unguided sampling on every target, take the one with the lowest FD (hard, verifier) on the
+worst target.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fairsynth.core.attributes import Target
+from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.diffusion.sampling import Backend, SamplerSettings
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import GuidanceConfig
@@ -37,30 +41,33 @@ def calibrate_strength(
     target: Target | None = None,
     progress: bool = False,
     max_step: float = 0.5,
+    family: bool = False,
 ) -> dict:
-    target = target or Target.uniform(adp.space, list(adp.space.names))
-    rows = []
-    for s in [0.0, *strengths]:
-        cfg = GuidanceConfig(
-            mode=mode if s > 0 else "none", loss=loss, strength=float(s), max_step=max_step
-        )
-        images, _ = generate_batches(backend, settings, n, seed, batch_size, target, cfg, adp)
-        r = score(verifier, images, target, 0.9)
-        rows.append(
-            {
-                "strength": float(s),
-                "fd_hard": r["fd_hard"],
-                "confident_fraction": r["confident_fraction"],
-            }
-        )
+    uniform = Target.uniform(adp.space, list(adp.space.names))
+    images, _ = generate_batches(
+        backend, settings, n, seed, batch_size, uniform, GuidanceConfig(mode="none"), adp
+    )
+    first = "uniform over " + " x ".join(adp.space.names) if target is None else "given target"
+    targets = {first: target or uniform}
+    if family:
+        targets.update(reversed_targets(adp.space, score(verifier, images, uniform, 0.9)))
+    unguided = {name: score(verifier, images, t, 0.9) for name, t in targets.items()}
+    rows = [_row(0.0, unguided)]
+    for s in strengths:
+        cfg = GuidanceConfig(mode=mode, loss=loss, strength=float(s), max_step=max_step)
+        scores = {}
+        for name, t in targets.items():
+            guided, _ = generate_batches(backend, settings, n, seed, batch_size, t, cfg, adp)
+            scores[name] = score(verifier, guided, t, 0.9)
+        rows.append(_row(float(s), scores))
         if progress:
-            print(
-                f"calibrate {mode}: strength {s:g} FD {r['fd_hard']:.3f} conf {r['confident_fraction']:.3f}",
-                flush=True,
-            )
+            r = rows[-1]
+            print(f"calibrate {mode}: strength {s:g} worst FD {r['fd_hard']:.3f} "
+                  f"worst conf {r['confident_fraction']:.3f}", flush=True)  # fmt: skip
     return {
         "mode": mode,
-        "target": "uniform over " + " x ".join(adp.space.names),
+        "target": " | ".join(targets),
+        "targets": {name: t.probs.round(6).tolist() for name, t in targets.items()},
         "rows": rows,
         "chosen": choose_strength(rows, max_quality_drop),
         "n": n,
@@ -69,12 +76,49 @@ def calibrate_strength(
     }
 
 
+def reversed_targets(space: AttributeSpace, unguided: dict) -> dict[str, Target]:
+    """Per attribute, the unguided class fractions reversed by rank (ties keep class order)."""
+    out = {}
+    for name, classes in space.attributes:
+        seen = np.array([unguided["per_attribute"][name][c] for c in classes]) + 1e-3
+        seen = seen / seen.sum()
+        order = np.argsort(-seen, kind="stable")  # commonest first
+        flipped = np.empty_like(seen)
+        flipped[order] = seen[order[::-1]]
+        label = ", ".join(f"{c} {v:.2f}" for c, v in zip(classes, flipped, strict=True))
+        out[f"{name} reversed ({label})"] = Target.from_marginals(space, {name: flipped})
+    return out
+
+
+def _row(strength: float, scores: dict[str, dict]) -> dict:
+    """One strength: the worst FD and confident fraction over the targets, and each target's."""
+    return {
+        "strength": strength,
+        "fd_hard": max(r["fd_hard"] for r in scores.values()),
+        "confident_fraction": min(r["confident_fraction"] for r in scores.values()),
+        "by_target": {
+            name: {"fd_hard": r["fd_hard"], "confident_fraction": r["confident_fraction"]}
+            for name, r in scores.items()
+        },
+    }
+
+
 def choose_strength(rows: list[dict], max_quality_drop: float) -> float:
     """``rows[0]`` is unguided. Among the others whose confident fraction stays within
-    ``max_quality_drop`` of it, the strength with the lowest FD; if none does, the gentlest
-    (smallest) strength: quality is never traded for balance beyond the bound."""
-    base = rows[0]["confident_fraction"]
-    ok = [r for r in rows[1:] if r["confident_fraction"] >= base - max_quality_drop]
+    ``max_quality_drop`` of it (on every target, where rows carry ``by_target``), the strength
+    with the lowest (worst-target) FD; if none does, the gentlest (smallest) strength: quality
+    is never traded for balance beyond the bound."""
+
+    def keeps_quality(row: dict) -> bool:
+        if "by_target" not in row:
+            return row["confident_fraction"] >= rows[0]["confident_fraction"] - max_quality_drop
+        base = rows[0]["by_target"]
+        return all(
+            r["confident_fraction"] >= base[name]["confident_fraction"] - max_quality_drop
+            for name, r in row["by_target"].items()
+        )
+
+    ok = [r for r in rows[1:] if keeps_quality(r)]
     if not ok:
         return min(r["strength"] for r in rows[1:])
     return min(ok, key=lambda r: r["fd_hard"])["strength"]
@@ -82,3 +126,60 @@ def choose_strength(rows: list[dict], max_quality_drop: float) -> float:
 
 def geometric(lo: float, hi: float, k: int) -> list[float]:
     return [float(x) for x in np.geomspace(lo, hi, k)]
+
+
+def calibrate_from_params(
+    params, mode: str = "distribution", strengths: Sequence[float] | None = None, n: int = 256,
+    family: bool = False, progress: bool = False,
+) -> dict:  # fmt: skip
+    """Sweep the configured ADP (no training) on its model, verifier and sampler settings."""
+    from fairsynth.app.resolve import (
+        adp_folder,
+        model_spec,
+        prompt_spec,
+        sampler_settings,
+        verifier_spec,
+    )
+    from fairsynth.diffusion.backends import bind_prompt, load_model
+    from fairsynth.diffusion.device import resolve_device
+    from fairsynth.verify import load_verifier
+
+    spec = model_spec(params)
+    device = resolve_device(spec.device)
+    prompt = params.jobs()[0][0]  # text-to-image: the first prompt, at the configured CFG scale
+    model = bind_prompt(load_model(spec), prompt_spec(prompt), params.model.cfg_scale)
+    adp = (
+        TrainedADP.load(adp_folder(params), device)
+        .aligned(params.attribute_space())
+        .check_layer(params.model.layer)
+    )
+    verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
+    try:
+        return calibrate_strength(
+            model, adp, verifier, mode, strengths or geometric(10.0, 1000.0, 7),
+            settings=sampler_settings(params), n=n, batch_size=params.guidance.batch_size,
+            loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
+            family=family,
+        )  # fmt: skip
+    finally:
+        verifier.close()
+
+
+def format_calibration(result: dict) -> str:
+    names = list(result["rows"][0]["by_target"])
+    lines = [f"{result['mode']} guidance, n {result['n']} per target; targets:"]
+    lines += [f"  [{i}] {name}" for i, name in enumerate(names)]
+    head = "strength  worst FD  worst conf  " + "  ".join(
+        f"[{i}] FD/conf" for i in range(len(names))
+    )
+    lines.append(head)
+    for r in result["rows"]:
+        cells = "  ".join(
+            f"{r['by_target'][k]['fd_hard']:.3f}/{r['by_target'][k]['confident_fraction']:.3f}"
+            for k in names
+        )
+        lines.append(
+            f"{r['strength']:8g}  {r['fd_hard']:8.3f}  {r['confident_fraction']:10.3f}  {cells}"
+        )
+    lines.append(f"chosen: {result['chosen']:g}")
+    return "\n".join(lines)

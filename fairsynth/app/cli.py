@@ -66,6 +66,17 @@ def _cmd_weights_check(a: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from fairsynth.app.calibrate import calibrate_from_params, format_calibration
+    from fairsynth.app.config import load_params
+
+    result = calibrate_from_params(
+        load_params(a.params), a.mode, a.strengths, a.n, family=a.family, progress=not a.json
+    )
+    print(json.dumps(result, indent=2) if a.json else format_calibration(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fairsynth", description="Fair synthetic data with diffusion models"
@@ -78,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=512)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="sweep guidance strengths for the configured ADP")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--mode", choices=("distribution", "sample"), default="distribution")
+    p.add_argument("--strengths", type=float, nargs="+", default=None,
+                   help="default: 7 from 10 to 1000, geometric")  # fmt: skip
+    p.add_argument("--n", type=_positive_int, default=256, help="samples per target and strength")
+    p.add_argument("--family", action="store_true",
+                   help="also each attribute's unguided fractions reversed (worst target rules)")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))

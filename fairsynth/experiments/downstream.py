@@ -236,7 +236,9 @@ def run_one(
             **group_metrics(labels[d.label], pred, labels[d.sensitive], groups)}  # fmt: skip
 
 
-def write_report(params: Params, runs: list[dict], seconds: float) -> dict:
+def write_report(
+    params: Params, runs: list[dict], seconds: float, control_seconds: float | None = None
+) -> dict:
     """metrics.json (DVC metrics), runs.csv and group_accuracy.png in ``downstream.out``."""
     from fairsynth.data.plots import group_accuracy_bars
 
@@ -262,7 +264,10 @@ def write_report(params: Params, runs: list[dict], seconds: float) -> dict:
     }
     out = Path(d.out)
     shards.write_json(out / "metrics.json", report)
-    write_run_record(out, {"seconds": round(seconds, 1)})  # not in metrics.json: byte-stable
+    facts = {"seconds": round(seconds, 1)}  # run facts, not in metrics.json: byte-stable
+    if control_seconds is not None:  # ~0 where a control of the same fingerprint was kept
+        facts["control_seconds"] = round(control_seconds, 1)
+    write_run_record(out, facts)
     frame = pd.DataFrame(runs)
     for column in ("by_group", "rates_by_group"):
         frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True))
@@ -279,6 +284,7 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
     chosen = selected_settings(params)
     needs_control = any(RECIPES[s][0] == "rejection" for s in chosen)
     control = build_control(params, progress=progress) if needs_control else None
+    control_seconds = time.time() - t0 if needs_control else None
     test = test_set(params)
     sets = {sc.name: load_train_sets(params, sc, control, chosen) for sc in scenarios(params)}
     jobs = [(sc, setting, seed) for sc in sets for setting in chosen for seed in d.seeds]
@@ -287,7 +293,7 @@ def stage_downstream(params: Params, progress: bool = True) -> dict:
         runs.append(run)
         if progress:
             print(format_run(run), flush=True)
-    return write_report(params, runs, time.time() - t0)
+    return write_report(params, runs, time.time() - t0, control_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
