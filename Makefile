@@ -47,8 +47,8 @@ demo-t2i: $(STAMP)
 
 pipeline: demo
 
-# The fair-classifier experiment on the published shards (after `make demo`; its rejection-
-# sampled control generates ~9x the samples of the balanced set: ~30 min on a 2-core CPU).
+# The fair-classifier experiment on the published shards (after `make demo`; ~20 min on a
+# 2-core CPU: the rejection-sampled control gets the balanced set's generation budget).
 downstream: $(STAMP)
 	dvc repro downstream
 	python -m fairsynth.experiments.downstream --show
@@ -73,7 +73,7 @@ screenshot: browser
 test: $(STAMP) browser
 	ruff check .
 	lint-imports --no-logo
-	pytest -q
+	pytest -q --durations=15
 
 lint: $(STAMP)
 	ruff check .

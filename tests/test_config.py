@@ -69,7 +69,7 @@ DEFAULTS = {
               "threads_per_worker": 1, "resources": None, "task_resources": None, "retries": 2,
               "overlap": "auto"},
     "downstream": {"label": "eyeglasses", "sensitive": "skin", "reference_n": 2000,
-                   "control_dir": "data/downstream/rejection", "control_budget": 40,
+                   "control_dir": "data/downstream/rejection", "control_budget": 1.0,
                    "out": "data/downstream", "test": "toyfaces", "test_per_cell": 250,
                    "test_seed": 99, "seeds": list(range(20)), "arch": "strided", "steps": 300,
                    "batch_size": 64, "lr": 0.002, "num_workers": 0, "workers": 2, "settings": None,

@@ -214,7 +214,7 @@ def test_downstream_stage_tiny(published, tmp_path):
     params, tmp = published
     d = replace(
         params.downstream, label="skin", sensitive="eyeglasses", reference_n=25,
-        control_dir=str(tmp_path / "rejection"), control_budget=4, out=str(tmp_path / "down"),
+        control_dir=str(tmp_path / "rejection"), control_budget=0.5, out=str(tmp_path / "down"),
         test_per_cell=6, seeds=[0, 1], steps=3, batch_size=16,
         hard=HardSetting(reference_n=12, label_noise=0.25),
     )  # fmt: skip
@@ -241,7 +241,13 @@ def test_downstream_stage_tiny(published, tmp_path):
     both = sum("skin" in m and "eyeglasses" in m for m in metas)
     assert set(with_synthetic["train_n"]) == {25 + both}
     control = json.loads((tmp_path / "rejection" / "index.json").read_text())
-    assert control["quotas"] == json.loads((tmp / "out" / "index.json").read_text())["quotas"]
+    published = json.loads((tmp / "out" / "index.json").read_text())
+    assert control["quotas"] == published["quotas"]
+    # (c) costs at most control_budget x what the published run generated; the report says
+    # what it holds
+    assert 0 < control["generated"] <= -(-published["generated"] // 2)
+    assert report["control"]["accepted"] == control["accepted"]
+    assert report["control"]["generated"] == control["generated"]
     frame = pd.read_parquet(tmp_path / "rejection" / "manifest.parquet")
     assert set(frame["guidance_mode"]) == {"none"}
     assert (tmp_path / "down" / "group_accuracy.png").is_file()

@@ -67,8 +67,8 @@ def _cmd_weights_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from fairsynth.app.calibrate import calibrate_from_params, format_calibration
     from fairsynth.app.config import load_params
+    from fairsynth.app.evaluate import calibrate_from_params, format_calibration
 
     result = calibrate_from_params(
         load_params(a.params), a.mode, a.strengths, a.n, family=a.family, progress=not a.json

@@ -1,10 +1,14 @@
-"""Sample with a guidance configuration, judge with the verifier, report against the target."""
+"""Sample with a guidance configuration, judge with the verifier, report against the target;
+or sweep guidance strengths that way (``calibrate_from_params``)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from fairsynth.app.calibrate import calibrate_strength, geometric
 from fairsynth.app.config import Params, as_dict
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.guided import generate_batches
@@ -62,3 +66,59 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
         }
     )
     return report
+
+
+def calibrate_from_params(
+    params: Params, mode: str = "distribution", strengths: Sequence[float] | None = None, n: int = 256,
+    family: bool = False, progress: bool = False,
+) -> dict:  # fmt: skip
+    """Sweep the configured ADP (no training) on its model, verifier and sampler settings."""
+    from fairsynth.app.resolve import (
+        adp_folder,
+        model_spec,
+        prompt_spec,
+        sampler_settings,
+        verifier_spec,
+    )
+    from fairsynth.diffusion.backends import bind_prompt, load_model
+    from fairsynth.diffusion.device import resolve_device
+
+    spec = model_spec(params)
+    device = resolve_device(spec.device)
+    prompt = params.jobs()[0][0]  # text-to-image: the first prompt, at the configured CFG scale
+    model = bind_prompt(load_model(spec), prompt_spec(prompt), params.model.cfg_scale)
+    adp = (
+        TrainedADP.load(adp_folder(params), device)
+        .aligned(params.attribute_space())
+        .check_layer(params.model.layer)
+    )
+    verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
+    try:
+        return calibrate_strength(
+            model, adp, verifier, mode, strengths or geometric(10.0, 1000.0, 7),
+            settings=sampler_settings(params), n=n, batch_size=params.guidance.batch_size,
+            loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
+            family=family,
+        )  # fmt: skip
+    finally:
+        verifier.close()
+
+
+def format_calibration(result: dict) -> str:
+    names = list(result["rows"][0]["by_target"])
+    lines = [f"{result['mode']} guidance, n {result['n']} per target; targets:"]
+    lines += [f"  [{i}] {name}" for i, name in enumerate(names)]
+    head = "strength  worst FD  worst conf  " + "  ".join(
+        f"[{i}] FD/conf" for i in range(len(names))
+    )
+    lines.append(head)
+    for r in result["rows"]:
+        cells = "  ".join(
+            f"{r['by_target'][k]['fd_hard']:.3f}/{r['by_target'][k]['confident_fraction']:.3f}"
+            for k in names
+        )
+        lines.append(
+            f"{r['strength']:8g}  {r['fd_hard']:8.3f}  {r['confident_fraction']:10.3f}  {cells}"
+        )
+    lines.append(f"chosen: {result['chosen']:g}")
+    return "\n".join(lines)

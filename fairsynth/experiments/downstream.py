@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -98,8 +99,7 @@ def build_control(params: Params, progress: bool = True) -> Path:
     d = params.downstream
     published = published_index(params)
     out = Path(d.control_dir)
-    n = int(sum(published["quotas"]))
-    control = control_params(params, n)
+    control = control_params(params, published)
     done = out / "index.json"
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == expected_fingerprint(
         control
@@ -111,19 +111,28 @@ def build_control(params: Params, progress: bool = True) -> Path:
     return out
 
 
-def control_params(params: Params, n: int) -> Params:
-    """The published run's params with guidance off: rejection sampling to the same quotas."""
-    d = params.downstream
+def control_params(params: Params, published: dict) -> Params:
+    """The published run's params with guidance off: rejection sampling to the same quotas,
+    generating at most ``control_budget`` x what the published run generated (1: the same
+    cost; the rare cells then fall short, which is what the comparison is about)."""
+    budget = max(1, math.ceil(params.downstream.control_budget * int(published["generated"])))
     return replace(
         params,
         guidance=replace(params.guidance, mode="none"),
         generate=replace(
-            params.generate,
-            dataset=f"{params.generate.dataset}-rejection",
-            budget=max(params.generate.budget, d.control_budget * n),
-        ),  # fmt: skip
-        output=replace(params.output, dir=d.control_dir),
+            params.generate, dataset=f"{params.generate.dataset}-rejection", budget=budget
+        ),
+        output=replace(params.output, dir=params.downstream.control_dir),
     )
+
+
+def control_facts(params: Params) -> dict:
+    """What the control (c) holds, per cell, and what it cost, where the runs used one."""
+    if not any(RECIPES[s][0] == "rejection" for s in selected_settings(params)):
+        return {}
+    index = shards.read_index(params.downstream.control_dir) or {}
+    keys = ("cells", "quotas", "accepted", "generated", "samples_per_accepted")
+    return {"control": {k: index.get(k) for k in keys}}
 
 
 def test_set(params: Params) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
@@ -249,6 +258,7 @@ def write_report(
         "sensitive": d.sensitive,
         "groups": groups,
         "synthetic_n": int(sum(published_index(params)["accepted"])),
+        **control_facts(params),
         "test": d.test,
         "seeds": list(d.seeds),
         "arch": d.arch,

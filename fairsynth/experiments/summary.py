@@ -22,6 +22,11 @@ def format_report(r: dict) -> str:
         f"Classifier of {r['label']!r}, groups of {r['sensitive']!r}, {r['arch']} x {r['steps']} "
         f"steps; {r['synthetic_n']} synthetic samples; {len(r['seeds'])} seeds; 95 % CI",
     ]
+    if r.get("control"):
+        c = r["control"]
+        cells = ", ".join(f"{n} {a}/{q}" for n, a, q in zip(c["cells"], c["accepted"], c["quotas"],
+                                                            strict=True))  # fmt: skip
+        lines.append(f"rejection control (c): {cells} from {c['generated']} generated")
     for name, sc in r["scenarios"].items():
         noise = f", {sc['label_noise']:.0%} of their labels flipped" if sc["label_noise"] else ""
         lines += [

@@ -123,14 +123,16 @@ class HardSetting(Section):
 class DownstreamConfig(Section):
     """The fair-classifier experiment (``fairsynth.experiments.downstream``): a classifier of ``label``
     trained on (a) the first ``reference_n`` reference samples, (b) those + the published
-    shards, (c) those + as many rejection-sampled unguided samples (same quotas); accuracy per
+    shards, (c) those + rejection-sampled unguided samples (same quotas, at most
+    ``control_budget`` x the published run's generated samples); accuracy per
     group of ``sensitive`` on a balanced test set, over ``seeds``."""
 
     label: str = "eyeglasses"
     sensitive: str = "skin"
     reference_n: AtLeast1 = 2000
     control_dir: str = "data/downstream/rejection"  # (c): generated once, kept by DVC
-    control_budget: AtLeast1 = 40  # most samples generated for (c), per sample wanted
+    # (c) generates at most this many times what the published run generated (1: equal cost)
+    control_budget: Positive = 1.0
     out: str = "data/downstream"
     test: str = "toyfaces"  # toyfaces (fresh renders) | labelled shards (feed sources)
     test_per_cell: AtLeast1 = 250  # toyfaces test set: samples per (sensitive, label) cell
