@@ -47,7 +47,7 @@ demo-t2i: $(STAMP)
 
 pipeline: demo
 
-# The fair-classifier experiment on the published shards (after `make demo`; ~20 min on a
+# The fair-classifier experiment on the published shards (after `make demo`; ~25 min on a
 # 2-core CPU: the rejection-sampled control gets the balanced set's generation budget).
 downstream: $(STAMP)
 	dvc repro downstream
