@@ -23,7 +23,7 @@ from fairsynth.guidance.config import GuidanceConfig
 from fairsynth.guidance.guided import generate_batches
 from fairsynth.verify import Verifier
 from fairsynth.verify.classifier import AttributeClassifier
-from fairsynth.verify.scoring import score
+from fairsynth.verify.scoring import judge, score
 
 
 def calibrate_strength(
@@ -49,9 +49,11 @@ def calibrate_strength(
     )
     first = "uniform over " + " x ".join(adp.space.names) if target is None else "given target"
     targets = {first: target or uniform}
+    verdict = judge(verifier, images)  # once: the unguided samples serve every target
     if family:
-        targets.update(reversed_targets(adp.space, score(verifier, images, uniform, 0.9)))
-    unguided = {name: score(verifier, images, t, 0.9) for name, t in targets.items()}
+        seen = score(verifier, images, uniform, 0.9, verdict)
+        targets.update(reversed_targets(adp.space, seen))
+    unguided = {name: score(verifier, images, t, 0.9, verdict) for name, t in targets.items()}
     rows = [_row(0.0, unguided)]
     for s in strengths:
         cfg = GuidanceConfig(mode=mode, loss=loss, strength=float(s), max_step=max_step)

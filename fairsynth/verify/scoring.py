@@ -11,15 +11,20 @@ from fairsynth.verify.classifier import AttributeClassifier
 from fairsynth.verify.verdict import Verdict, Verifier
 
 
-def score(
-    verifier: Verifier | AttributeClassifier, images: np.ndarray, target: Target, confidence: float
-) -> dict:
-    """How a set of images scores against ``target`` by ``verifier`` (or a bare classifier):
-    FD (hard and soft), per-attribute class fractions, confidence, rejections."""
+def judge(verifier: Verifier | AttributeClassifier, images: np.ndarray) -> Verdict:
     if hasattr(verifier, "verify"):
-        verdict = verifier.verify(images)
-    else:
-        verdict = Verdict(verifier.predict_proba(images))
+        return verifier.verify(images)
+    return Verdict(verifier.predict_proba(images))
+
+
+def score(
+    verifier: Verifier | AttributeClassifier, images: np.ndarray, target: Target, confidence: float,
+    verdict: Verdict | None = None,
+) -> dict:  # fmt: skip
+    """How a set of images scores against ``target`` by ``verifier`` (or a bare classifier):
+    FD (hard and soft), per-attribute class fractions, confidence, rejections. ``verdict``:
+    the verifier's verdict on ``images`` where it is already known (one set, several targets)."""
+    verdict = verdict if verdict is not None else judge(verifier, images)
     probs = verdict.probs
     report = evaluate_against_target({k: probs[k] for k in target.space.names}, target)
     per_attribute = {
