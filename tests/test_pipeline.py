@@ -94,6 +94,14 @@ def test_an_up_to_date_output_is_left_alone(tmp_path, tiny_world, capsys):
     assert "up_to_date" not in stage_generate(other, None, progress=False)
 
 
+def test_budget_caps_the_samples_generated(tmp_path, tiny_world):
+    # 40 wanted, budget 10, batches of 3: the fourth batch shrinks to 1 instead of overshooting
+    params = _setup(tmp_path, tiny_world, gen="{mode: standalone, n: 40, budget: 10, seed: 3}")
+    summary = stage_generate(params, None, progress=False)
+    assert summary["generated"] == 10 and not summary["complete"]
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 10
+
+
 def test_augment_needs_audit(tmp_path, tiny_world):
     params = _setup(tmp_path, tiny_world, gen="{mode: augment, budget: 3}")
     import pytest

@@ -42,7 +42,8 @@ def test_window_prefers_full_batches_and_respects_budget():
     assert [s.size for s in _next_window([[128, 128]], [[0, 0]], size=8)] == [64] * 4  # not 1.5x
     tail = _next_window([[256, 256]], [[256, 250]], size=8)  # 6 missing: one batch of 9, not 8 of 8
     assert [s.size for s in tail] == [9] and tail[0].target == (0.0, 1.0)
-    assert len(_next_window([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)) == 2
+    capped = _next_window([[256, 256]], [[0, 0]], generated=100, size=8, budget=200)
+    assert [s.size for s in capped] == [64, 36]  # the budget is a hard cap, not a soft stop
     assert _next_window([[256, 256]], [[0, 0]], generated=200, budget=200) == []
     assert _next_window([[5, 5]], [[5, 5]]) == []
 

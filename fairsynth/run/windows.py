@@ -54,7 +54,8 @@ def plan_window(
     overshoot: float = 1.5,
     confusions: list[np.ndarray | None] | None = None,
 ) -> list[BatchSpec]:
-    """The next window's batches ([] when every quota is met or the budget is spent).
+    """The next window's batches ([] when every quota is met or the budget is spent; the
+    batches never take ``generated`` past ``budget``).
 
     Jobs (prompts) are served in order of samples missing, largest first. Within a job the
     window plans as the sequential loop would if every planned sample were accepted: full
@@ -73,7 +74,8 @@ def plan_window(
         target = tuple(float(x) for x in remaining)
         rest = missing[job]
         while rest > 0 and len(specs) < size and planned < budget:
-            n = tail_batch_size(rest, batch_size, min_batch, overshoot)
+            # the budget is a hard cap on samples generated: the last batch shrinks to fit it
+            n = min(tail_batch_size(rest, batch_size, min_batch, overshoot), budget - planned)
             specs.append(
                 BatchSpec(
                     batch=first_batch + len(specs),
