@@ -37,7 +37,7 @@ from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
-from fairsynth.verify.scoring import score
+from fairsynth.verify.scoring import judge, score
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 SCENARIOS = {
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strength", type=float, default=None, help="default: the ADP's recommended")
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--loss", default="chi2")
+    ap.add_argument("--temperature", type=float, default=1.0, help="guidance.temperature")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     ap.add_argument("--scheduler", default="ddim", help="a fairsynth.diffusion.schedulers name")
     ap.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         residual = mode.endswith("-residual")
         cfg = GuidanceConfig(mode=mode.removesuffix("-residual"), loss=a.loss, strength=st,
                              max_step=a.max_step, residual=residual,
-                             window=tuple(a.window))  # fmt: skip
+                             window=tuple(a.window), temperature=a.temperature)  # fmt: skip
         images, secs = generate_batches(model, settings, a.n, a.seed, batch, target, cfg, adp)
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 images, sec = run(
                     target, mode, a.batch_size, s_strength if mode == "sample" else strength
                 )
-            r = score(verifier, images, target, 0.9)
+            verdict = judge(verifier, images)
+            r = score(verifier, images, target, 0.9, verdict)
             rows.append({
                 "scenario": name, "mode": mode, "bar_fd": bar, "batch_size": a.batch_size,
                 "fd_hard": r["fd_hard"], "fd_soft": r["fd_soft"],
@@ -160,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 "frechet": frechet_distance(verifier.features(images), ref_feats),
                 "sec_per_batch": sec, "time_ratio": sec / unguided_sec,
                 "hard": r["hard"], "target": r["target"],
+                # which attribute the unclear samples are unclear on
+                "confident_by_attribute": {k: float((p.max(1) >= 0.9).mean())
+                                           for k, p in verdict.probs.items()},
             })  # fmt: skip
             print(_fmt(rows[-1]), flush=True)
     invariance = []
@@ -228,7 +233,8 @@ def guidance_bars(rows: list[dict], invariance: list[dict]) -> list[Bar]:
 def _fmt(r: dict) -> str:
     return (f"{r['scenario']:<26} {r['mode']:<21} FD {r['fd_hard']:.3f} (soft {r['fd_soft']:.3f}) "
             f"conf {r['confident_fraction']:.3f} frechet {r['frechet']:.2f} "
-            f"{r['sec_per_batch']:.2f}s/batch x{r['time_ratio']:.2f}")  # fmt: skip
+            f"{r['sec_per_batch']:.2f}s/batch x{r['time_ratio']:.2f} confident by attribute "
+            + " ".join(f"{k} {v:.3f}" for k, v in r["confident_by_attribute"].items()))  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
