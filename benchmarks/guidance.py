@@ -59,6 +59,7 @@ SCENARIOS = {
 }
 DEFAULT_SCENARIOS = tuple(SCENARIOS)[:5]
 MODES = ("none", "sample", "distribution", "distribution-residual")
+CONFIDENCE = 0.9  # confident: the top class reaches this on every attribute
 QUALITY_DROP_BAR = 0.03  # confident fraction: at most this below unguided
 INVARIANCE_BAR = 0.03  # FD at batch 16 / 128 within this of batch 64
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     target, mode, a.batch_size, s_strength if mode == "sample" else strength
                 )
             verdict = judge(verifier, images)
-            r = score(verifier, images, target, 0.9, verdict)
+            r = score(verifier, images, target, CONFIDENCE, verdict)
             rows.append({
                 "scenario": name, "mode": mode, "bar_fd": bar, "batch_size": a.batch_size,
                 "fd_hard": r["fd_hard"], "fd_soft": r["fd_soft"],
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sec_per_batch": sec, "time_ratio": sec / unguided_sec,
                 "hard": r["hard"], "target": r["target"],
                 # which attribute the unclear samples are unclear on
-                "confident_by_attribute": {k: float((p.max(1) >= 0.9).mean())
+                "confident_by_attribute": {k: float((p.max(1) >= CONFIDENCE).mean())
                                            for k, p in verdict.probs.items()},
             })  # fmt: skip
             print(_fmt(rows[-1]), flush=True)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         base = next(r for r in rows if r["scenario"] == name and r["mode"] == mode)
         for b in (16, 128):
             images, _ = run(target, mode, b, strength)
-            r = score(verifier, images, target, 0.9)
+            r = score(verifier, images, target, CONFIDENCE)
             invariance.append({"scenario": name, "mode": mode, "batch_size": b,
                                "fd_hard": r["fd_hard"],
                                "delta_vs_64": r["fd_hard"] - base["fd_hard"]})  # fmt: skip

@@ -12,6 +12,7 @@ from fairsynth.verify.verdict import Verdict, Verifier
 
 
 def judge(verifier: Verifier | AttributeClassifier, images: np.ndarray) -> Verdict:
+    """The verdict of a verifier, or of a bare classifier (probabilities, no rejections)."""
     if hasattr(verifier, "verify"):
         return verifier.verify(images)
     return Verdict(verifier.predict_proba(images))
