@@ -56,6 +56,8 @@ SCENARIOS = {
         ),
         0.05,
     ),  # fmt: skip
+    # a reversal no setting was chosen on (from 15 % eyeglasses)
+    "eyeglasses yes 75%": (Target.from_marginals(SPACE, {"eyeglasses": [0.25, 0.75]}), 0.05),
 }
 DEFAULT_SCENARIOS = tuple(SCENARIOS)[:5]
 MODES = ("none", "sample", "distribution", "distribution-residual")
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-strength", type=float, default=None)
     ap.add_argument("--loss", default="chi2")
     ap.add_argument("--temperature", type=float, default=1.0, help="guidance.temperature")
+    ap.add_argument("--protect", action="store_true", help="guidance.protect")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     ap.add_argument("--scheduler", default="ddim", help="a fairsynth.diffusion.schedulers name")
     ap.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         residual = mode.endswith("-residual")
         cfg = GuidanceConfig(mode=mode.removesuffix("-residual"), loss=a.loss, strength=st,
                              max_step=a.max_step, residual=residual,
-                             window=tuple(a.window), temperature=a.temperature)  # fmt: skip
+                             window=tuple(a.window), temperature=a.temperature,
+                             protect=a.protect)  # fmt: skip
         images, secs = generate_batches(model, settings, a.n, a.seed, batch, target, cfg, adp)
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             max_step=a.max_step, window=list(a.window), layer=adp.meta.get("layer"),
             seed=a.seed, loss=a.loss, strength=strength, sample_strength=s_strength,
             batch_size=a.batch_size, model=a.model, adp=a.adp,
+            temperature=a.temperature, protect=a.protect,
         ),
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="guided steps, as fractions of the schedule (0: the noisiest)")  # fmt: skip
     ap.add_argument("--residual", action="store_true",
                     help="closed loop: each batch guided toward what the earlier ones lack")  # fmt: skip
+    ap.add_argument("--protect", action="store_true", help="guidance.protect (distribution)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/text2image_debias.json"))
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             max_step=a.max_step,
             residual=a.residual and guide != "none",
             window=tuple(a.window),
+            protect=a.protect and guide == "distribution",
         )
         images, seconds = generate_batches(
             backend, settings, a.n, a.seed + 1000 * k, a.batch_size, target, config, adp
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "settings": run_settings(
             n=a.n, batch_size=a.batch_size, steps=steps, eta=eta, cfg_scale=cfg_scale,
-            strengths=strengths, loss=a.loss, residual=a.residual, window=a.window, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
+            strengths=strengths, loss=a.loss, residual=a.residual, protect=a.protect, window=a.window, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
             targets={k: v[0].probs.round(4).tolist() for k, v in TARGETS.items()},
         ),
     }  # fmt: skip

@@ -280,6 +280,16 @@ def test_unset_scheduler_keys_leave_the_guidance_hash_as_it_was():
     assert guidance_hash(parse_params({})) != ddim  # named, it is recorded
 
 
+def test_guidance_protect_off_keeps_the_guidance_hash_runs_had_before_it():
+    from fairsynth.app.config import parse_params
+    from fairsynth.app.runspec import guidance_hash
+
+    assert guidance_hash(parse_params({})) == "347be0d034ba"  # the default's, before the key
+    protected = parse_params({"guidance": {"protect": True}})
+    assert guidance_hash(protected) != "347be0d034ba"
+    assert protected.guidance.to_config().protect
+
+
 def test_a_truncated_safetensors_file_is_named(tmp_path):
     from safetensors.torch import save_file
 

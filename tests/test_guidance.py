@@ -332,3 +332,27 @@ def test_streamed_trajectories_train_the_same_adp_as_in_memory(tmp_path, tiny_mo
     w.append(torch.zeros(1, 2, 16, 8, 8), [750, 250], np.zeros((1, 32, 32, 3), np.uint8), {})
     with pytest.raises(ValueError, match="different timesteps"):
         w.append(torch.zeros(1, 2, 16, 8, 8), [700, 250], np.zeros((1, 32, 32, 3), np.uint8), {})
+
+
+@pytest.mark.parametrize(("loss", "strength"), [("chi2", 20.0), ("ot", 200.0)])
+def test_protect_leaves_the_attributes_the_target_does_not_name(loss, strength):
+    adp = _adp()
+    h = torch.randn(16, 16, 8, 8)
+    t = torch.tensor(400)
+
+    def edited(protect: bool) -> torch.Tensor:
+        # a step of 1-2 % of |h|: small enough for the first order to rule
+        config = GuidanceConfig(strength=strength, loss=loss, max_step=0, protect=protect)
+        g = DistributionGuidance(adp, ("skin",), np.array([0.1, 0.9]), config)
+        g.begin_step(400, 0, 10)
+        return g.edit(h)
+
+    def moved(h2: torch.Tensor, head: str) -> float:
+        before, after = adp.model(h, t)[head], adp.model(h2, t)[head]
+        gaps = lambda z: z[:, 1:] - z[:, :1]  # noqa: E731 (softmax ignores a common shift)
+        return float((gaps(after) - gaps(before)).abs().mean())
+
+    free, kept = edited(False), edited(True)
+    assert moved(free, "hair") > 1e-4
+    assert moved(kept, "hair") < 0.05 * moved(free, "hair")  # only second-order changes remain
+    assert moved(kept, "skin") > 0.5 * moved(free, "skin")  # the target still moves

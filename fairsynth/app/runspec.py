@@ -41,9 +41,12 @@ def guidance_hash(params: Params) -> str:
         model["dtype"] = params.model.dtype
     if params.model.layer.startswith("down_blocks"):
         model["edits_skip"] = True  # since the hook edits a down block's skip too
+    guidance = as_dict(params.guidance)
+    if not guidance["protect"]:
+        guidance.pop("protect")  # added later: off, it keeps the hash runs had before it
     blob = json.dumps(
         {
-            "guidance": as_dict(params.guidance),
+            "guidance": guidance,
             "model": model,
             "adp": as_dict(params.adp),
         },

@@ -21,6 +21,9 @@ class GuidanceConfig:
     # over several batches: guide each toward what the run still lacks by the ADP's count of
     # the finished batches (closed loop), instead of toward the fixed target (open loop)
     residual: bool = False
+    # project each sample's step off the directions that move the ADP's heads for attributes
+    # the target does not name (fairsynth.guidance.protect)
+    protect: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -17,6 +17,7 @@ import torch
 from fairsynth.core.quotas import largest_remainder
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import LOSSES, MODES, GuidanceConfig
+from fairsynth.guidance.protect import project_off, untargeted_basis
 
 __all__ = [
     "LOSSES",
@@ -77,6 +78,9 @@ class Guidance:
             loss = self.loss(leaf)
             (grad,) = torch.autograd.grad(loss, leaf)
         self.last_loss = loss.detach()
+        if self.config.protect:
+            others = [n for n in self.adp.space.names if n not in self.names]
+            grad = project_off(grad, untargeted_basis(self.adp.model, h32, self.t, others))
         step = self.config.strength * h.shape[0] * grad
         if self.config.max_step > 0:
             # A trust region per sample: far from the target (or with a divergence whose gradient

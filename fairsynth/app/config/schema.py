@@ -245,6 +245,7 @@ class GuidanceParams(Section):
     max_step: FiniteAtLeast0 = 0.5
     batch_size: AtLeast1 = 64
     residual: bool = False  # without quotas (evaluate): guide each batch toward what is lacking
+    protect: bool = False  # leave the attributes the target does not name where they are
 
     @field_validator("window")
     @classmethod
@@ -274,6 +275,7 @@ class GuidanceParams(Section):
             temperature=float(self.temperature),
             max_step=float(self.max_step),
             residual=self.residual,
+            protect=self.protect,
         )
 
 
