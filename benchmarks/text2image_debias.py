@@ -37,7 +37,7 @@ from fairsynth.guidance.guided import generate_batches
 from fairsynth.toyfaces import VERIFIER_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
-from fairsynth.verify.scoring import score
+from fairsynth.verify.scoring import judge, score
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 GUIDED = ("skin", "eyeglasses")
@@ -50,6 +50,7 @@ TARGETS = {  # name: (target, FD bar)
 }
 MODES = ("none", "sample", "distribution", "distribution-both")
 QUALITY_DROP_BAR = 0.03  # confident fraction: at most this below unguided
+CONFIDENCE = 0.9  # confident: the top class reaches this on every attribute
 TIME_RATIO_BAR = 1.10  # distribution guided / unguided seconds per image
 
 
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     out = run(prompt, k, mode, target)
                     unguided = out if mode == "none" else unguided
-                r = score(verifier, out["images"], target, 0.9)
+                verdict = judge(verifier, out["images"])
+                r = score(verifier, out["images"], target, CONFIDENCE, verdict)
                 rows.append({
                     "prompt": prompt, "target": tname, "mode": mode, "fd_bar": fd_bar,
                     "strength": strengths.get(mode, 0.0), "fd_hard": r["fd_hard"],
@@ -147,10 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                     "frechet": frechet_distance(verifier.features(out["images"]), real),
                     "seconds_per_image": out["seconds_per_image"],
                     "per_attribute": r["per_attribute"],
+                    # which attribute the unclear samples are unclear on
+                    "confident_by_attribute": {k: float((p.max(1) >= CONFIDENCE).mean())
+                                               for k, p in verdict.probs.items()},
                 })  # fmt: skip
                 print(f"{prompt!r:24} {tname:26} {mode:18} FD {r['fd_hard']:.3f} "
                       f"(soft {r['fd_soft']:.3f}) confident {r['confident_fraction']:.3f} "
-                      f"Fréchet {rows[-1]['frechet']:7.2f}", flush=True)  # fmt: skip
+                      f"Fréchet {rows[-1]['frechet']:7.2f} confident by attribute "
+                      + " ".join(f"{k} {v:.3f}" for k, v in rows[-1]["confident_by_attribute"].items()),
+                      flush=True)  # fmt: skip
 
     def get(prompt, tname, mode):
         return next(
