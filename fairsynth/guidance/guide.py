@@ -53,6 +53,7 @@ class Guidance:
         if missing:
             raise ValueError(f"the ADP does not predict attribute(s) {missing}")
         self.adp, self.names, self.config = adp, tuple(names), config
+        self.others = [n for n in adp.space.names if n not in self.names]  # for config.protect
         self.t: torch.Tensor | None = None
         self.active = False
         # diagnostics stay on the ADP's device (read them once per batch, not per step)
@@ -79,8 +80,7 @@ class Guidance:
             (grad,) = torch.autograd.grad(loss, leaf)
         self.last_loss = loss.detach()
         if self.config.protect:
-            others = [n for n in self.adp.space.names if n not in self.names]
-            grad = project_off(grad, untargeted_basis(self.adp.model, h32, self.t, others))
+            grad = project_off(grad, untargeted_basis(self.adp.model, h32, self.t, self.others))
         step = self.config.strength * h.shape[0] * grad
         if self.config.max_step > 0:
             # A trust region per sample: far from the target (or with a divergence whose gradient

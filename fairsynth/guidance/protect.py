@@ -35,8 +35,7 @@ def untargeted_basis(
         for i, gap in enumerate(gaps):
             # the ADP reads each sample alone, so the gradient of the batch sum is per sample
             (d,) = torch.autograd.grad(gap.sum(), leaf, retain_graph=i < len(gaps) - 1)
-            for b in basis:
-                d = d - (d * b).sum(dims, keepdim=True) * b
+            d = project_off(d, basis)
             basis.append(d / torch.linalg.vector_norm(d, dim=dims, keepdim=True).clamp_min(1e-12))
     return basis
 
