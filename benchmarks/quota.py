@@ -2,6 +2,7 @@
 
     python benchmarks/quota.py [--params params.yaml] [--n 512] [--out benchmarks/results/quota.json]
                                [--scenario NAME] [--modes distribution none] [--loss L] [--steps S]
+                               [--protect]
 
 Both runs use the params' target, model, ADP and verifier, in this one process; rejection
 sampling is guidance mode ``none`` (plain sampling + the verifier's acceptance). Reported for
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["distribution", "none"])  # fmt: skip
     ap.add_argument("--loss", default=None, help="default: the params' guidance.loss")
     ap.add_argument("--steps", type=int, default=None, help="default: the params' model.steps")
+    ap.add_argument("--protect", action="store_true", help="guidance.protect: true")
     ap.add_argument("--bar", type=float, default=GUIDED_BAR, help="generated per accepted, guided")
     add_bar_arguments(ap)
     a = ap.parse_args(argv)
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         params = replace(params, target=scenario_target(a.scenario))
     if a.loss is not None:
         params = replace(params, guidance=replace(params.guidance, loss=a.loss))
+    if a.protect:
+        params = replace(params, guidance=replace(params.guidance, protect=True))
     if a.steps is not None:
         params = replace(params, model=replace(params.model, steps=a.steps))
     gen = replace(
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": gen.n, "scenario": a.scenario, "cells": params.build_target().space.cell_names(), "runs": results,
         "guided_over_rejection": ratio, "bars": bars_json(bars),
         "settings": run_settings(
-            strength=g.strength, max_step=g.max_step, loss=g.loss, window=g.window,
+            strength=g.strength, max_step=g.max_step, loss=g.loss, protect=g.protect, window=g.window,
             batch_size=g.batch_size, steps=params.model.steps, eta=params.model.eta,
             scale_window=params.scale.window, min_batch=gen.min_batch, budget=gen.budget,
             seed=gen.seed, confidence=params.verify.confidence, adp=params.adp.path,

@@ -2,20 +2,25 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from fairsynth.app.cli import main
 from fairsynth.toyfaces.render import ATTRIBUTES
 
 
 def _params(
-    tmp_path, tiny_world, mode="distribution", target="{marginals: {skin: {light: 0.5, dark: 0.5}}}"
+    tmp_path,
+    tiny_world,
+    mode="distribution",
+    target="{marginals: {skin: {light: 0.5, dark: 0.5}}}",
+    guidance_extra="",
 ):
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         f"target: {target}\n"
-        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3}}\n"
+        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3{guidance_extra}}}\n"
     )
     return p
 
@@ -80,6 +85,58 @@ def test_calibrate_family_sweeps_uniform_and_reversed_targets(tmp_path, tiny_wor
         assert abs(sum(r["targets"][label]) - 1) < 1e-6 and len(r["targets"][label]) == len(classes)
     assert main(argv) == 0
     assert "chosen:" in capsys.readouterr().out
+
+
+def test_calibrate_sweeps_the_configured_guidance(tmp_path, tiny_world, capsys, monkeypatch):
+    """The sweep guides as the params do (loss, protect), and ``--max-quality-drop`` sets the
+    rule's bound: a calibration of ``ot`` + protect is not a calibration of chi-square."""
+    import fairsynth.app.calibrate as calibrate
+    from fairsynth.app.calibrate import choose_strength
+
+    seen, real = [], calibrate.generate_batches
+    monkeypatch.setattr(
+        calibrate, "generate_batches", lambda *a, **k: (seen.append(a[6]), real(*a, **k))[1]
+    )
+    p = _params(tmp_path, tiny_world, guidance_extra=", loss: ot, protect: true")
+    argv = ["calibrate", "--params", str(p), "--n", "3", "--strengths", "1", "100"]
+    assert main([*argv, "--max-quality-drop", "0.5", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    guided = [c for c in seen if c.mode != "none"]
+    assert [c.strength for c in guided] == [1.0, 100.0]
+    assert all(c.loss == "ot" and c.protect for c in guided)
+    assert r["loss"] == "ot" and r["protect"] is True and r["max_quality_drop"] == 0.5
+    assert r["chosen"] == choose_strength(r["rows"], 0.5)
+    with pytest.raises(SystemExit) as usage:  # not a fraction: argparse's usage error
+        main([*argv, "--max-quality-drop", "1.5"])
+    assert usage.value.code == 2
+    assert "max-quality-drop" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "(loss ot, protect)" in capsys.readouterr().out
+
+
+def test_calibrate_records_the_family_sweep_in_the_adp_folder(tmp_path, tiny_world, capsys):
+    """``--record`` files the sweep in ``adp.json`` by mode, loss and protect; the weights and
+    the rest of the folder's record stay as they were, and a second sweep adds beside it."""
+    from fairsynth.guidance.adp import TrainedADP
+
+    p = _params(tmp_path, tiny_world, guidance_extra=", loss: ot, protect: true")
+    before = TrainedADP.load(tmp_path / "adp")
+    argv = ["calibrate", "--params", str(p), "--n", "3", "--strengths", "1", "100"]
+    assert main([*argv, "--record"]) == 2  # a single-target sweep is not filed
+    assert "add --family" in capsys.readouterr().err
+    assert main([*argv, "--family", "--record", "--json"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert "calibration_family['distribution, loss ot, protect']" in out.err
+    p.write_text(p.read_text().replace(", loss: ot, protect: true", ""))
+    assert main([*argv, "--family", "--record", "--json"]) == 0
+    after = TrainedADP.load(tmp_path / "adp")
+    filed = after.meta["calibration_family"]
+    assert set(filed) == {"distribution, loss ot, protect", "distribution, loss chi2"}
+    assert filed["distribution, loss ot, protect"] == result
+    assert {k: v for k, v in after.meta.items() if k != "calibration_family"} == before.meta
+    for k, v in before.model.state_dict().items():
+        assert torch.equal(after.model.state_dict()[k], v)
 
 
 def test_reversed_targets_swap_the_commonest_and_rarest_class():

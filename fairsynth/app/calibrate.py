@@ -13,6 +13,7 @@ worst target.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,7 @@ def calibrate_strength(
     progress: bool = False,
     max_step: float = 0.5,
     family: bool = False,
+    protect: bool = False,
 ) -> dict:
     uniform = Target.uniform(adp.space, list(adp.space.names))
     images, _ = generate_batches(
@@ -56,7 +58,9 @@ def calibrate_strength(
     unguided = {name: score(verifier, images, t, 0.9, verdict) for name, t in targets.items()}
     rows = [_row(0.0, unguided)]
     for s in strengths:
-        cfg = GuidanceConfig(mode=mode, loss=loss, strength=float(s), max_step=max_step)
+        cfg = GuidanceConfig(
+            mode=mode, loss=loss, strength=float(s), max_step=max_step, protect=protect
+        )
         scores = {}
         for name, t in targets.items():
             guided, _ = generate_batches(backend, settings, n, seed, batch_size, t, cfg, adp)
@@ -75,7 +79,25 @@ def calibrate_strength(
         "n": n,
         "loss": loss,
         "max_step": max_step,
+        "protect": protect,
+        "max_quality_drop": max_quality_drop,
     }
+
+
+def calibration_key(result: dict) -> str:
+    """Where a sweep is filed in the ADP's ``adp.json``: by mode, loss and protect."""
+    return f"{result['mode']}, loss {result['loss']}" + (", protect" if result["protect"] else "")
+
+
+def record_calibration(adp_folder: str | Path, result: dict) -> str:
+    """File a family sweep in the ADP folder (``calibration_family``, by ``calibration_key``),
+    so the folder says which settings were tried across near and far targets and which held.
+    Written as the ADP is saved: a crash leaves the old folder or the new one."""
+    adp = TrainedADP.load(adp_folder)
+    key = calibration_key(result)
+    adp.meta.setdefault("calibration_family", {})[key] = result
+    adp.save(adp_folder)
+    return key
 
 
 def reversed_targets(space: AttributeSpace, unguided: dict) -> dict[str, Target]:

@@ -19,6 +19,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from fairsynth.app.config import load_params
     from fairsynth.app.evaluate import evaluate
@@ -70,10 +77,29 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     from fairsynth.app.config import load_params
     from fairsynth.app.evaluate import calibrate_from_params, format_calibration
 
+    params = load_params(a.params)
+    if a.record and not a.family:
+        print("fairsynth calibrate: --record files a family sweep; add --family", file=sys.stderr)
+        return 2
     result = calibrate_from_params(
-        load_params(a.params), a.mode, a.strengths, a.n, family=a.family, progress=not a.json
+        params,
+        a.mode,
+        a.strengths,
+        a.n,
+        family=a.family,
+        progress=not a.json,
+        max_quality_drop=a.max_quality_drop,
     )
     print(json.dumps(result, indent=2) if a.json else format_calibration(result))
+    if a.record:
+        from fairsynth.app.calibrate import record_calibration
+        from fairsynth.app.resolve import adp_folder
+
+        folder = adp_folder(params)
+        key = record_calibration(folder, result)
+        print(
+            f"recorded in {Path(folder) / 'adp.json'}: calibration_family[{key!r}]", file=sys.stderr
+        )
     return 0
 
 
@@ -98,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=256, help="samples per target and strength")
     p.add_argument("--family", action="store_true",
                    help="also each attribute's unguided fractions reversed (worst target rules)")  # fmt: skip
+    p.add_argument("--record", action="store_true",
+                   help="file the family sweep in the ADP folder's adp.json")  # fmt: skip
+    p.add_argument("--max-quality-drop", type=_fraction, default=0.03,
+                   help="a strength counts only if its confident fraction stays within this")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_calibrate)
 

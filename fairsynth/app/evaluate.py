@@ -70,7 +70,7 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
 
 def calibrate_from_params(
     params: Params, mode: str = "distribution", strengths: Sequence[float] | None = None, n: int = 256,
-    family: bool = False, progress: bool = False,
+    family: bool = False, progress: bool = False, max_quality_drop: float = 0.03,
 ) -> dict:  # fmt: skip
     """Sweep the configured ADP (no training) on its model, verifier and sampler settings."""
     from fairsynth.app.resolve import (
@@ -98,7 +98,7 @@ def calibrate_from_params(
             model, adp, verifier, mode, strengths or geometric(10.0, 1000.0, 7),
             settings=sampler_settings(params), n=n, batch_size=params.guidance.batch_size,
             loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
-            family=family,
+            family=family, protect=params.guidance.protect, max_quality_drop=max_quality_drop,
         )  # fmt: skip
     finally:
         verifier.close()
@@ -106,7 +106,8 @@ def calibrate_from_params(
 
 def format_calibration(result: dict) -> str:
     names = list(result["rows"][0]["by_target"])
-    lines = [f"{result['mode']} guidance, n {result['n']} per target; targets:"]
+    how = f"loss {result['loss']}{', protect' if result.get('protect') else ''}"
+    lines = [f"{result['mode']} guidance ({how}), n {result['n']} per target; targets:"]
     lines += [f"  [{i}] {name}" for i, name in enumerate(names)]
     head = "strength  worst FD  worst conf  " + "  ".join(
         f"[{i}] FD/conf" for i in range(len(names))
@@ -120,5 +121,8 @@ def format_calibration(result: dict) -> str:
         lines.append(
             f"{r['strength']:8g}  {r['fd_hard']:8.3f}  {r['confident_fraction']:10.3f}  {cells}"
         )
-    lines.append(f"chosen: {result['chosen']:g}")
+    lines.append(
+        f"chosen: {result['chosen']:g} (confident fraction within "
+        f"{result['max_quality_drop']:g} of unguided on every target)"
+    )
     return "\n".join(lines)

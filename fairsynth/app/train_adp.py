@@ -141,6 +141,7 @@ def train_adp_from_params(
                     calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
                     settings=sampler_settings(params), batch_size=params.guidance.batch_size,
                     loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
+                    protect=params.guidance.protect,
                 )  # fmt: skip
                 recommended[f"{mode}_strength"] = result["chosen"]
                 trained.meta.setdefault("calibration", {})[mode] = result
