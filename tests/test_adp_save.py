@@ -25,6 +25,8 @@ def test_a_save_replaces_the_folder_whole_and_leaves_no_scratch(tmp_path):
     assert json.loads((tmp_path / "adp" / "adp.json").read_text())["note"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adp"]
     assert (tmp_path / "adp").stat().st_mode & 0o055 == 0o055, "readable by group and others"
+    for f in ("adp.json", "adp.safetensors"):
+        assert (tmp_path / "adp" / f).stat().st_mode & 0o044 == 0o044, f"{f}: readable by all"
 
 
 def test_a_crash_while_saving_leaves_the_old_adp(tmp_path, monkeypatch):

@@ -86,7 +86,9 @@ def calibrate_strength(
 
 def calibration_key(result: dict) -> str:
     """Where a sweep is filed in the ADP's ``adp.json``: by mode, loss and protect."""
-    return f"{result['mode']}, loss {result['loss']}" + (", protect" if result["protect"] else "")
+    return f"{result['mode']}, loss {result['loss']}" + (
+        ", protect" if result.get("protect") else ""
+    )
 
 
 def record_calibration(adp_folder: str | Path, result: dict) -> str:

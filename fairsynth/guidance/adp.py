@@ -194,6 +194,7 @@ class TrainedADP:
                 {k: v.contiguous() for k, v in self.model.state_dict().items()},
                 fresh / "adp.safetensors",
             )
+            (fresh / "adp.safetensors").chmod(0o644)  # safetensors writes 0600 whatever the umask
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
             (fresh / "adp.json").write_text(json.dumps(config, indent=2))
             swap_in(fresh, path)
