@@ -37,7 +37,7 @@ from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
-from fairsynth.verify.scoring import judge, score
+from fairsynth.verify.scoring import confident_by_attribute, judge, score
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 SCENARIOS = {
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sec_per_batch": sec, "time_ratio": sec / unguided_sec,
                 "hard": r["hard"], "target": r["target"],
                 # which attribute the unclear samples are unclear on
-                "confident_by_attribute": {k: float((p.max(1) >= CONFIDENCE).mean())
-                                           for k, p in verdict.probs.items()},
+                "confident_by_attribute": confident_by_attribute(verdict, CONFIDENCE),
             })  # fmt: skip
             print(_fmt(rows[-1]), flush=True)
     invariance = []

@@ -37,7 +37,7 @@ from fairsynth.guidance.guided import generate_batches
 from fairsynth.toyfaces import VERIFIER_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
-from fairsynth.verify.scoring import judge, score
+from fairsynth.verify.scoring import confident_by_attribute, judge, score
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 GUIDED = ("skin", "eyeglasses")
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds_per_image": out["seconds_per_image"],
                     "per_attribute": r["per_attribute"],
                     # which attribute the unclear samples are unclear on
-                    "confident_by_attribute": {k: float((p.max(1) >= CONFIDENCE).mean())
-                                               for k, p in verdict.probs.items()},
+                    "confident_by_attribute": confident_by_attribute(verdict, CONFIDENCE),
                 })  # fmt: skip
                 print(f"{prompt!r:24} {tname:26} {mode:18} FD {r['fd_hard']:.3f} "
                       f"(soft {r['fd_soft']:.3f}) confident {r['confident_fraction']:.3f} "

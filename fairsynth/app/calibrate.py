@@ -84,11 +84,14 @@ def calibrate_strength(
     }
 
 
+def guidance_label(result: dict) -> str:
+    """How a sweep guided: ``loss ot, protect``."""
+    return f"loss {result['loss']}" + (", protect" if result.get("protect") else "")
+
+
 def calibration_key(result: dict) -> str:
     """Where a sweep is filed in the ADP's ``adp.json``: by mode, loss and protect."""
-    return f"{result['mode']}, loss {result['loss']}" + (
-        ", protect" if result.get("protect") else ""
-    )
+    return f"{result['mode']}, {guidance_label(result)}"
 
 
 def record_calibration(adp_folder: str | Path, result: dict) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fairsynth.app.calibrate import calibrate_strength, geometric
+from fairsynth.app.calibrate import calibrate_strength, geometric, guidance_label
 from fairsynth.app.config import Params, as_dict
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.guided import generate_batches
@@ -106,7 +106,7 @@ def calibrate_from_params(
 
 def format_calibration(result: dict) -> str:
     names = list(result["rows"][0]["by_target"])
-    how = f"loss {result['loss']}{', protect' if result.get('protect') else ''}"
+    how = guidance_label(result)
     lines = [f"{result['mode']} guidance ({how}), n {result['n']} per target; targets:"]
     lines += [f"  [{i}] {name}" for i, name in enumerate(names)]
     head = "strength  worst FD  worst conf  " + "  ".join(

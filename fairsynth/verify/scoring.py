@@ -43,3 +43,9 @@ def score(
         }
     )
     return report
+
+
+def confident_by_attribute(verdict: Verdict, confidence: float) -> dict[str, float]:
+    """Per attribute, the fraction of images whose top class reaches ``confidence``: which
+    attribute the unclear images are unclear on."""
+    return {name: float((p.max(1) >= confidence).mean()) for name, p in verdict.probs.items()}
