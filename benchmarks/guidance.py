@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", default="chi2")
     ap.add_argument("--temperature", type=float, default=1.0, help="guidance.temperature")
     ap.add_argument("--protect", action="store_true", help="guidance.protect")
+    ap.add_argument("--shift", type=float, default=0.0, help="guidance.shift (distribution)")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     ap.add_argument("--scheduler", default="ddim", help="a fairsynth.diffusion.schedulers name")
     ap.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = GuidanceConfig(mode=mode.removesuffix("-residual"), loss=a.loss, strength=st,
                              max_step=a.max_step, residual=residual,
                              window=tuple(a.window), temperature=a.temperature,
-                             protect=a.protect)  # fmt: skip
+                             protect=a.protect,
+                             shift=a.shift if mode.startswith("distribution") else 0.0)  # fmt: skip
         images, secs = generate_batches(model, settings, a.n, a.seed, batch, target, cfg, adp)
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             max_step=a.max_step, window=list(a.window), layer=adp.meta.get("layer"),
             seed=a.seed, loss=a.loss, strength=strength, sample_strength=s_strength,
             batch_size=a.batch_size, model=a.model, adp=a.adp,
-            temperature=a.temperature, protect=a.protect,
+            temperature=a.temperature, protect=a.protect, shift=a.shift,
         ),
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": gen.n, "scenario": a.scenario, "cells": params.build_target().space.cell_names(), "runs": results,
         "guided_over_rejection": ratio, "bars": bars_json(bars),
         "settings": run_settings(
-            strength=g.strength, max_step=g.max_step, loss=g.loss, protect=g.protect, window=g.window,
+            strength=g.strength, max_step=g.max_step, loss=g.loss, protect=g.protect, shift=g.shift, window=g.window,
             batch_size=g.batch_size, steps=params.model.steps, eta=params.model.eta,
             scale_window=params.scale.window, min_batch=gen.min_batch, budget=gen.budget,
             seed=gen.seed, confidence=params.verify.confidence, adp=params.adp.path,

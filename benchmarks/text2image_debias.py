@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--residual", action="store_true",
                     help="closed loop: each batch guided toward what the earlier ones lack")  # fmt: skip
     ap.add_argument("--protect", action="store_true", help="guidance.protect (distribution)")
+    ap.add_argument("--shift", type=float, default=0.0,
+                    help="guidance.shift (distribution): class-mean shift toward the plan")  # fmt: skip
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/text2image_debias.json"))
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             residual=a.residual and guide != "none",
             window=tuple(a.window),
             protect=a.protect and guide == "distribution",
+            shift=a.shift if guide == "distribution" else 0.0,
         )
         images, seconds = generate_batches(
             backend, settings, a.n, a.seed + 1000 * k, a.batch_size, target, config, adp
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "settings": run_settings(
             n=a.n, batch_size=a.batch_size, steps=steps, eta=eta, cfg_scale=cfg_scale,
-            strengths=strengths, loss=a.loss, residual=a.residual, protect=a.protect, window=a.window, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
+            strengths=strengths, loss=a.loss, residual=a.residual, protect=a.protect, shift=a.shift, window=a.window, max_step=a.max_step, layer=settings.layer, seed=a.seed, prompts=prompts,
             targets={k: v[0].probs.round(4).tolist() for k, v in TARGETS.items()},
         ),
     }  # fmt: skip

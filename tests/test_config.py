@@ -58,7 +58,7 @@ DEFAULTS = {
             "weight_decay": 0.01, "seed": 0},
     "guidance": {"mode": "distribution", "loss": "chi2", "strength": 1.0, "window": [0.0, 1.0],
                  "temperature": 1.0, "max_step": 0.5, "batch_size": 64, "residual": False,
-                 "protect": False},
+                 "protect": False, "shift": 0.0},
     "verify": {"verifier": "toyfaces", "second": None, "confidence": 0.9, "audit_n": 256,
                "deepface": {"detector": "skip", "home": None, "allow_download": False,
                             "batch_size": 32, "retries": 2, "attributes": None},
@@ -156,7 +156,7 @@ def test_yaml_numbers_and_booleans_are_not_coerced():
     "raw, message",
     [
         ({"guidance": {"strenght": 1}}, "unknown key(s): guidance.strenght (allowed in guidance: "
-         "batch_size, loss, max_step, mode, protect, residual, strength, temperature, window)"),
+         "batch_size, loss, max_step, mode, protect, residual, shift, strength, temperature, window)"),
         ({"guidance": {"strength": -1}}, "guidance.strength: must be a finite number >= 0"),
         ({"guidance": {"mode": "magic"}},
          "guidance.mode: must be one of ('none', 'sample', 'distribution'), got 'magic'"),

@@ -235,6 +235,30 @@ def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
         assert torch.equal(v, b.model.state_dict()[k])
 
 
+def test_means_only_adds_class_means_to_an_adp_and_keeps_its_weights(tmp_path, tiny_world):
+    import torch
+
+    from fairsynth.app.train_adp import train_adp_from_params
+    from fairsynth.guidance.adp import MEANS_FILE, TrainedADP
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        "adp: {trajectories: 8, epochs: 1}\nguidance: {batch_size: 4}\n"
+    )
+    params = load_params(p)
+    train_adp_from_params(params, tmp_path / "adp")
+    (tmp_path / "adp" / MEANS_FILE).unlink()  # an ADP trained before class means existed
+    before = TrainedADP.load(tmp_path / "adp")
+    assert before.means is None
+    train_adp_from_params(params, tmp_path / "adp", means_only=True)
+    after = TrainedADP.load(tmp_path / "adp")
+    assert after.means is not None and after.meta["class_means_trajectories"] == 8
+    assert after.meta["val_loss_history"] == before.meta["val_loss_history"]
+    for k, v in before.model.state_dict().items():
+        assert torch.equal(v, after.model.state_dict()[k])
+
+
 def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tiny_world, capsys):
     from fairsynth.app.stages.train_adp import stage_train_adp
 

@@ -52,7 +52,7 @@ def _cmd_train_adp(a: argparse.Namespace) -> int:
 
     trained = train_adp_from_params(
         load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
-        trajectories_file=a.trajectories,
+        trajectories_file=a.trajectories, means_only=a.means_only,
     )  # fmt: skip
     print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
     return 0
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trajectories", type=Path, default=None,
         help="reuse the h_t recording in this file, or save the new recording there",
     )  # fmt: skip
+    p.add_argument("--means-only", action="store_true",
+                   help="keep the ADP in --out; only add its class means (guidance.shift)")  # fmt: skip
     p.set_defaults(func=_cmd_train_adp)
 
     w = sub.add_parser("weights", help="the weight files the params need").add_subparsers(

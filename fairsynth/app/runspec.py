@@ -44,6 +44,8 @@ def guidance_hash(params: Params) -> str:
     guidance = as_dict(params.guidance)
     if not guidance["protect"]:
         guidance.pop("protect")  # added later: off, it keeps the hash runs had before it
+    if not guidance.get("shift"):
+        guidance.pop("shift", None)  # likewise
     blob = json.dumps(
         {
             "guidance": guidance,

@@ -16,6 +16,7 @@ from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.class_means import class_means
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
 from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
@@ -30,9 +31,13 @@ def train_adp_from_params(
     progress: bool = False,
     calibrate: bool = False,
     trajectories_file: str | Path | None = None,
+    means_only: bool = False,
 ) -> TrainedADP:
     """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
-    with other ADP settings then skips the sampling)."""
+    with other ADP settings then skips the sampling). ``means_only``: keep the ADP in ``out``
+    (weights, calibration) and only add the class means of the recording (guidance.shift)."""
+    if means_only:
+        existing = TrainedADP.load(out).check_layer(params.model.layer)  # fails before sampling
     spec = model_spec(params)
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
@@ -106,6 +111,12 @@ def train_adp_from_params(
             raise
         traj = Trajectories.open(writer.folder)
     try:
+        if means_only:
+            existing.means = class_means(traj.h, traj.labels, space)
+            existing.mean_timesteps = traj.timesteps.clone()
+            existing.meta["class_means_trajectories"] = len(traj.h)
+            existing.save(out)
+            return existing
         a = params.adp
         trained = train_adp(
             traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,

@@ -119,6 +119,7 @@ class ADP(nn.Module):
 
 
 ADP_FILES = ("adp.json", "adp.safetensors")
+MEANS_FILE = "class_means.safetensors"  # optional: guidance.shift needs it (class_means.py)
 
 
 @dataclass
@@ -129,6 +130,9 @@ class TrainedADP:
     space: AttributeSpace
     meta: dict
     order: dict[str, list[int]] | None = None  # per attribute: head columns in ``space`` order
+    # per attribute (classes, recorded steps, *h shape) and the recorded timesteps, or None
+    means: dict[str, torch.Tensor] | None = None
+    mean_timesteps: torch.Tensor | None = None
 
     def aligned(self, space: AttributeSpace) -> TrainedADP:
         """This ADP with its heads' classes in ``space``'s order, matched by name (a params file
@@ -136,7 +140,9 @@ class TrainedADP:
         classes are a ValueError naming both lists."""
         order = space.order_from(self.space.as_dict(), "ADP")
         ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
-        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order)
+        means = self.means and {n: m[order[n]] if n in order else m for n, m in self.means.items()}
+        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order, means,
+                          self.mean_timesteps)  # fmt: skip
 
     def check_layer(self, layer: str) -> TrainedADP:
         """An ADP reads h of the layer it was trained on: another layer is a ValueError (its h
@@ -156,6 +162,8 @@ class TrainedADP:
     def to(self, device: str | torch.device) -> TrainedADP:
         """The ADP on ``device``, in float32 (whatever the UNet's dtype), in place."""
         self.model.to(device=device, dtype=torch.float32)
+        if self.means is not None:
+            self.means = {n: m.to(device) for n, m in self.means.items()}
         self._columns = None
         return self
 
@@ -195,6 +203,10 @@ class TrainedADP:
                 fresh / "adp.safetensors",
             )
             (fresh / "adp.safetensors").chmod(0o644)  # safetensors writes 0600 whatever the umask
+            if self.means is not None and self.mean_timesteps is not None:
+                tensors = {f"mean.{n}": m.contiguous() for n, m in self.means.items()}
+                save_file({"timesteps": self.mean_timesteps, **tensors}, fresh / MEANS_FILE)
+                (fresh / MEANS_FILE).chmod(0o644)
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
             (fresh / "adp.json").write_text(json.dumps(config, indent=2))
             swap_in(fresh, path)
@@ -213,4 +225,9 @@ class TrainedADP:
         model.load_state_dict(load_file(path / "adp.safetensors"))
         model.eval().requires_grad_(False).to(device)
         space = AttributeSpace.from_dict(config.pop("attributes"))
-        return cls(model, space, config)
+        means, timesteps = None, None
+        if (path / MEANS_FILE).is_file():
+            stored = load_file(path / MEANS_FILE)
+            timesteps = stored.pop("timesteps")
+            means = {k[len("mean.") :]: v for k, v in stored.items()}
+        return cls(model, space, config, None, means, timesteps)

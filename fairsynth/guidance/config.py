@@ -24,6 +24,9 @@ class GuidanceConfig:
     # project each sample's step off the directions that move the ADP's heads for attributes
     # the target does not name (fairsynth.guidance.protect)
     protect: bool = False
+    # distribution: before the gradient step, move each sample by this many times the class-mean
+    # difference the transport plan asks of it (fairsynth.guidance.class_means); 0: off
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -37,5 +40,7 @@ class GuidanceConfig:
             raise ValueError("guidance.window must be [start, end] with 0 <= start <= end <= 1")
         if not self.temperature > 0:
             raise ValueError("guidance.temperature must be > 0")
+        if not np.isfinite(self.shift) or self.shift < 0:
+            raise ValueError("guidance.shift must be a finite number >= 0")
         if not np.isfinite(self.max_step) or self.max_step < 0:
             raise ValueError("guidance.max_step must be a finite number >= 0")

@@ -16,6 +16,7 @@ import torch
 
 from fairsynth.core.quotas import largest_remainder
 from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.class_means import class_shift, nearest_step
 from fairsynth.guidance.config import LOSSES, MODES, GuidanceConfig
 from fairsynth.guidance.protect import project_off, untargeted_basis
 
@@ -100,7 +101,30 @@ class DistributionGuidance(Guidance):
         self, adp: TrainedADP, names: tuple[str, ...], target: np.ndarray, config: GuidanceConfig
     ):
         super().__init__(adp, names, config)
+        if config.shift > 0 and adp.means is None:
+            raise ValueError(
+                "guidance.shift needs the ADP's class means (class_means.safetensors in its "
+                "folder): retrain it (fairsynth train-adp), or set guidance.shift: 0"
+            )
+        self.classes = tuple(len(adp.space.classes(n)) for n in self.names)
         self.set_target(target)
+
+    def edit(self, h: torch.Tensor) -> torch.Tensor:
+        if self.active and self.config.shift > 0:
+            h = self.shift(h)
+        return super().edit(h)
+
+    def shift(self, h: torch.Tensor) -> torch.Tensor:
+        """h plus, per sample, ``shift`` times the class-mean move toward its row of the
+        transport plan (the cells the batch needs of it) from the ADP's reading of it."""
+        assert self.adp.means is not None and self.adp.mean_timesteps is not None
+        with torch.no_grad():
+            h32 = h.float()
+            probs = self.adp.joint_probs(h32, self.t, self.names, self.config.temperature)
+            plan = transport_plan(probs, self.target)
+            step = nearest_step(self.adp.mean_timesteps, self.t)
+            move = class_shift(self.adp.means, step, self.names, self.classes, plan, probs)
+            return (h32 + self.config.shift * move).to(h.dtype)
 
     def set_target(self, target: np.ndarray) -> None:
         q = torch.as_tensor(np.asarray(target, dtype=np.float32))

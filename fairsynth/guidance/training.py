@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.guidance.adp import ADP, TrainedADP, input_shape
+from fairsynth.guidance.class_means import class_means
 from fairsynth.guidance.trajectories import Trajectories
 
 
@@ -104,12 +105,15 @@ def train_adp(
         "dropout": dropout,
         "weight_decay": weight_decay,
         "heldout_accuracy_by_band": accuracy,
+        "class_means_trajectories": int(n_traj),
         "label_fractions": {
             k: np.bincount(v.numpy(), minlength=len(space.classes(k))).tolist()
             for k, v in labels.items()
         },
     }
-    return TrainedADP(model, space, meta)
+    # on the trajectories the ADP learnt from, train and held-out split alike (guidance.shift)
+    means = class_means(traj.h, traj.labels, space)
+    return TrainedADP(model, space, meta, None, means, traj.timesteps.clone())
 
 
 @torch.no_grad()

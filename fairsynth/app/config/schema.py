@@ -246,6 +246,7 @@ class GuidanceParams(Section):
     batch_size: AtLeast1 = 64
     residual: bool = False  # without quotas (evaluate): guide each batch toward what is lacking
     protect: bool = False  # leave the attributes the target does not name where they are
+    shift: FiniteAtLeast0 = 0.0  # distribution: class-mean shift toward the plan (README)
 
     @field_validator("window")
     @classmethod
@@ -276,6 +277,7 @@ class GuidanceParams(Section):
             max_step=float(self.max_step),
             residual=self.residual,
             protect=self.protect,
+            shift=float(self.shift),
         )
 
 
