@@ -163,7 +163,10 @@ class TrainedADP:
         """The ADP on ``device``, in float32 (whatever the UNet's dtype), in place."""
         self.model.to(device=device, dtype=torch.float32)
         if self.means is not None:
-            self.means = {n: m.to(device) for n, m in self.means.items()}
+            # converted once here, not at every guided step
+            self.means = {
+                n: m.to(device=device, dtype=torch.float32) for n, m in self.means.items()
+            }
         self._columns = None
         return self
 
@@ -204,7 +207,7 @@ class TrainedADP:
             )
             (fresh / "adp.safetensors").chmod(0o644)  # safetensors writes 0600 whatever the umask
             if self.means is not None and self.mean_timesteps is not None:
-                tensors = {f"mean.{n}": m.contiguous() for n, m in self.means.items()}
+                tensors = {f"mean.{n}": m.half().contiguous() for n, m in self.means.items()}
                 save_file({"timesteps": self.mean_timesteps, **tensors}, fresh / MEANS_FILE)
                 (fresh / MEANS_FILE).chmod(0o644)
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
@@ -230,4 +233,4 @@ class TrainedADP:
             stored = load_file(path / MEANS_FILE)
             timesteps = stored.pop("timesteps")
             means = {k[len("mean.") :]: v for k, v in stored.items()}
-        return cls(model, space, config, None, means, timesteps)
+        return cls(model, space, config, None, means, timesteps).to(device)  # means on device too

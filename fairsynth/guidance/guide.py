@@ -128,7 +128,7 @@ class DistributionGuidance(Guidance):
 
     def set_target(self, target: np.ndarray) -> None:
         q = torch.as_tensor(np.asarray(target, dtype=np.float32))
-        n_cells = int(np.prod([len(self.adp.space.classes(n)) for n in self.names]))
+        n_cells = int(np.prod(self.classes))
         if q.shape != (n_cells,) or (q < 0).any() or abs(float(q.sum()) - 1) > 1e-4:
             raise ValueError(f"target must be {n_cells} non-negative probabilities summing to 1")
         self.target = q.to(self.adp.device)
