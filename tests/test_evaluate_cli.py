@@ -88,30 +88,38 @@ def test_calibrate_family_sweeps_uniform_and_reversed_targets(tmp_path, tiny_wor
 
 
 def test_calibrate_sweeps_the_configured_guidance(tmp_path, tiny_world, capsys, monkeypatch):
-    """The sweep guides as the params do (loss, protect), and ``--max-quality-drop`` sets the
+    """The sweep guides as the params do (loss, protect, shift), and ``--max-quality-drop`` sets the
     rule's bound: a calibration of ``ot`` + protect is not a calibration of chi-square."""
     import fairsynth.app.calibrate as calibrate
     from fairsynth.app.calibrate import choose_strength
+    from fairsynth.guidance.adp import TrainedADP
+    from fairsynth.guidance.class_means import CellMeans
 
     seen, real = [], calibrate.generate_batches
     monkeypatch.setattr(
         calibrate, "generate_batches", lambda *a, **k: (seen.append(a[6]), real(*a, **k))[1]
     )
-    p = _params(tmp_path, tiny_world, guidance_extra=", loss: ot, protect: true")
+    adp = TrainedADP.load(tmp_path / "adp")  # the shift needs cell means: any will do here
+    cells = tuple(len(c) for _, c in adp.space.attributes)
+    adp.means = CellMeans(torch.randn(*cells, 2, 16, 8, 8).half(),
+                          torch.full(cells, 5), torch.tensor([900, 100]))  # fmt: skip
+    adp.save(tmp_path / "adp")
+    p = _params(tmp_path, tiny_world, guidance_extra=", loss: ot, protect: true, shift: 0.5")
     argv = ["calibrate", "--params", str(p), "--n", "3", "--strengths", "1", "100"]
     assert main([*argv, "--max-quality-drop", "0.5", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     guided = [c for c in seen if c.mode != "none"]
     assert [c.strength for c in guided] == [1.0, 100.0]
-    assert all(c.loss == "ot" and c.protect for c in guided)
+    assert all(c.loss == "ot" and c.protect and c.shift == 0.5 for c in guided)
     assert r["loss"] == "ot" and r["protect"] is True and r["max_quality_drop"] == 0.5
+    assert r["shift"] == 0.5
     assert r["chosen"] == choose_strength(r["rows"], 0.5)
     with pytest.raises(SystemExit) as usage:  # not a fraction: argparse's usage error
         main([*argv, "--max-quality-drop", "1.5"])
     assert usage.value.code == 2
     assert "max-quality-drop" in capsys.readouterr().err
     assert main(argv) == 0
-    assert "(loss ot, protect)" in capsys.readouterr().out
+    assert "(loss ot, protect, shift 0.5)" in capsys.readouterr().out
 
 
 def test_calibrate_records_the_family_sweep_in_the_adp_folder(tmp_path, tiny_world, capsys):

@@ -193,8 +193,10 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
     assert torch.allclose(trained.model(h, t)["skin"], loaded.model(h, t)["skin"])
     assert loaded.space == SPACE
     # the class means of its trajectories travel with it (guidance.shift)
-    assert loaded.means["skin"].shape == (2, *traj.h.shape[1:])
-    assert torch.equal(loaded.mean_timesteps, traj.timesteps)
+    cells = tuple(len(c) for _, c in SPACE.attributes)
+    assert loaded.means.means.shape == (*cells, *traj.h.shape[1:])
+    assert int(loaded.means.counts.sum()) == len(traj.h)
+    assert torch.equal(loaded.means.timesteps, traj.timesteps)
 
 
 def test_the_adp_learns_a_label_that_h_carries():

@@ -254,6 +254,7 @@ def test_means_only_adds_class_means_to_an_adp_and_keeps_its_weights(tmp_path, t
     train_adp_from_params(params, tmp_path / "adp", means_only=True)
     after = TrainedADP.load(tmp_path / "adp")
     assert after.means is not None and after.meta["class_means_trajectories"] == 8
+    assert int(after.means.counts.sum()) == 8
     assert after.meta["val_loss_history"] == before.meta["val_loss_history"]
     for k, v in before.model.state_dict().items():
         assert torch.equal(v, after.model.state_dict()[k])

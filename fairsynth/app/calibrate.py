@@ -44,6 +44,7 @@ def calibrate_strength(
     max_step: float = 0.5,
     family: bool = False,
     protect: bool = False,
+    shift: float = 0.0,
 ) -> dict:
     uniform = Target.uniform(adp.space, list(adp.space.names))
     images, _ = generate_batches(
@@ -58,9 +59,8 @@ def calibrate_strength(
     unguided = {name: score(verifier, images, t, 0.9, verdict) for name, t in targets.items()}
     rows = [_row(0.0, unguided)]
     for s in strengths:
-        cfg = GuidanceConfig(
-            mode=mode, loss=loss, strength=float(s), max_step=max_step, protect=protect
-        )
+        cfg = GuidanceConfig(mode=mode, loss=loss, strength=float(s), max_step=max_step,
+                             protect=protect, shift=shift)  # fmt: skip
         scores = {}
         for name, t in targets.items():
             guided, _ = generate_batches(backend, settings, n, seed, batch_size, t, cfg, adp)
@@ -80,17 +80,19 @@ def calibrate_strength(
         "loss": loss,
         "max_step": max_step,
         "protect": protect,
+        "shift": shift,
         "max_quality_drop": max_quality_drop,
     }
 
 
 def guidance_label(result: dict) -> str:
-    """How a sweep guided: ``loss ot, protect``."""
-    return f"loss {result['loss']}" + (", protect" if result.get("protect") else "")
+    """How a sweep guided: ``loss ot, protect, shift 1``."""
+    label = f"loss {result['loss']}" + (", protect" if result.get("protect") else "")
+    return label + (f", shift {result['shift']:g}" if result.get("shift") else "")
 
 
 def calibration_key(result: dict) -> str:
-    """Where a sweep is filed in the ADP's ``adp.json``: by mode, loss and protect."""
+    """Where a sweep is filed in the ADP's ``adp.json``: by mode, loss, protect and shift."""
     return f"{result['mode']}, {guidance_label(result)}"
 
 

@@ -98,7 +98,9 @@ def calibrate_from_params(
             model, adp, verifier, mode, strengths or geometric(10.0, 1000.0, 7),
             settings=sampler_settings(params), n=n, batch_size=params.guidance.batch_size,
             loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
-            family=family, protect=params.guidance.protect, max_quality_drop=max_quality_drop,
+            family=family, protect=params.guidance.protect,
+            shift=params.guidance.shift if mode == "distribution" else 0.0,
+            max_quality_drop=max_quality_drop,
         )  # fmt: skip
     finally:
         verifier.close()

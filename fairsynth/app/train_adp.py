@@ -11,12 +11,13 @@ import numpy as np
 from fairsynth.app.config import Params, PromptConfig, as_dict
 from fairsynth.app.config.model_section import LATER_MODEL_KEYS
 from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
+from fairsynth.core.attributes import AttributeSpace
 from fairsynth.core.filehash import code_signature, files_signature, local_model_path
 from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.guidance.class_means import class_means
+from fairsynth.guidance.class_means import cell_means
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
 from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
@@ -38,6 +39,7 @@ def train_adp_from_params(
     (weights, calibration) and only add the class means of the recording (guidance.shift)."""
     if means_only:
         existing = TrainedADP.load(out).check_layer(params.model.layer)  # fails before sampling
+        to_adp = class_maps(params.attribute_space(), existing.space)
     spec = model_spec(params)
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
@@ -112,8 +114,8 @@ def train_adp_from_params(
         traj = Trajectories.open(writer.folder)
     try:
         if means_only:
-            existing.means = class_means(traj.h, traj.labels, space)
-            existing.mean_timesteps = traj.timesteps.clone()
+            labels = {n: m[np.asarray(traj.labels[n])] for n, m in to_adp.items()}
+            existing.means = cell_means(traj.h, labels, existing.space.attributes, traj.timesteps)
             existing.meta["class_means_trajectories"] = len(traj.h)
             existing.save(out)
             return existing
@@ -232,3 +234,17 @@ def training_prompts(params: Params) -> list[PromptConfig]:
         return []
     neutral = [PromptConfig(prompt=p) for p in params.adp.neutral_prompts or []]
     return [*(params.model.prompts or []), *neutral]
+
+
+def class_maps(space: AttributeSpace, adp_space: AttributeSpace) -> dict[str, np.ndarray]:
+    """Per attribute of ``adp_space`` (the ADP's, whose cells its means follow), the class
+    index there of each class index of ``space`` (the params')."""
+    maps = {}
+    for name, classes in adp_space.attributes:
+        if name not in space.names or set(space.classes(name)) != set(classes):
+            raise ValueError(
+                f"the ADP's attribute {name!r} {list(classes)} is not among the params' "
+                "attributes: --means-only needs the attributes the ADP was trained on"
+            )
+        maps[name] = np.array([classes.index(c) for c in space.classes(name)])
+    return maps

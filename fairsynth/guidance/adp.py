@@ -20,6 +20,7 @@ from torch import nn
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.core.folders import swap_in
+from fairsynth.guidance.class_means import CellMeans
 
 
 def embedding_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -130,9 +131,7 @@ class TrainedADP:
     space: AttributeSpace
     meta: dict
     order: dict[str, list[int]] | None = None  # per attribute: head columns in ``space`` order
-    # per attribute (classes, recorded steps, *h shape) and the recorded timesteps, or None
-    means: dict[str, torch.Tensor] | None = None
-    mean_timesteps: torch.Tensor | None = None
+    means: CellMeans | None = None  # h per cell and recorded step (guidance.shift)
 
     def aligned(self, space: AttributeSpace) -> TrainedADP:
         """This ADP with its heads' classes in ``space``'s order, matched by name (a params file
@@ -140,9 +139,8 @@ class TrainedADP:
         classes are a ValueError naming both lists."""
         order = space.order_from(self.space.as_dict(), "ADP")
         ours = tuple((n, space.classes(n) if n in order else c) for n, c in self.space.attributes)
-        means = self.means and {n: m[order[n]] if n in order else m for n, m in self.means.items()}
-        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order, means,
-                          self.mean_timesteps)  # fmt: skip
+        means = self.means and self.means.reordered([order.get(n) for n in self.space.names])
+        return TrainedADP(self.model, AttributeSpace(ours), self.meta, order, means)
 
     def check_layer(self, layer: str) -> TrainedADP:
         """An ADP reads h of the layer it was trained on: another layer is a ValueError (its h
@@ -163,10 +161,7 @@ class TrainedADP:
         """The ADP on ``device``, in float32 (whatever the UNet's dtype), in place."""
         self.model.to(device=device, dtype=torch.float32)
         if self.means is not None:
-            # converted once here, not at every guided step
-            self.means = {
-                n: m.to(device=device, dtype=torch.float32) for n, m in self.means.items()
-            }
+            self.means = self.means.to(device)
         self._columns = None
         return self
 
@@ -206,9 +201,10 @@ class TrainedADP:
                 fresh / "adp.safetensors",
             )
             (fresh / "adp.safetensors").chmod(0o644)  # safetensors writes 0600 whatever the umask
-            if self.means is not None and self.mean_timesteps is not None:
-                tensors = {f"mean.{n}": m.half().contiguous() for n, m in self.means.items()}
-                save_file({"timesteps": self.mean_timesteps, **tensors}, fresh / MEANS_FILE)
+            if self.means is not None:
+                tensors = {"cell_means": self.means.means.half(), "cell_counts": self.means.counts,
+                           "timesteps": self.means.timesteps}  # fmt: skip
+                save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, fresh / MEANS_FILE)
                 (fresh / MEANS_FILE).chmod(0o644)
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
             (fresh / "adp.json").write_text(json.dumps(config, indent=2))
@@ -228,9 +224,9 @@ class TrainedADP:
         model.load_state_dict(load_file(path / "adp.safetensors"))
         model.eval().requires_grad_(False).to(device)
         space = AttributeSpace.from_dict(config.pop("attributes"))
-        means, timesteps = None, None
+        means = None
         if (path / MEANS_FILE).is_file():
             stored = load_file(path / MEANS_FILE)
-            timesteps = stored.pop("timesteps")
-            means = {k[len("mean.") :]: v for k, v in stored.items()}
-        return cls(model, space, config, None, means, timesteps).to(device)  # means on device too
+            if "cell_means" in stored:  # else per-attribute means of an earlier version: unused
+                means = CellMeans(stored["cell_means"], stored["cell_counts"], stored["timesteps"])
+        return cls(model, space, config, None, means).to(device)  # means on device too

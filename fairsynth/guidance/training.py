@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.guidance.adp import ADP, TrainedADP, input_shape
-from fairsynth.guidance.class_means import class_means
+from fairsynth.guidance.class_means import cell_means
 from fairsynth.guidance.trajectories import Trajectories
 
 
@@ -112,8 +112,8 @@ def train_adp(
         },
     }
     # on the trajectories the ADP learnt from, train and held-out split alike (guidance.shift)
-    means = class_means(traj.h, traj.labels, space)
-    return TrainedADP(model, space, meta, None, means, traj.timesteps.clone())
+    means = cell_means(traj.h, traj.labels, space.attributes, traj.timesteps)
+    return TrainedADP(model, space, meta, None, means)
 
 
 @torch.no_grad()
