@@ -239,12 +239,11 @@ def training_prompts(params: Params) -> list[PromptConfig]:
 def class_maps(space: AttributeSpace, adp_space: AttributeSpace) -> dict[str, np.ndarray]:
     """Per attribute of ``adp_space`` (the ADP's, whose cells its means follow), the class
     index there of each class index of ``space`` (the params')."""
-    maps = {}
-    for name, classes in adp_space.attributes:
-        if name not in space.names or set(space.classes(name)) != set(classes):
-            raise ValueError(
-                f"the ADP's attribute {name!r} {list(classes)} is not among the params' "
-                "attributes: --means-only needs the attributes the ADP was trained on"
-            )
-        maps[name] = np.array([classes.index(c) for c in space.classes(name)])
-    return maps
+    order = space.order_from(adp_space.as_dict(), "ADP")
+    missing = [n for n in adp_space.names if n not in order]
+    if missing:
+        raise ValueError(
+            f"the ADP's attribute(s) {missing} are not among the params' attributes: "
+            "--means-only needs the attributes the ADP was trained on"
+        )
+    return {n: np.array(order[n]) for n in adp_space.names}
