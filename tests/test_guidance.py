@@ -59,6 +59,22 @@ def test_the_transport_plan_meets_the_target_and_flips_the_nearest_samples():
     assert torch.allclose(ratio / ratio[:, :1], (ratio / ratio[:, :1])[0].expand(10, 2), atol=1e-4)
 
 
+@pytest.mark.parametrize("eps", [0.5, 1.0])
+def test_the_transport_plan_holds_where_no_sample_predicts_a_wanted_cell(eps):
+    # confident samples (p down to 1e-30) and half the target on a cell none of them predicts:
+    # the plan stays finite and its columns still carry the target's mass
+    torch.manual_seed(0)
+    logits = torch.randn(64, 12) * 20
+    logits[:, 5] -= 60
+    target = torch.rand(12)
+    target[3], target[5] = 0.0, 0.5 * target.sum()
+    target = target / target.sum()
+    plan = transport_plan(torch.softmax(logits, 1), target, eps=eps, iters=300)
+    assert torch.isfinite(plan).all()
+    assert torch.allclose(plan.sum(1), torch.ones(64), atol=1e-5)
+    assert torch.allclose(plan.mean(0), target, atol=2e-3)
+
+
 def test_transport_guidance_descends_the_batch_divergence():
     adp = _adp()
     target = np.array([0.1, 0.9])

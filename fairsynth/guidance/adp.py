@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fairsynth.core.attributes import AttributeSpace
-from fairsynth.core.folders import swap_in
+from fairsynth.core.folders import staged_folder
 from fairsynth.guidance.class_means import CellMeans
 
 
@@ -178,7 +176,12 @@ class TrainedADP:
         self, h: torch.Tensor, t: torch.Tensor, names: tuple[str, ...], temperature: float = 1.0
     ) -> torch.Tensor:
         """Per-sample probabilities over the cells of ``names`` (product of per-attribute heads)."""
-        logits = self.model(h, t)
+        return self.cell_probs(self.model(h, t), names, temperature)
+
+    def cell_probs(
+        self, logits: dict[str, torch.Tensor], names: tuple[str, ...], temperature: float = 1.0
+    ) -> torch.Tensor:
+        """``joint_probs`` from the ADP's output ``logits``."""
         columns = self._head_columns()
         out = None
         for name in names:
@@ -191,26 +194,17 @@ class TrainedADP:
     def save(self, path: str | Path) -> None:
         """Written into a sibling folder, then swapped in: a crash leaves the old ADP or the new
         one, never weights of one with the config of the other."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}-new-", dir=path.parent))
-        fresh.chmod(0o755)  # mkdtemp's 0700 would hide the published ADP from other users
-        try:
+        with staged_folder(path) as fresh:
             save_file(
                 {k: v.contiguous() for k, v in self.model.state_dict().items()},
                 fresh / "adp.safetensors",
             )
-            (fresh / "adp.safetensors").chmod(0o644)  # safetensors writes 0600 whatever the umask
             if self.means is not None:
                 tensors = {"cell_means": self.means.means.half(), "cell_counts": self.means.counts,
                            "timesteps": self.means.timesteps}  # fmt: skip
                 save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, fresh / MEANS_FILE)
-                (fresh / MEANS_FILE).chmod(0o644)
             config = {"model": self.model.config, "attributes": self.space.as_dict(), **self.meta}
             (fresh / "adp.json").write_text(json.dumps(config, indent=2))
-            swap_in(fresh, path)
-        finally:
-            shutil.rmtree(fresh, ignore_errors=True)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TrainedADP:

@@ -18,7 +18,7 @@ from fairsynth.core.quotas import largest_remainder
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.class_means import class_shift, marginal, nearest_step
 from fairsynth.guidance.config import LOSSES, MODES, GuidanceConfig
-from fairsynth.guidance.protect import project_off, untargeted_basis
+from fairsynth.guidance.protect import protected_gradient
 
 __all__ = [
     "LOSSES",
@@ -67,7 +67,8 @@ class Guidance:
         self.active = self.config.strength > 0 and lo <= frac <= hi
         self.t = torch.as_tensor(timestep)
 
-    def loss(self, h: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss from the ADP's output ``logits`` on the batch's h."""
         raise NotImplementedError
 
     def edit(self, h: torch.Tensor) -> torch.Tensor:
@@ -77,11 +78,11 @@ class Guidance:
         h32 = h.detach().float()
         with torch.enable_grad():
             leaf = h32.requires_grad_(True)
-            loss = self.loss(leaf)
-            (grad,) = torch.autograd.grad(loss, leaf)
+            logits = self.adp.model(leaf, self.t)
+            loss = self.loss(logits)
+            others = self.others if self.config.protect else []
+            grad = protected_gradient(loss, logits, leaf, others)
         self.last_loss = loss.detach()
-        if self.config.protect:
-            grad = project_off(grad, untargeted_basis(self.adp.model, h32, self.t, self.others))
         step = self.config.strength * h.shape[0] * grad
         if self.config.max_step > 0:
             # A trust region per sample: far from the target (or with a divergence whose gradient
@@ -143,8 +144,8 @@ class DistributionGuidance(Guidance):
             raise ValueError(f"target must be {n_cells} non-negative probabilities summing to 1")
         self.target = q.to(self.adp.device)
 
-    def loss(self, h: torch.Tensor) -> torch.Tensor:
-        probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+    def loss(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        probs = self.adp.cell_probs(logits, self.names, self.config.temperature)
         self.last_probs = probs.detach()
         if self.config.loss == "ot":
             # each sample toward the cells a transport of the batch onto the target gives it:
@@ -162,6 +163,16 @@ def transport_plan(
     scaled to sum to 1. At eps = 1 a row is the sample's prediction reweighted per cell so the
     batch matches the target; smaller eps makes the assignment harder."""
     n = probs.shape[0]
+    if eps >= 0.5:
+        # scaling form: a quarter of the log domain's operations, run twice at every guided
+        # step; p^(1/eps) >= 1e-24 keeps it inside float32's range (to 1e-6 of the log domain)
+        k = probs.clamp_min(1e-12) ** (1 / eps)
+        b = target.clamp_min(1e-12)
+        v = torch.ones_like(b)
+        for _ in range(iters):
+            v = b / ((1 / n) / (k @ v) @ k)
+        plan = k * v[None, :]
+        return plan / plan.sum(1, keepdim=True)
     log_k = torch.log(probs.clamp_min(1e-12)) / eps
     log_a = torch.full((n,), -math.log(n), device=probs.device)
     log_b = torch.log(target.clamp_min(1e-12))
@@ -183,8 +194,8 @@ class SampleGuidance(Guidance):
         super().__init__(adp, names, config)
         self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long).to(adp.device)
 
-    def loss(self, h: torch.Tensor) -> torch.Tensor:
-        probs = self.adp.joint_probs(h, self.t, self.names, self.config.temperature)
+    def loss(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        probs = self.adp.cell_probs(logits, self.names, self.config.temperature)
         self.last_probs = probs.detach()
         cells = self.cells
         if len(probs) != len(cells):  # a CFG batch guided as a whole: each half its cells

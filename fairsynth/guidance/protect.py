@@ -9,34 +9,37 @@ target, and the other heads' logits stay put to first order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-Heads = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]  # (h, t) -> logits
 
-
-def untargeted_basis(
-    heads: Heads, h: torch.Tensor, t: torch.Tensor, others: list[str]
-) -> list[torch.Tensor]:
-    """Per sample, an orthonormal basis (Gram-Schmidt, one tensor shaped like ``h`` per
-    direction) of the gradients of the logit gaps z_k - z_0 of the heads ``others``: the
-    directions that change those heads' softmax. ``heads`` is the ADP's network."""
+def protected_gradient(
+    loss: torch.Tensor, logits: dict[str, torch.Tensor], leaf: torch.Tensor, others: list[str]
+) -> torch.Tensor:
+    """d loss / d ``leaf`` minus its components along the gradients of the logit gaps
+    z_k - z_0 of the heads ``others`` (the directions that change those heads' softmax), per
+    sample. ``logits`` is the ADP's output on ``leaf`` and ``loss`` is computed from it: the
+    loss gradient and the gaps' share one forward pass."""
     if not others:
-        return []
-    dims = tuple(range(1, h.ndim))
-    with torch.enable_grad():
-        leaf = h.detach().float().requires_grad_(True)
-        logits = heads(leaf, t)
-        gaps = [
-            logits[n][:, k] - logits[n][:, 0] for n in others for k in range(1, logits[n].shape[1])
-        ]
-        basis: list[torch.Tensor] = []
-        for i, gap in enumerate(gaps):
-            # the ADP reads each sample alone, so the gradient of the batch sum is per sample
-            (d,) = torch.autograd.grad(gap.sum(), leaf, retain_graph=i < len(gaps) - 1)
-            d = project_off(d, basis)
-            basis.append(d / torch.linalg.vector_norm(d, dim=dims, keepdim=True).clamp_min(1e-12))
+        return torch.autograd.grad(loss, leaf)[0]
+    (grad,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+    gaps = [logits[n][:, k] - logits[n][:, 0] for n in others for k in range(1, logits[n].shape[1])]
+    # the ADP reads each sample alone, so the gradient of a batch sum is per sample. (Batched
+    # vector-Jacobian products, is_grads_batched, were no faster here: the convolutions'
+    # backward passes are the cost, not their number of calls.)
+    directions = [
+        torch.autograd.grad(gap.sum(), leaf, retain_graph=i < len(gaps) - 1)[0]
+        for i, gap in enumerate(gaps)
+    ]
+    return project_off(grad, orthonormal(directions))
+
+
+def orthonormal(directions: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per sample, Gram-Schmidt over ``directions`` (each shaped like h)."""
+    basis: list[torch.Tensor] = []
+    for d in directions:
+        d = project_off(d, basis)
+        dims = tuple(range(1, d.ndim))
+        basis.append(d / torch.linalg.vector_norm(d, dim=dims, keepdim=True).clamp_min(1e-12))
     return basis
 
 

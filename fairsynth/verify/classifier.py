@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from fairsynth.core.folders import staged_folder
+
 ARCHITECTURES = ("strided", "convnet", "resnet")
 
 
@@ -169,18 +171,19 @@ class AttributeClassifier:
         return self
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in self.model.state_dict().items()},
-            path / "model.safetensors",
-        )
-        config = {
-            "arch": self.arch,
-            "attributes": {k: list(v) for k, v in self.attributes.items()},
-            **self.meta,
-        }
-        (path / "config.json").write_text(json.dumps(config, indent=2))
+        """Written into a sibling folder, then swapped in: a crash leaves the old classifier or
+        the new one, never weights of one with the config of the other."""
+        with staged_folder(path) as fresh:
+            save_file(
+                {k: v.contiguous() for k, v in self.model.state_dict().items()},
+                fresh / "model.safetensors",
+            )
+            config = {
+                "arch": self.arch,
+                "attributes": {k: list(v) for k, v in self.attributes.items()},
+                **self.meta,
+            }
+            (fresh / "config.json").write_text(json.dumps(config, indent=2))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> AttributeClassifier:
