@@ -15,6 +15,10 @@ from fairsynth.verify.classifier import AttributeClassifier, build
 SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"]})
 
 
+def full_disk(*args, **kwargs):  # patched over json.dumps: the weights are written, the config not
+    raise OSError("No space left on device")
+
+
 def trained(seed: int, note: str) -> TrainedADP:
     torch.manual_seed(seed)
     return TrainedADP(
@@ -37,9 +41,6 @@ def test_a_crash_while_saving_leaves_the_old_adp(tmp_path, monkeypatch):
     first.save(tmp_path / "adp")
     before = (tmp_path / "adp" / "adp.safetensors").read_bytes()
 
-    def full_disk(*args, **kwargs):  # the weights are written, the config is not
-        raise OSError("No space left on device")
-
     monkeypatch.setattr(adp_module.json, "dumps", full_disk)
     with pytest.raises(OSError):
         trained(1, "second").save(tmp_path / "adp")
@@ -60,9 +61,6 @@ def test_a_classifier_is_saved_whole_readable_by_all_or_not_at_all(tmp_path, mon
     before = (tmp_path / "verifier" / "model.safetensors").read_bytes()
     for f in ("config.json", "model.safetensors"):
         assert (tmp_path / "verifier" / f).stat().st_mode & 0o044 == 0o044, f"{f}: readable by all"
-
-    def full_disk(*args, **kwargs):  # the weights are written, the config is not
-        raise OSError("No space left on device")
 
     monkeypatch.setattr(classifier_module.json, "dumps", full_disk)
     with pytest.raises(OSError):
