@@ -161,7 +161,7 @@ def run(a) -> dict:
                         compile_around(backend.unet, "mid_block")
                     adp = random_adp(backend, device)
                     target = np.full(SPACE.n_cells, 1 / SPACE.n_cells)
-                    config = GuidanceConfig(strength=100.0, max_step=0.5)
+                    config = GuidanceConfig(strength=100.0, max_step=0.5, loss="chi2", shift=0.0)
 
                     def guided(adp=adp, target=target, config=config):
                         return DistributionGuidance(adp, SPACE.names, target, config)

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import frechet_distance
 from fairsynth.diffusion.device import DTYPES, resolve_device, torch_dtype
@@ -32,7 +32,7 @@ from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
@@ -138,15 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                              window=tuple(a.window), temperature=a.temperature,
                              protect=a.protect,
                              shift=a.shift if mode.startswith("distribution") else 0.0)  # fmt: skip
-        images, secs = generate_batches(model, settings, a.n, a.seed, batch, target, cfg, adp)
+        images, secs = GuidedSampler(model, settings, cfg, adp).batches(a.n, a.seed, batch, target)
         # the first batch pays one-off costs; time the rest where there are several
         return images, float(np.mean(secs[1:] if len(secs) > 1 else secs))
 
     t_start = time.time()
     # warm-up: the first sampling run in a process is ~15 % slower per batch (measured), which
     # would flatter every ratio to the unguided run that comes first
-    generate_batches(model, settings, 2 * a.batch_size, a.seed + 999, a.batch_size,
-                     SCENARIOS[a.scenarios[0]][0], GuidanceConfig(mode="none"))  # fmt: skip
+    GuidedSampler(model, settings, GuidanceConfig(mode="none")).batches(
+        2 * a.batch_size, a.seed + 999, a.batch_size, SCENARIOS[a.scenarios[0]][0]
+    )
     unguided, unguided_sec = run(SCENARIOS[a.scenarios[0]][0], "none", a.batch_size, 0.0)
     rows = []
     for name in a.scenarios:

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.confusion import cell_confusion, estimate_truth, verified_target
 from fairsynth.core.metrics import fairness_discrepancy
@@ -32,7 +32,7 @@ from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR, VERIFIER_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_diffusion_model(DDPM_DIR)
     adp = TrainedADP.load(ADP_DIR)
     strength = adp.meta["recommended"]["distribution_strength"]
-    images, _ = generate_batches(
-        model, SamplerSettings(steps=50, eta=1.0, layer=adp.meta.get("layer", "mid_block")),
-        a.pool, a.seed, 64, target, GuidanceConfig(strength=strength), adp, progress=True,
-    )  # fmt: skip
+    settings = SamplerSettings(steps=50, eta=1.0, layer=adp.meta.get("layer", "mid_block"))
+    config = GuidanceConfig(strength=strength, loss="chi2", shift=0.0)
+    sampler = GuidedSampler(model, settings, config, adp)
+    images, _ = sampler.batches(a.pool, a.seed, 64, target, progress=True)
     truth = true_skin(verifier, images)
     pool_called = imperfect_skin(truth, images)
 

@@ -22,7 +22,7 @@ from fairsynth.diffusion.text2image import PromptedModel, load_text2image
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import LOSSES, GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.toyfaces.render import ATTRIBUTES
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
@@ -57,16 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     guided = dict(strength=strength, loss=a.loss, protect=a.protect)
     modes = {
         "none": GuidanceConfig(mode="none"),
-        "gradient": GuidanceConfig(**guided),
+        "gradient": GuidanceConfig(**guided, shift=0.0),
         "gradient + shift": GuidanceConfig(**guided, shift=a.shift),
     }
-    generate_batches(backend, settings, a.batch_size, 0, a.batch_size, target,
-                     modes["gradient + shift"], adp)  # warm-up  # fmt: skip
+    GuidedSampler(backend, settings, modes["gradient + shift"], adp).batches(
+        a.batch_size, 0, a.batch_size, target
+    )  # warm-up
     seconds = {m: [] for m in modes}
     for rep in range(a.reps):
         for m, config in modes.items():
-            _, sec = generate_batches(backend, settings, a.batch_size, 1000 + rep, a.batch_size,
-                                      target, config, adp)  # fmt: skip
+            sampler = GuidedSampler(backend, settings, config, adp)
+            _, sec = sampler.batches(a.batch_size, 1000 + rep, a.batch_size, target)
             seconds[m].append(float(sec[0]))
     base_s = float(np.median(seconds["none"]))
     result = {m: {"seconds": s, "median": float(np.median(s)),

@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
+
 from fairsynth.app.config import load_params, replace
 from fairsynth.app.config.model_section import TargetConfig
 from fairsynth.app.stages.generate import stage_generate

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bars import run_settings
 
-from fairsynth.app.bench import run_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.unconditional import load_diffusion_model
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.toyfaces import ADP_DIR, DDPM_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES
 
@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                                    scheduler=scheduler)  # fmt: skip
         row = {"scheduler": scheduler, "steps": steps}
         for mode in ("none", "distribution"):
-            config = GuidanceConfig(mode=mode, strength=strength if mode != "none" else 0.0)
-            _, secs = generate_batches(model, settings, n, 0, a.batch_size, target, config, adp)
+            config = GuidanceConfig(
+                mode=mode, strength=strength if mode != "none" else 0.0, loss="chi2", shift=0.0
+            )
+            sampler = GuidedSampler(model, settings, config, adp)
+            _, secs = sampler.batches(n, 0, a.batch_size, target)
             row[f"{mode}_sec_per_image"] = float(np.mean(secs[1:])) / a.batch_size
         rows.append(row)
     base = rows[0]

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.app.config import load_params, replace
 from fairsynth.app.runspec import scale_spec
 from fairsynth.app.stages.generate import stage_generate

@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings  # noqa: E402
-from flows.watch import finished, flow_runs, local_server, overlaps, seconds, served  # noqa: E402
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings  # noqa: E402
+
+from tests.flow_watch import finished, flow_runs, local_server, overlaps, seconds, served  # noqa: E402
 
 SKIP_BAR_S = 15.0
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.hspace import HSpace
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             adp = TrainedADP(ADP(channels, spatial, {"gender": 2}).eval(), SPACE, {}).to(a.device)
         names = adp.space.names[:1]
         target = np.full(len(adp.space.classes(names[0])), 1.0 / len(adp.space.classes(names[0])))
-        config = GuidanceConfig(mode="distribution", strength=a.strength, max_step=0.2)
+        config = GuidanceConfig(
+            mode="distribution", strength=a.strength, max_step=0.2, loss="chi2", shift=0.0
+        )
 
         def run(mode: str, b: int) -> float:
             guidance = None if mode == "none" else DistributionGuidance(adp, names, target, config)

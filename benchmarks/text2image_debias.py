@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import frechet_distance
 from fairsynth.core.plugins import resolve
@@ -33,7 +33,7 @@ from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import LOSSES, GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.toyfaces import VERIFIER_DIR
 from fairsynth.toyfaces.render import ATTRIBUTES, render, sample_params
 from fairsynth.verify.classifier import AttributeClassifier
@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             protect=a.protect and guide == "distribution",
             shift=a.shift if guide == "distribution" else 0.0,
         )
-        images, seconds = generate_batches(
-            backend, settings, a.n, a.seed + 1000 * k, a.batch_size, target, config, adp
-        )
+        sampler = GuidedSampler(backend, settings, config, adp)
+        images, seconds = sampler.batches(a.n, a.seed + 1000 * k, a.batch_size, target)
         return {"images": images, "seconds_per_image": float(np.median(seconds)) / a.batch_size}
 
     rows, t_start = [], time.perf_counter()

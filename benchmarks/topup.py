@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
-from fairsynth.app.bench import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 from fairsynth.app.config import load_params
 from fairsynth.app.stages.audit import stage_audit
 from fairsynth.app.stages.generate import stage_generate

@@ -86,7 +86,7 @@ def test_strength_zero_matches_the_diffusers_pipeline(folders, name):
     the folder's own scheduler (SDXL's tiny folder: Euler)."""
     bound, settings = _bound(folders, name), SamplerSettings(steps=3, scheduler="model")
     off = DistributionGuidance(_adp_for(_h_shape(bound, settings)), ("gender",),
-                               np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))  # fmt: skip
+                               np.array([0.5, 0.5]), GuidanceConfig(strength=0.0, loss="chi2", shift=0.0))  # fmt: skip
     got = sample(bound, 2, torch.Generator().manual_seed(7), settings, guidance=off)
     want = _reference(folders, name, 2, 3, 7)
     assert got.shape == want.shape
@@ -204,10 +204,17 @@ def test_guidance_moves_the_batch_prediction_toward_the_target(folders, name):
     target = np.array([0.9, 0.1])
     plain = batch_prediction(None)
     off = batch_prediction(
-        DistributionGuidance(adp, ("gender",), target, GuidanceConfig(strength=0.0))
+        DistributionGuidance(
+            adp, ("gender",), target, GuidanceConfig(strength=0.0, loss="chi2", shift=0.0)
+        )
     )
     on = batch_prediction(
-        DistributionGuidance(adp, ("gender",), target, GuidanceConfig(strength=20.0, max_step=0.5))
+        DistributionGuidance(
+            adp,
+            ("gender",),
+            target,
+            GuidanceConfig(strength=20.0, max_step=0.5, loss="chi2", shift=0.0),
+        )
     )
     assert off == pytest.approx(plain, abs=1e-6)
     assert abs(on - 0.9) < abs(plain - 0.9) - 0.15, (plain, on)
@@ -284,8 +291,9 @@ def test_guidance_protect_off_keeps_the_guidance_hash_runs_had_before_it():
     from fairsynth.app.config import parse_params
     from fairsynth.app.runspec import guidance_hash
 
-    assert guidance_hash(parse_params({})) == "347be0d034ba"  # the default's, before the key
-    protected = parse_params({"guidance": {"protect": True}})
+    before = {"loss": "chi2", "strength": 1.0, "shift": 0}  # the defaults before the key came
+    assert guidance_hash(parse_params({"guidance": before})) == "347be0d034ba"
+    protected = parse_params({"guidance": {**before, "protect": True}})
     assert guidance_hash(protected) != "347be0d034ba"
     assert protected.guidance.to_config().protect
 

@@ -121,7 +121,7 @@ def test_shift_moves_a_light_batch_toward_dark_along_the_cell_means():
     adp = _adp()
     h = torch.zeros(8, 4, 2, 2)
     h[:, 0] = 0.5  # between light (about 0.5 on channel 0) and dark (about 2.5)
-    config = GuidanceConfig(strength=0.0, shift=1.0)
+    config = GuidanceConfig(strength=0.0, shift=1.0, loss="chi2")
     g = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), config)
     g.begin_step(500, 0, 10)
     g.active = True  # strength 0 keeps the gradient step off; the shift alone acts
@@ -133,14 +133,14 @@ def test_shift_moves_a_light_batch_toward_dark_along_the_cell_means():
 def test_shift_without_cell_means_is_a_one_line_error_and_the_config_checks_it(tmp_path):
     with pytest.raises(ValueError, match="guidance.shift needs the ADP's class means"):
         DistributionGuidance(_adp(means=False), ("skin",), np.array([0.5, 0.5]),
-                             GuidanceConfig(shift=1.0))  # fmt: skip
+                             GuidanceConfig(shift=1.0, loss="chi2"))  # fmt: skip
     # per-attribute means of an earlier version are not read: the same error, not a crash
     _adp(means=False).save(tmp_path / "adp")
     save_file({"timesteps": torch.tensor([1]), "mean.skin": torch.zeros(2, 1, 4, 2, 2)},
               tmp_path / "adp" / MEANS_FILE)  # fmt: skip
     with pytest.raises(ValueError, match="--means-only"):
         DistributionGuidance(TrainedADP.load(tmp_path / "adp"), ("skin",),
-                             np.array([0.5, 0.5]), GuidanceConfig(shift=1.0))  # fmt: skip
+                             np.array([0.5, 0.5]), GuidanceConfig(shift=1.0, loss="chi2"))  # fmt: skip
     with pytest.raises(ConfigError, match="guidance.shift"):
         parse_params({"guidance": {"shift": -1}})
     assert parse_params({"guidance": {"shift": 1.5}}).guidance.to_config().shift == 1.5
@@ -171,7 +171,15 @@ def test_means_only_maps_the_params_class_order_onto_the_adps():
         class_maps(AttributeSpace.from_dict({"skin": ["light", "dark"]}), SPACE)
 
 
-def test_shift_off_keeps_the_guidance_hash_runs_had_before_it():
-    plain = parse_params({})
-    assert guidance_hash(parse_params({"guidance": {"shift": 0}})) == guidance_hash(plain)
-    assert guidance_hash(parse_params({"guidance": {"shift": 1.0}})) != guidance_hash(plain)
+def test_shift_off_keeps_the_guidance_hash_runs_had_before_it(monkeypatch):
+    import json
+
+    off = parse_params({"guidance": {"loss": "chi2", "shift": 0}})
+    on = parse_params({"guidance": {"loss": "chi2", "shift": 1.0}})
+    assert guidance_hash(off) != guidance_hash(on)
+    hashed, dumps = [], json.dumps
+    monkeypatch.setattr(json, "dumps", lambda obj, **k: (hashed.append(obj), dumps(obj, **k))[1])
+    guidance_hash(off)  # off, the key is left out, as in runs made before it existed
+    assert "shift" not in hashed[-1]["guidance"] and "loss" in hashed[-1]["guidance"]
+    guidance_hash(on)
+    assert hashed[-1]["guidance"]["shift"] == 1.0

@@ -15,8 +15,26 @@ def test_repo_params_load():
         p.reference.n == raw["reference"]["n"]
         and p.audit_model.steps == raw["audit_model"]["steps"]
     )
-    assert p.guidance.strength == raw["guidance"]["strength"] and p.model.layer == "mid_block"
+    assert p.guidance.batch_size == raw["guidance"]["batch_size"] and p.model.layer == "mid_block"
     assert p.attribute_space().as_dict() == raw["attributes"]
+
+
+def test_a_params_file_naming_only_what_differs_gets_the_shipped_settings(tmp_path):
+    """The schema's defaults are the shipped ones: a params file with only the reference, the
+    attributes, the target and the output gets params.yaml's model, guidance and verify."""
+    from fairsynth.app.config import as_dict, yaml_load
+    from fairsynth.guidance.config import GuidanceConfig
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = load_params(root / "params.yaml")
+    raw = yaml_load((root / "params.yaml").read_text())
+    minimal = parse_params({key: raw[key] for key in ("reference", "attributes", "target")}
+                           | {"output": {"dir": str(tmp_path / "out")}})  # fmt: skip
+    for section in ("model", "guidance", "verify"):
+        assert as_dict(getattr(minimal, section)) == as_dict(getattr(shipped, section)), section
+    guidance = minimal.guidance.to_config()
+    assert guidance == GuidanceConfig()  # one set of defaults: the guidance layer's
+    assert (guidance.loss, guidance.shift, guidance.strength) == ("ot", 1.0, 215.0)
 
 
 @pytest.mark.parametrize(
@@ -56,9 +74,9 @@ DEFAULTS = {
     "adp": {"path": "toyfaces", "pseudo_labeller": "toyfaces", "neutral_prompts": None,
             "trajectories": 2048, "record_every": 2, "epochs": 30, "lr": 0.0003, "dropout": 0.2,
             "weight_decay": 0.01, "seed": 0},
-    "guidance": {"mode": "distribution", "loss": "chi2", "strength": 1.0, "window": [0.0, 1.0],
+    "guidance": {"mode": "distribution", "loss": "ot", "strength": 215.0, "window": [0.0, 1.0],
                  "temperature": 1.0, "max_step": 0.5, "batch_size": 64, "residual": False,
-                 "protect": False, "shift": 0.0},
+                 "protect": False, "shift": 1.0},
     "verify": {"verifier": "toyfaces", "second": None, "confidence": 0.9, "audit_n": 256,
                "deepface": {"detector": "skip", "home": None, "allow_download": False,
                             "batch_size": 32, "retries": 2, "attributes": None},

@@ -82,7 +82,7 @@ def test_the_guided_loop_never_reads_a_device_tensor_back(tiny_model, mode):
     loop (UNet, hook, ADP, divergence, trust region, scheduler) must run through untouched."""
     tiny_model.unet.to("meta")
     adp = _adp("meta")
-    config = GuidanceConfig(mode=mode, strength=10.0)
+    config = GuidanceConfig(mode=mode, strength=10.0, loss="chi2", shift=0.0)
     names = ("skin", "eyeglasses")
     if mode == "distribution":
         guidance = DistributionGuidance(adp, names, np.full(4, 0.25), config)
@@ -98,7 +98,7 @@ def test_the_guided_loop_never_reads_a_device_tensor_back(tiny_model, mode):
 
 def test_a_bfloat16_unet_is_guided_in_float32(tiny_model):
     adp = _adp()
-    config = GuidanceConfig(strength=50.0)
+    config = GuidanceConfig(strength=50.0, loss="chi2", shift=0.0)
     guidance = DistributionGuidance(adp, ("skin",), np.array([0.1, 0.9]), config)
     guidance.begin_step(torch.tensor(500), 0, 10)
     h = torch.randn(8, 16, 8, 8)

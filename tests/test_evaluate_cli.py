@@ -16,11 +16,14 @@ def _params(
     guidance_extra="",
 ):
     p = tmp_path / "params.yaml"
+    named = guidance_extra.replace(" ", "")
+    plain = "".join(f", {k}: {v}" for k, v in (("loss", "chi2"), ("shift", 0))
+                    if f",{k}:" not in named)  # fmt: skip
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         f"target: {target}\n"
-        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3{guidance_extra}}}\n"
+        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3{plain}{guidance_extra}}}\n"
     )
     return p
 
@@ -94,32 +97,45 @@ def test_calibrate_sweeps_the_configured_guidance(tmp_path, tiny_world, capsys, 
     from fairsynth.app.calibrate import choose_strength
     from fairsynth.guidance.adp import TrainedADP
     from fairsynth.guidance.class_means import CellMeans
+    from fairsynth.guidance.guided import GuidedSampler
 
-    seen, real = [], calibrate.generate_batches
+    seen, real = [], GuidedSampler.batches
     monkeypatch.setattr(
-        calibrate, "generate_batches", lambda *a, **k: (seen.append(a[6]), real(*a, **k))[1]
+        GuidedSampler,
+        "batches",
+        lambda self, *a, **k: (seen.append(self.config), real(self, *a, **k))[1],
     )
     adp = TrainedADP.load(tmp_path / "adp")  # the shift needs cell means: any will do here
     cells = tuple(len(c) for _, c in adp.space.attributes)
     adp.means = CellMeans(torch.randn(*cells, 2, 16, 8, 8).half(),
                           torch.full(cells, 5), torch.tensor([900, 100]))  # fmt: skip
     adp.save(tmp_path / "adp")
-    p = _params(tmp_path, tiny_world, guidance_extra=", loss: ot, protect: true, shift: 0.5")
+    confidences, real_score = [], calibrate.score
+    monkeypatch.setattr(
+        calibrate, "score", lambda *a, **k: (confidences.append(a[3]), real_score(*a, **k))[1]
+    )
+    extra = ", loss: ot, protect: true, shift: 0.5, temperature: 2.0, window: [0.2, 0.9]"
+    p = _params(tmp_path, tiny_world, guidance_extra=extra)
+    p.write_text(p.read_text() + "verify: {confidence: 0.7}\n")
     argv = ["calibrate", "--params", str(p), "--n", "3", "--strengths", "1", "100"]
     assert main([*argv, "--max-quality-drop", "0.5", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     guided = [c for c in seen if c.mode != "none"]
     assert [c.strength for c in guided] == [1.0, 100.0]
     assert all(c.loss == "ot" and c.protect and c.shift == 0.5 for c in guided)
+    assert all(c.temperature == 2.0 and c.window == (0.2, 0.9) for c in guided)
+    assert confidences and set(confidences) == {0.7}  # judged as generation accepts
     assert r["loss"] == "ot" and r["protect"] is True and r["max_quality_drop"] == 0.5
-    assert r["shift"] == 0.5
+    assert r["shift"] == 0.5 and r["temperature"] == 2.0 and r["confidence"] == 0.7
     assert r["chosen"] == choose_strength(r["rows"], 0.5)
     with pytest.raises(SystemExit) as usage:  # not a fraction: argparse's usage error
         main([*argv, "--max-quality-drop", "1.5"])
     assert usage.value.code == 2
     assert "max-quality-drop" in capsys.readouterr().err
     assert main(argv) == 0
-    assert "(loss ot, protect, shift 0.5)" in capsys.readouterr().out
+    assert "(loss ot, protect, shift 0.5, temperature 2, window [0.2, 0.9])" in (
+        capsys.readouterr().out
+    )
 
 
 def test_calibrate_records_the_family_sweep_in_the_adp_folder(tmp_path, tiny_world, capsys):
@@ -136,7 +152,7 @@ def test_calibrate_records_the_family_sweep_in_the_adp_folder(tmp_path, tiny_wor
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert "calibration_family['distribution, loss ot, protect']" in out.err
-    p.write_text(p.read_text().replace(", loss: ot, protect: true", ""))
+    p.write_text(p.read_text().replace(", loss: ot, protect: true", ", loss: chi2"))
     assert main([*argv, "--family", "--record", "--json"]) == 0
     after = TrainedADP.load(tmp_path / "adp")
     filed = after.meta["calibration_family"]

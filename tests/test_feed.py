@@ -320,7 +320,7 @@ def test_a_regeneration_in_progress_still_feeds_the_last_publication(published, 
     """A run with a changed recipe removes ``index.json`` first and replaces the shards only
     when it publishes: until then readers get the last publication (``versions/``), not an
     error, and not a folder glob that could mix in other shards."""
-    from fairsynth.experiments.downstream import published_index
+    from fairsynth.experiments.control import published_index
 
     params, tmp = published
     out = tmp_path / "out"

@@ -33,7 +33,7 @@ def _adp(channels=16, spatial=8) -> TrainedADP:
 def test_distribution_guidance_descends_the_divergence():
     adp = _adp()
     g = DistributionGuidance(
-        adp, ("skin",), np.array([0.1, 0.9]), GuidanceConfig(strength=5000.0, loss="kl")
+        adp, ("skin",), np.array([0.1, 0.9]), GuidanceConfig(strength=5000.0, loss="kl", shift=0.0)
     )
     g.begin_step(500, 0, 10)
     h = torch.randn(32, 16, 8, 8)
@@ -78,7 +78,9 @@ def test_the_transport_plan_holds_where_no_sample_predicts_a_wanted_cell(eps):
 def test_transport_guidance_descends_the_batch_divergence():
     adp = _adp()
     target = np.array([0.1, 0.9])
-    g = DistributionGuidance(adp, ("skin",), target, GuidanceConfig(strength=5000.0, loss="ot"))
+    g = DistributionGuidance(
+        adp, ("skin",), target, GuidanceConfig(strength=5000.0, loss="ot", shift=0.0)
+    )
     g.begin_step(500, 0, 10)
     h = torch.randn(32, 16, 8, 8)
     gaps = []
@@ -91,7 +93,7 @@ def test_transport_guidance_descends_the_batch_divergence():
 @pytest.mark.parametrize("mode", ["distribution", "sample"])
 def test_per_sample_step_is_batch_size_invariant(mode):
     adp = _adp()
-    cfg = GuidanceConfig(mode=mode, strength=0.3)
+    cfg = GuidanceConfig(mode=mode, strength=0.3, loss="chi2", shift=0.0)
     row = torch.randn(1, 16, 8, 8)
     steps = []
     for n in (4, 16):
@@ -110,13 +112,18 @@ def test_window_and_zero_strength_leave_h_alone():
     adp = _adp()
     h = torch.randn(8, 16, 8, 8)
     g = DistributionGuidance(
-        adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(window=(0.5, 1.0))
+        adp,
+        ("skin",),
+        np.array([0.5, 0.5]),
+        GuidanceConfig(window=(0.5, 1.0), loss="chi2", shift=0.0),
     )
     g.begin_step(900, 0, 10)
     assert torch.equal(g.edit(h), h)
     g.begin_step(100, 9, 10)
     assert not torch.equal(g.edit(h), h)
-    g0 = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
+    g0 = DistributionGuidance(
+        adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0, loss="chi2", shift=0.0)
+    )
     g0.begin_step(100, 9, 10)
     assert torch.equal(g0.edit(h), h)
 
@@ -127,9 +134,13 @@ def test_guided_sampling_edits_h_by_its_gradient_only(tiny_model):
     unet_weights = {k: v.clone() for k, v in tiny_model.unet.state_dict().items()}
     three = SamplerSettings(steps=3)
     base = sample(tiny_model, 4, batch_generator(1, 0), three)
-    zero = DistributionGuidance(adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0))
+    zero = DistributionGuidance(
+        adp, ("skin",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0, loss="chi2", shift=0.0)
+    )
     assert torch.equal(sample(tiny_model, 4, batch_generator(1, 0), three, guidance=zero), base)
-    config = GuidanceConfig(strength=50.0, max_step=0.0)  # no trust region: the raw step
+    config = GuidanceConfig(
+        strength=50.0, max_step=0.0, loss="chi2", shift=0.0
+    )  # no trust region: the raw step
     strong = DistributionGuidance(adp, ("skin",), np.array([0.0, 1.0]), config)
     guided = sample(tiny_model, 4, batch_generator(1, 0), three, guidance=strong)
     assert not torch.allclose(guided, base)
@@ -241,10 +252,16 @@ def test_trust_region_caps_each_sample_step():
     adp = _adp()
     h = torch.randn(8, 16, 8, 8)
     capped = DistributionGuidance(
-        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.05)
+        adp,
+        ("skin",),
+        np.array([0.0, 1.0]),
+        GuidanceConfig(strength=1e6, max_step=0.05, loss="chi2", shift=0.0),
     )
     free = DistributionGuidance(
-        adp, ("skin",), np.array([0.0, 1.0]), GuidanceConfig(strength=1e6, max_step=0.0)
+        adp,
+        ("skin",),
+        np.array([0.0, 1.0]),
+        GuidanceConfig(strength=1e6, max_step=0.0, loss="chi2", shift=0.0),
     )
     for g in (capped, free):
         g.begin_step(500, 0, 10)
@@ -256,21 +273,16 @@ def test_trust_region_caps_each_sample_step():
 
 
 def test_calibration_sweep_picks_a_strength(tiny_model):
-    from fairsynth.app.calibrate import calibrate_strength, choose_strength
+    from fairsynth.app.calibrate import Sweep, calibrate_strength, choose_strength
+    from fairsynth.guidance.guided import GuidedSampler
     from fairsynth.toyfaces import VERIFIER_DIR
     from fairsynth.verify.classifier import AttributeClassifier
 
     adp = _adp()
-    result = calibrate_strength(
-        tiny_model,
-        adp,
-        AttributeClassifier.load(VERIFIER_DIR),
-        "distribution",
-        [1.0, 10.0],
-        settings=SamplerSettings(steps=2, eta=1.0),
-        n=3,
-        batch_size=3,
-    )
+    sweep = Sweep(GuidanceConfig(loss="chi2", shift=0.0), (1.0, 10.0),
+                  settings=SamplerSettings(steps=2, eta=1.0), n=3, batch_size=3)  # fmt: skip
+    sampler = GuidedSampler(tiny_model, sweep.settings, sweep.guidance, adp)
+    result = calibrate_strength(sampler, AttributeClassifier.load(VERIFIER_DIR), sweep)
     assert [r["strength"] for r in result["rows"]] == [0.0, 1.0, 10.0]
     assert result["chosen"] == choose_strength(result["rows"], 0.03)
 
@@ -296,19 +308,20 @@ def test_residual_guidance_targets_what_earlier_batches_lack(tiny_model, monkeyp
     from fairsynth.core.quotas import residual_target
 
     seen = []
-    real = ev._sample
+    real = ev.GuidedSampler._sample
 
-    def spy(model, settings, seed, batch, size, target, config, adp):
-        images, guidance = real(model, settings, seed, batch, size, target, config, adp)
+    def spy(self, seed, batch, size, target):
+        images, guidance = real(self, seed, batch, size, target)
         seen.append((target.probs.copy(), guidance.last_probs.argmax(1).numpy()))
         return images, guidance
 
-    monkeypatch.setattr(ev, "_sample", spy)
+    monkeypatch.setattr(ev.GuidedSampler, "_sample", spy)
     target = Target.from_marginals(SPACE, {"skin": [0.3, 0.7]})
-    config = GuidanceConfig(mode="distribution", strength=1.0, residual=True)
-    images, _ = ev.generate_batches(
-        tiny_model, SamplerSettings(steps=2), 8, 0, 3, target, config, _adp()
+    config = GuidanceConfig(
+        mode="distribution", strength=1.0, residual=True, loss="chi2", shift=0.0
     )
+    sampler = ev.GuidedSampler(tiny_model, SamplerSettings(steps=2), config, _adp())
+    images, _ = sampler.batches(8, 0, 3, target)
     assert len(images) == 8 and [len(c) for _, c in seen] == [3, 3, 2]
     assert np.allclose(seen[0][0], target.probs)
     first = np.bincount(seen[0][1], minlength=2)
@@ -363,7 +376,9 @@ def test_protect_leaves_the_attributes_the_target_does_not_name(loss, strength):
 
     def edited(protect: bool) -> torch.Tensor:
         # a step of 1-2 % of |h|: small enough for the first order to rule
-        config = GuidanceConfig(strength=strength, loss=loss, max_step=0, protect=protect)
+        config = GuidanceConfig(
+            strength=strength, loss=loss, max_step=0, protect=protect, shift=0.0
+        )
         g = DistributionGuidance(adp, ("skin",), np.array([0.1, 0.9]), config)
         g.begin_step(400, 0, 10)
         return g.edit(h)

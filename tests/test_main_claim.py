@@ -12,7 +12,6 @@ from fairsynth.app.config import load_params, parse_params
 from fairsynth.app.evaluate import evaluate
 from fairsynth.app.stages.generate import stage_generate
 
-SHIPPED = {"strength": 464.0, "max_step": 0.5}  # the shipped ADP's calibration (params.yaml)
 TARGETS = {
     "skin 50/50": {"marginals": {"skin": {"light": 0.5, "dark": 0.5}}},
     "skin x eyeglasses uniform": {
@@ -24,7 +23,7 @@ TARGETS = {
 def _evaluate(target: dict, mode: str) -> dict:
     params = parse_params({
         "model": {"steps": 20}, "adp": {"path": "toyfaces"}, "target": target, "seed": 0,
-        "guidance": {"mode": mode, "batch_size": 64, **SHIPPED},
+        "guidance": {"mode": mode, "batch_size": 64},  # the shipped guidance: the defaults
     })  # fmt: skip
     return evaluate(params, 64)
 
@@ -53,7 +52,7 @@ def test_the_quotas_are_met_because_of_guidance(tmp_path):
         (run / "params.yaml").write_text(yaml.safe_dump({
             "model": {"steps": 20}, "adp": {"path": "toyfaces"},
             "target": {"marginals": {"skin": {"light": 0.25, "dark": 0.75}}},
-            "guidance": {"mode": mode, "batch_size": 16, **SHIPPED},
+            "guidance": {"mode": mode, "batch_size": 16},
             "generate": {"n": 32, "budget": 64, "min_batch": 16, "seed": 0},
             "verify": {"confidence": 0.9}, "output": {"dir": str(run / "out")},
         }))  # fmt: skip

@@ -20,7 +20,7 @@ def _setup(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
-        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 3}}\n"
+        f"guidance: {{mode: {mode}, loss: chi2, strength: 1.0, shift: 0, batch_size: 3}}\n"
         "verify: {confidence: 0.0}\n"
         f"generate: {gen}\n"
         f"output: {{dir: {tmp_path / 'out'}, shard_size: 2}}\n"
@@ -217,7 +217,7 @@ def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         "adp: {trajectories: 8, epochs: 1, dropout: 0.1, lr: 0.0005}\n"
-        "guidance: {batch_size: 4}\n"
+        "guidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
     rec = tmp_path / "traj.safetensors"
@@ -244,7 +244,7 @@ def test_means_only_adds_class_means_to_an_adp_and_keeps_its_weights(tmp_path, t
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        "adp: {trajectories: 8, epochs: 1}\nguidance: {batch_size: 4}\n"
+        "adp: {trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
     train_adp_from_params(params, tmp_path / "adp")
@@ -266,7 +266,7 @@ def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tin
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        "adp: {trajectories: 8, epochs: 1}\nguidance: {batch_size: 4}\n"
+        "adp: {trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
     out = tmp_path / "adp_out"

@@ -34,7 +34,7 @@ def published(tmp_path, tiny_world):
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         "target: {marginals: {skin: {light: 1.0, dark: 0.0}}}\n"
-        "guidance: {mode: distribution, strength: 1.0, batch_size: 3}\n"
+        "guidance: {mode: distribution, loss: chi2, strength: 1.0, shift: 0, batch_size: 3}\n"
         "verify: {confidence: 0.0}\n"
         "generate: {mode: standalone, n: 5, budget: 15, seed: 3}\n"
         f"output: {{dir: {tmp_path / 'out'}, shard_size: 2}}\n"

@@ -31,7 +31,7 @@ def _params(tmp_path, tiny_world, out="out"):
         f"model: {{path: {tmp_path / 'model'}, steps: 3}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
-        "guidance: {mode: distribution, strength: 1.0, batch_size: 4}\n"
+        "guidance: {mode: distribution, loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
         "verify: {confidence: 0.0}\n"
         "generate: {mode: standalone, n: 16, budget: 48, seed: 11, min_batch: 2}\n"
         f"output: {{dir: {tmp_path / out}, shard_size: 5}}\n"

@@ -75,7 +75,7 @@ def _params(tmp_path, out, scale, n=24):
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         # the random tiny world draws one skin class: a target it can meet
         "target: {marginals: {skin: {light: 1.0, dark: 0.0}}}\n"
-        "guidance: {mode: distribution, strength: 1.0, batch_size: 4}\n"
+        "guidance: {mode: distribution, loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
         "verify: {confidence: 0.0}\n"
         f"generate: {{mode: standalone, n: {n}, budget: 400, seed: 3, min_batch: 2}}\n"
         f"output: {{dir: {tmp_path / out}, shard_size: 8}}\n"

@@ -8,7 +8,7 @@ from tests.test_pipeline import _setup
 
 @pytest.mark.slow
 def test_scheduled_runs_on_a_real_server_and_the_next_tick_skips(tmp_path, tiny_world):
-    from flows.watch import finished, local_server, overlaps, served, wait_for_runs
+    from tests.flow_watch import finished, local_server, overlaps, served, wait_for_runs
 
     _setup(tmp_path, tiny_world)
     log = tmp_path / "serve.log"

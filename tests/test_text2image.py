@@ -42,7 +42,10 @@ def test_strength_zero_matches_diffusers_pipeline(tiny_sd):
                    generator=torch.Generator().manual_seed(7), output_type="pt", **kw).images  # fmt: skip
         adp = _adp(32, 8)
         off = DistributionGuidance(
-            adp, ("gender",), np.array([0.5, 0.5]), GuidanceConfig(strength=0.0)
+            adp,
+            ("gender",),
+            np.array([0.5, 0.5]),
+            GuidanceConfig(strength=0.0, loss="chi2", shift=0.0),
         )
         bound = PromptedModel(model, "a photo of a doctor", "blurry", cfg_scale=6.0)
         got = sample(bound, 2, torch.Generator().manual_seed(7), SamplerSettings(3, eta),
@@ -67,7 +70,12 @@ def test_guidance_edits_only_the_conditional_half(tiny_sd):
             return super().edit(h)
 
     adp = _adp(32, 8)
-    g = Spy(adp, ("gender",), np.array([1.0, 0.0]), GuidanceConfig(strength=50.0, max_step=0.5))
+    g = Spy(
+        adp,
+        ("gender",),
+        np.array([1.0, 0.0]),
+        GuidanceConfig(strength=50.0, max_step=0.5, loss="chi2", shift=0.0),
+    )
     guided_h, plain_h = [], []
     bound, two = PromptedModel(model, "a face", cfg_scale=5.0), SamplerSettings(steps=2)
     guided = sample(bound, 2, torch.Generator().manual_seed(3), two, guidance=g,
@@ -95,7 +103,12 @@ def test_guiding_both_halves_sees_the_whole_cfg_batch(tiny_sd, mode):
             seen.append(h.shape[0])
             return super().edit(h)
 
-    g = Spy(_adp(32, 8), ("gender",), target, GuidanceConfig(strength=50.0, max_step=0.5))
+    g = Spy(
+        _adp(32, 8),
+        ("gender",),
+        target,
+        GuidanceConfig(strength=50.0, max_step=0.5, loss="chi2", shift=0.0),
+    )
     both = PromptedModel(model, "a face", cfg_scale=5.0, guide_halves="both")
     two = SamplerSettings(steps=2)
     guided = sample(both, 2, torch.Generator().manual_seed(3), two, guidance=g)
@@ -141,7 +154,7 @@ def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
         f"adp: {{path: {tmp_path / 'adp'}, trajectories: 8, epochs: 1,"
         "  neutral_prompts: [a photo of a person]}\n"
         "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
-        f"guidance: {{mode: {mode}, strength: 1.0, batch_size: 4}}\n"
+        f"guidance: {{mode: {mode}, loss: chi2, strength: 1.0, shift: 0, batch_size: 4}}\n"
         "verify: {confidence: 0.0}\n"
         "generate: {n: 4, budget: 16, seed: 1}\n"
         f"output: {{dir: {tmp_path / 'out'}, shard_size: 3}}\n"

@@ -35,7 +35,7 @@ def _params(tmp_path, tiny_world, target="{light: 0.8, dark: 0.2}"):
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
         f"adp: {{path: {tmp_path / 'adp'}}}\n"
         f"target: {{marginals: {{skin: {target}}}}}\n"
-        "guidance: {mode: distribution, strength: 1.0, batch_size: 4}\n"
+        "guidance: {mode: distribution, loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
         "verify: {confidence: 0.0, audit_n: 0}\n"
         "generate: {mode: augment, budget: 400, seed: 3}\n"
         f"output: {{dir: {tmp_path / 'out'}, shard_size: 3}}\n"

@@ -12,83 +12,103 @@ worst target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fairsynth.core.attributes import AttributeSpace, Target
-from fairsynth.diffusion.sampling import Backend, SamplerSettings
+from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.config import GuidanceConfig
-from fairsynth.guidance.guided import generate_batches
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.verify import Verifier
 from fairsynth.verify.classifier import AttributeClassifier
 from fairsynth.verify.scoring import judge, score
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """How a strength sweep samples and judges. ``guidance``: every guidance setting the sweep
+    keeps (all but the strength, which it sweeps over ``strengths``), so a calibration is made
+    exactly as generation guides; ``confidence``: the verifier's, as generation accepts."""
+
+    guidance: GuidanceConfig
+    strengths: tuple[float, ...]
+    settings: SamplerSettings = SamplerSettings(steps=50, eta=1.0)
+    n: int = 256
+    seed: int = 4242
+    batch_size: int = 64
+    confidence: float = 0.9
+    max_quality_drop: float = 0.03
+    target: Target | None = None
+    family: bool = False
+
+
 def calibrate_strength(
-    backend: Backend,
-    adp: TrainedADP,
+    sampler: GuidedSampler,
     verifier: Verifier | AttributeClassifier,
-    mode: str,
-    strengths: Sequence[float],
-    settings: SamplerSettings = SamplerSettings(steps=50, eta=1.0),
-    n: int = 256,
-    seed: int = 4242,
-    batch_size: int = 64,
-    loss: str = "chi2",
-    max_quality_drop: float = 0.03,
-    target: Target | None = None,
+    sweep: Sweep,
     progress: bool = False,
-    max_step: float = 0.5,
-    family: bool = False,
-    protect: bool = False,
-    shift: float = 0.0,
 ) -> dict:
+    """Unguided samples, then one guided run per strength and target, judged by ``verifier``;
+    the rows, and the strength the rule chooses. ``sampler``: the model and the ADP (its
+    settings and guidance are the sweep's)."""
+    w, conf, adp = sweep, sweep.confidence, sampler.adp
+    sampler = dataclasses.replace(sampler, settings=w.settings)
     uniform = Target.uniform(adp.space, list(adp.space.names))
-    images, _ = generate_batches(
-        backend, settings, n, seed, batch_size, uniform, GuidanceConfig(mode="none"), adp
-    )
-    first = "uniform over " + " x ".join(adp.space.names) if target is None else "given target"
-    targets = {first: target or uniform}
+    unguided = sampler.with_config(dataclasses.replace(w.guidance, mode="none", strength=0.0))
+    images, _ = unguided.batches(w.n, w.seed, w.batch_size, uniform)
+    first = "uniform over " + " x ".join(adp.space.names) if w.target is None else "given target"
+    targets = {first: w.target or uniform}
     verdict = judge(verifier, images)  # once: the unguided samples serve every target
-    if family:
-        seen = score(verifier, images, uniform, 0.9, verdict)
+    if w.family:
+        seen = score(verifier, images, uniform, conf, verdict)
         targets.update(reversed_targets(adp.space, seen))
-    unguided = {name: score(verifier, images, t, 0.9, verdict) for name, t in targets.items()}
-    rows = [_row(0.0, unguided)]
-    for s in strengths:
-        cfg = GuidanceConfig(mode=mode, loss=loss, strength=float(s), max_step=max_step,
-                             protect=protect, shift=shift)  # fmt: skip
+    base = {name: score(verifier, images, t, conf, verdict) for name, t in targets.items()}
+    rows = [_row(0.0, base)]
+    for s in w.strengths:
+        cfg = dataclasses.replace(w.guidance, strength=float(s))
+        guided = sampler.with_config(cfg)
         scores = {}
         for name, t in targets.items():
-            guided, _ = generate_batches(backend, settings, n, seed, batch_size, t, cfg, adp)
-            scores[name] = score(verifier, guided, t, 0.9)
+            images, _ = guided.batches(w.n, w.seed, w.batch_size, t)
+            scores[name] = score(verifier, images, t, conf)
         rows.append(_row(float(s), scores))
         if progress:
             r = rows[-1]
-            print(f"calibrate {mode}: strength {s:g} worst FD {r['fd_hard']:.3f} "
+            print(f"calibrate {cfg.mode}: strength {s:g} worst FD {r['fd_hard']:.3f} "
                   f"worst conf {r['confident_fraction']:.3f}", flush=True)  # fmt: skip
+    g = w.guidance
     return {
-        "mode": mode,
+        "mode": g.mode,
         "target": " | ".join(targets),
         "targets": {name: t.probs.round(6).tolist() for name, t in targets.items()},
         "rows": rows,
-        "chosen": choose_strength(rows, max_quality_drop),
-        "n": n,
-        "loss": loss,
-        "max_step": max_step,
-        "protect": protect,
-        "shift": shift,
-        "max_quality_drop": max_quality_drop,
+        "chosen": choose_strength(rows, w.max_quality_drop),
+        "n": w.n,
+        "loss": g.loss,
+        "max_step": g.max_step,
+        "protect": g.protect,
+        "shift": g.shift,
+        "temperature": g.temperature,
+        "window": list(g.window),
+        "confidence": conf,
+        "max_quality_drop": w.max_quality_drop,
     }
 
 
 def guidance_label(result: dict) -> str:
-    """How a sweep guided: ``loss ot, protect, shift 1``."""
+    """How a sweep guided: ``loss ot, protect, shift 1`` (temperature and window where they
+    are not the defaults)."""
     label = f"loss {result['loss']}" + (", protect" if result.get("protect") else "")
-    return label + (f", shift {result['shift']:g}" if result.get("shift") else "")
+    label += f", shift {result['shift']:g}" if result.get("shift") else ""
+    if result.get("temperature", 1.0) != 1.0:
+        label += f", temperature {result['temperature']:g}"
+    if tuple(result.get("window", (0.0, 1.0))) != (0.0, 1.0):
+        label += ", window [{:g}, {:g}]".format(*result["window"])
+    return label
 
 
 def calibration_key(result: dict) -> str:

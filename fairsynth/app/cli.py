@@ -75,21 +75,19 @@ def _cmd_weights_check(a: argparse.Namespace) -> int:
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     from fairsynth.app.config import load_params
-    from fairsynth.app.evaluate import calibrate_from_params, format_calibration
+    from fairsynth.app.evaluate import (
+        calibrate_from_params,
+        calibration_sweep,
+        format_calibration,
+    )
 
     params = load_params(a.params)
     if a.record and not a.family:
         print("fairsynth calibrate: --record files a family sweep; add --family", file=sys.stderr)
         return 2
-    result = calibrate_from_params(
-        params,
-        a.mode,
-        a.strengths,
-        a.n,
-        family=a.family,
-        progress=not a.json,
-        max_quality_drop=a.max_quality_drop,
-    )
+    sweep = calibration_sweep(params, a.mode, strengths=a.strengths, n=a.n, family=a.family,
+                              max_quality_drop=a.max_quality_drop)  # fmt: skip
+    result = calibrate_from_params(params, sweep, progress=not a.json)
     print(json.dumps(result, indent=2) if a.json else format_calibration(result))
     if a.record:
         from fairsynth.app.calibrate import record_calibration

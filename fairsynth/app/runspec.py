@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,8 +27,13 @@ from fairsynth.core.plugins import resolve
 from fairsynth.core.quotas import augment_quotas, standalone_quotas
 from fairsynth.diffusion.device import device_kind
 from fairsynth.diffusion.spec import PromptSpec
+from fairsynth.guidance.config import GuidanceConfig
 from fairsynth.run.ledger import fingerprint
 from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
+from fairsynth.verify.kinds import verifier_folder
+
+if TYPE_CHECKING:
+    from fairsynth.run.produce import BatchProducer
 
 
 def guidance_hash(params: Params) -> str:
@@ -125,12 +131,8 @@ def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -
         if params.guidance.mode != "none"
         else None,
         "verify": {k: x for k, x in as_dict(v).items() if k != "correct_quotas" or x},
-        "verifier_files": files_signature(resolve("verifier", v.verifier))
-        if v.verifier != "deepface"
-        else None,
-        "second_verifier_files": files_signature(resolve("verifier", v.second))
-        if v.second not in (None, "deepface")
-        else None,
+        "verifier_files": _verifier_files(v.verifier),
+        "second_verifier_files": _verifier_files(v.second),
         "seed": params.generate.seed,
         "dataset": params.generate.dataset,
         "min_batch": params.generate.min_batch,
@@ -150,15 +152,27 @@ def weights_signature(params: Params) -> list:
     """The model, ADP and verifier files of a run, by content."""
     paths = [local_model_path(resolve("model", params.model.path)), adp_folder(params)]
     for name in (params.verify.verifier, params.verify.second):
-        if name not in (None, "deepface"):
-            paths.append(resolve("verifier", name))
+        folder = verifier_folder(resolve("verifier", name)) if name is not None else None
+        if folder is not None:
+            paths.append(folder)
     return [files_signature(p) for p in paths]
 
 
+def _verifier_files(name: str | None) -> str | None:
+    """A verifier's weights by content (``None`` for none, or a kind without files)."""
+    folder = verifier_folder(resolve("verifier", name)) if name is not None else None
+    return None if folder is None else files_signature(folder)
+
+
 def producer_recipe(
-    params: Params, space: AttributeSpace, prompts: tuple[PromptSpec | None, ...]
+    params: Params,
+    space: AttributeSpace,
+    prompts: tuple[PromptSpec | None, ...],
+    guidance: GuidanceConfig | None = None,
 ) -> ProducerRecipe:
-    guidance = params.guidance.to_config()
+    """What a process loads to produce batches; ``guidance`` replaces the params' (evaluate and
+    calibrate guide in other modes and at other strengths)."""
+    guidance = guidance or params.guidance.to_config()
     recipe = ProducerRecipe(
         model=model_spec(params),
         prompts=prompts,
@@ -173,6 +187,16 @@ def producer_recipe(
     key = fingerprint([json.dumps(as_dict(params), sort_keys=True, default=str),
                        repr(recipe), weights_signature(params)])  # fmt: skip
     return ProducerRecipe(**{**recipe.__dict__, "key": key})
+
+
+def assemble(params: Params, guidance: GuidanceConfig | None = None) -> BatchProducer:
+    """The model (one backend per job, bound to its prompt), ADP and verifier of these params,
+    loaded as a run loads them: every entry point that takes params builds them here."""
+    from fairsynth.run.executors import build_producer  # torch and diffusers: only when loading
+
+    jobs = params.jobs()
+    prompts = tuple(prompt_spec(prompt) for prompt, _, _ in jobs)
+    return build_producer(producer_recipe(params, jobs[0][1].space, prompts, guidance))
 
 
 def scale_spec(params: Params) -> ScaleSpec:

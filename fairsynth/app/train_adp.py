@@ -21,8 +21,8 @@ from fairsynth.guidance.class_means import cell_means
 from fairsynth.guidance.training import train_adp
 from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
 from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
-from fairsynth.verify import AlignedVerifier, ClassifierVerifier
-from fairsynth.verify.classifier import AttributeClassifier
+from fairsynth.verify import AlignedVerifier, load_one
+from fairsynth.verify.kinds import verifier_folder
 
 
 def train_adp_from_params(
@@ -44,14 +44,9 @@ def train_adp_from_params(
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
     pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
-    if pseudo_labeller == "deepface":
-        from fairsynth.verify.deepface import DeepfaceVerifier
-
-        labeller = DeepfaceVerifier(params.verify.deepface)
-    else:
-        labeller = ClassifierVerifier(
-            AttributeClassifier.load(resolve("pseudo_labeller", pseudo_labeller), device)
-        )
+    labeller = load_one(
+        resolve("pseudo_labeller", pseudo_labeller), params.verify.deepface, device=device
+    )
     space = params.attribute_space()
     missing = [n for n in space.names if n not in labeller.attributes]
     if missing:
@@ -140,7 +135,9 @@ def train_adp_from_params(
             }
         )
         if calibrate:
-            from fairsynth.app.calibrate import calibrate_strength, geometric
+            from fairsynth.app.calibrate import calibrate_strength
+            from fairsynth.app.evaluate import calibration_sweep
+            from fairsynth.guidance.guided import GuidedSampler
             from fairsynth.verify import load_verifier
 
             verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
@@ -150,12 +147,9 @@ def train_adp_from_params(
             trained.to(device)
             recommended = {}
             for mode in ("distribution", "sample"):
-                result = calibrate_strength(
-                    calib_model, trained, verifier, mode, geometric(10.0, 1000.0, 7),
-                    settings=sampler_settings(params), batch_size=params.guidance.batch_size,
-                    loss=params.guidance.loss, progress=progress, max_step=params.guidance.max_step,
-                    protect=params.guidance.protect,
-                )  # fmt: skip
+                sweep = calibration_sweep(params, mode)  # guided as generation guides
+                sampler = GuidedSampler(calib_model, sweep.settings, sweep.guidance, trained)
+                result = calibrate_strength(sampler, verifier, sweep, progress)
                 recommended[f"{mode}_strength"] = result["chosen"]
                 trained.meta.setdefault("calibration", {})[mode] = result
             trained.meta["recommended"] = recommended
@@ -178,11 +172,12 @@ def adp_fingerprint(params: Params) -> dict:
     m = params.model
     prompts = [[p.prompt, p.negative_prompt] for p in training_prompts(params)]
     labeller = params.adp.pseudo_labeller
+    labeller_folder = verifier_folder(resolve("pseudo_labeller", labeller))
     return {
         "model_files": files_signature(local_model_path(resolve("model", m.path))),
-        "pseudo_labeller_files": files_signature(resolve("pseudo_labeller", labeller))
-        if labeller != "deepface"
-        else "deepface",
+        "pseudo_labeller_files": labeller
+        if labeller_folder is None
+        else files_signature(labeller_folder),
         "adp": {k: v for k, v in as_dict(params.adp).items() if k != "path"},
         "attributes": params.attribute_space().as_dict(),
         "recording": {

@@ -12,13 +12,13 @@ from fairsynth.app.config import Params
 from fairsynth.core.plugins import resolve
 from fairsynth.guidance.adp import ADP_FILES
 from fairsynth.run.spec import RunSpec
+from fairsynth.verify.kinds import kind_of, settings_for, verifier_folder
 
 MODEL_FILES = (
     "unet/config.json",
     "unet/diffusion_pytorch_model.safetensors",
     "scheduler/scheduler_config.json",
 )
-CLASSIFIER_FILES = ("config.json", "model.safetensors")
 
 
 def _folder_rows(what: str, folder: Path, files: tuple[str, ...]) -> list[dict]:
@@ -86,13 +86,20 @@ def check_weights(params: Params, adp_made_by_pipeline: bool = False) -> list[di
     if params.guidance.mode != "none" and not adp_made_by_pipeline:
         adp = Path(resolve("adp", params.adp.path))
         rows += _folder_rows(f"ADP {params.adp.path}", adp, ADP_FILES)
-    if params.verify.verifier == "deepface":
-        from fairsynth.verify.deepface_config import required_files
+    for name in (params.verify.verifier, params.verify.second):
+        if name is not None:
+            rows += _verifier_rows(name, params)
+    return rows
 
-        rows += required_files(params.verify.deepface)
-    else:
-        folder = Path(resolve("verifier", params.verify.verifier))
-        rows += _folder_rows(f"verifier {params.verify.verifier}", folder, CLASSIFIER_FILES)
+
+def _verifier_rows(name: str, params: Params) -> list[dict]:
+    """The files of a verifier, by its kind; rows its kind may fetch at run time (when its
+    settings allow) are marked ``may_download``."""
+    kind = kind_of(name)
+    settings = settings_for(kind, params.verify)
+    rows = kind.required(resolve("verifier", name), settings, name)
+    if kind.may_download(settings):
+        rows = [{**r, "may_download": True} for r in rows]
     return rows
 
 
@@ -111,8 +118,7 @@ def require_weights(params: Params, adp_made_by_pipeline: bool = False) -> None:
     missing = [r for r in check_weights(params, adp_made_by_pipeline) if not r["present"]]
     if params.model.local_files_only is False:
         missing = [r for r in missing if "hub cache" not in r["what"]]
-    if params.verify.deepface.allow_download:
-        missing = [r for r in missing if not r["what"].startswith(("deepface", "opencv"))]
+    missing = [r for r in missing if not r.get("may_download")]
     if missing:
         raise MissingFiles(missing)
 
@@ -128,7 +134,7 @@ def check_inputs(run: RunSpec) -> None:
     if recipe.adp is not None:
         sources.append(("ADP", Path(recipe.adp) / "adp.json"))
     for folder in (recipe.verifier.first, recipe.verifier.second):
-        if folder not in (None, "deepface"):
+        if verifier_folder(folder) is not None:
             sources.append((f"verifier {folder}", Path(folder) / "config.json"))
     for what, file in sources:
         if file.is_file():

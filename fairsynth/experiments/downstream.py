@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -36,14 +35,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from fairsynth.app.config import ConfigError, Params, load_params, replace
+from fairsynth.app.config import ConfigError, Params, load_params
 from fairsynth.app.errors import USER_ERRORS
 from fairsynth.app.errors import report as report_error
-from fairsynth.app.runspec import expected_fingerprint
 from fairsynth.core import plugins
 from fairsynth.data import shards
 from fairsynth.data.feed import Feed, make_loader
 from fairsynth.data.runlog import write_run_record
+from fairsynth.experiments.control import build_control, published_index
 from fairsynth.experiments.statistics import group_metrics, predict, summarize
 from fairsynth.experiments.summary import format_report, format_run
 from fairsynth.experiments.trainsets import (
@@ -80,50 +79,6 @@ def reference_keys(params: Params, n: int | None = None) -> list[str]:
     if n > len(keys):
         raise ConfigError(f"downstream.reference_n: {n} > the reference's {len(keys)} samples")
     return keys[:n]
-
-
-def published_index(params: Params) -> dict:
-    found = shards.latest_publication(params.output.dir)  # a regeneration keeps the old one
-    if found is None:
-        raise FileNotFoundError(
-            f"{params.output.dir}/index.json not found: publish the balanced dataset first "
-            "(dvc repro generate, or the balance flow)"
-        )
-    return found[0]
-
-
-def build_control(params: Params, progress: bool = True) -> Path:
-    """(c): rejection sampling to the published dataset's quotas, once (kept on disk)."""
-    from fairsynth.app.stages.generate import stage_generate
-
-    d = params.downstream
-    published = published_index(params)
-    out = Path(d.control_dir)
-    control = control_params(params, published)
-    done = out / "index.json"
-    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == expected_fingerprint(
-        control
-    ):
-        return out  # a complete control of these very params (ledger fingerprint) is kept
-    summary = stage_generate(control, None, progress=progress)
-    if summary["quotas"] != published["quotas"]:
-        raise RuntimeError("the control's quotas differ from the published dataset's")
-    return out
-
-
-def control_params(params: Params, published: dict) -> Params:
-    """The published run's params with guidance off: rejection sampling to the same quotas,
-    generating at most ``control_budget`` x what the published run generated (1: the same
-    cost; the rare cells then fall short, which is what the comparison is about)."""
-    budget = max(1, math.ceil(params.downstream.control_budget * int(published["generated"])))
-    return replace(
-        params,
-        guidance=replace(params.guidance, mode="none"),
-        generate=replace(
-            params.generate, dataset=f"{params.generate.dataset}-rejection", budget=budget
-        ),
-        output=replace(params.output, dir=params.downstream.control_dir),
-    )
 
 
 def control_facts(params: Params) -> dict:

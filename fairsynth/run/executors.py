@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.run.produce import BatchProducer
 from fairsynth.run.spec import ProducerRecipe, ScaleSpec
 from fairsynth.run.windows import BatchOutput, BatchSpec
@@ -39,8 +40,8 @@ def build_producer(recipe: ProducerRecipe, worker: str = "local") -> BatchProduc
         adp = TrainedADP.load(recipe.adp, recipe.model.device).aligned(recipe.attributes)
         adp.check_layer(recipe.sampler.layer)
     verifier = load_verifier(recipe.verifier, recipe.attributes, recipe.model.device)
-    return BatchProducer(backends, adp, verifier, recipe.space, recipe.guidance, recipe.sampler,
-                         worker)  # fmt: skip
+    samplers = [GuidedSampler(b, recipe.sampler, recipe.guidance, adp) for b in backends]
+    return BatchProducer(samplers, verifier, recipe.space, worker, recipe.model.device)
 
 
 class LocalExecutor:

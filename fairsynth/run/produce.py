@@ -8,30 +8,31 @@ import time
 import numpy as np
 
 from fairsynth.core.attributes import AttributeSpace, Target
-from fairsynth.diffusion.sampling import Backend, SamplerSettings
 from fairsynth.guidance.adp import TrainedADP
-from fairsynth.guidance.config import GuidanceConfig
-from fairsynth.guidance.guided import sample_batch
+from fairsynth.guidance.guided import GuidedSampler
 from fairsynth.run.windows import BatchOutput, BatchSpec
 from fairsynth.verify import Verifier
 
 
 class BatchProducer:
-    """Generates and verifies batch specs: one backend per job (the model, bound to the job's
-    prompt), the ADP and the verifier, loaded once. Runs in the flow's process or on a worker."""
+    """Generates and verifies batch specs: one guided sampler per job (the model bound to the
+    job's prompt, with the ADP), and the verifier, loaded once. Runs in the flow's process or
+    on a worker (``device``: where its models run)."""
 
     def __init__(
         self,
-        backends: list[Backend],
-        adp: TrainedADP | None,
+        samplers: list[GuidedSampler],
         verifier: Verifier,
         space: AttributeSpace,
-        config: GuidanceConfig,
-        settings: SamplerSettings,
         worker: str = "local",
+        device: str = "cpu",
     ):
-        self.backends, self.adp, self.verifier = backends, adp, verifier
-        self.space, self.config, self.settings, self.worker = space, config, settings, worker
+        self.samplers, self.verifier, self.space = samplers, verifier, space
+        self.worker, self.device = worker, device
+
+    @property
+    def adp(self) -> TrainedADP | None:
+        return self.samplers[0].adp
 
     def produce(self, spec: BatchSpec) -> BatchOutput:
         images, seconds = self.generate(spec)
@@ -41,10 +42,7 @@ class BatchProducer:
         """The batch's images (uint8 NHWC) and the seconds they took."""
         target = Target(self.space, np.asarray(spec.target, dtype=np.float64))
         t0 = time.perf_counter()
-        images = sample_batch(
-            self.backends[spec.job], self.settings, spec.seed, spec.batch, spec.size, target,
-            self.config, self.adp,
-        )  # fmt: skip
+        images = self.samplers[spec.job].batch(spec.seed, spec.batch, spec.size, target)
         return images, time.perf_counter() - t0
 
     def verify(self, spec: BatchSpec, images: np.ndarray, sample_seconds: float) -> BatchOutput:

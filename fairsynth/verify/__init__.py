@@ -5,8 +5,8 @@ configured classes, and per sample an optional rejection reason (``no_face``,
 ``several_faces``) for images it cannot judge at all. Generation accepts a sample only when
 the verdict has no rejection, the verifier is confident, and the cell has room.
 
-``load_verifier(spec)`` builds the configured one: ``toyfaces`` (the shipped toy
-verifier) or a classifier folder, or ``deepface`` (in its own worker process).
+``load_verifier(spec)`` builds the configured one: a classifier folder or a registered kind
+(``fairsynth.verify.kinds``: ``deepface``, in its own worker process).
 """
 
 from __future__ import annotations
@@ -142,15 +142,12 @@ def load_verifier(spec: VerifierSpec, space=None, device: str = "cpu") -> Verifi
 
 
 def load_one(name: str | Path, deepface=None, space=None, device: str = "cpu") -> Verifier:
-    """``"deepface"`` (with its settings; its own worker process) or a classifier folder."""
-    if str(name) == "deepface":
-        from fairsynth.verify.deepface import DeepfaceVerifier
+    """The verifier ``name`` names (a registered kind, with its settings, or a classifier
+    folder), its classes in ``space``'s order when a space is given."""
+    from fairsynth.verify.kinds import kind_of
 
-        verifier = DeepfaceVerifier(deepface, device)
-    else:
-        from fairsynth.verify.classifier import AttributeClassifier
-
-        verifier = ClassifierVerifier(AttributeClassifier.load(name, device))
+    kind = kind_of(name)
+    verifier = kind.load(name, deepface if kind.settings_key else None, device)
     if space is None:
         return verifier
     try:

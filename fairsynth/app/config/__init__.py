@@ -1,10 +1,13 @@
 """``params.yaml`` -> typed, validated objects (pydantic models). Errors name the offending key.
 
-``yaml_io``: the bounded
-YAML 1.2 loader; ``base``: ``ConfigError`` and pydantic's errors as one keyed line, the section base class and checked types; ``schema``: the sections;
-``params``: ``Params``, the rules across sections, ``load_params`` / ``parse_params``."""
+``yaml_io``: the bounded YAML 1.2 loader; ``base``: ``ConfigError`` and pydantic's errors as
+one keyed line, the section base class and checked types; ``model_section``,
+``guidance_section`` (``GuidanceConfig`` as params: its defaults are the shipped ones),
+``verify_section`` and ``schema`` (the other sections); ``params``: ``Params``, the rules
+across sections, ``load_params`` / ``parse_params``."""
 
 from fairsynth.app.config.base import MAX_INT, ConfigError, as_dict, replace
+from fairsynth.app.config.guidance_section import GuidanceParams
 from fairsynth.app.config.model_section import MODEL_KINDS, ModelConfig, PromptConfig, TargetConfig
 from fairsynth.app.config.params import Params, load_params, parse_params
 from fairsynth.app.config.schema import (
@@ -12,16 +15,14 @@ from fairsynth.app.config.schema import (
     SCALE_MODES,
     AdpConfig,
     AuditModelConfig,
-    DeepfaceConfig,
     DownstreamConfig,
     GenerateConfig,
-    GuidanceParams,
     HardSetting,
     OutputConfig,
     ReferenceConfig,
     ScaleConfig,
-    VerifyConfig,
 )
+from fairsynth.app.config.verify_section import DeepfaceConfig, VerifyConfig
 from fairsynth.app.config.yaml_io import MAX_PARAMS_BYTES, MAX_YAML_NODES, yaml_load
 
 __all__ = [

@@ -10,7 +10,14 @@ import math
 import typing
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+)
 
 
 class ConfigError(ValueError):
@@ -175,6 +182,13 @@ def worded(message: str) -> WrapValidator:
             raise Invalid(message.replace("{value}", _short(value))) from None
 
     return WrapValidator(check)
+
+
+AtLeast0 = Annotated[Int, Field(ge=0)]
+AtLeast1 = Annotated[Int, Field(ge=1)]
+Positive = Annotated[Number, Field(gt=0)]
+Unit = Annotated[Number, Field(ge=0, le=1), worded("must be in [0, 1]")]
+FiniteAtLeast0 = Annotated[Number, Field(ge=0), worded("must be a finite number >= 0")]
 
 
 def is_number(x: object) -> bool:

@@ -7,7 +7,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from fairsynth.app.config.base import FreeDict, FreeList, Int, Invalid, Number, Section, worded
+from fairsynth.app.config.base import (
+    AtLeast1,
+    FreeDict,
+    FreeList,
+    Int,
+    Invalid,
+    Number,
+    Section,
+    Unit,
+    worded,
+)
 from fairsynth.core.devices import DEVICE_PATTERN, DEVICE_WORDS
 
 ModelKind = Literal["unconditional", "text2image"]
@@ -18,9 +28,6 @@ DTYPE_NAMES = typing.get_args(Dtype)
 ENGINE_KEYS = ("device", "dtype", "compile")
 # model keys added later: unset, they leave every hash and fingerprint as it was before them
 LATER_MODEL_KEYS = ("scheduler", "scheduler_options", "resolution")
-
-AtLeast1 = Annotated[Int, Field(ge=1)]
-Unit = Annotated[Number, Field(ge=0, le=1), worded("must be in [0, 1]")]
 
 
 class TargetConfig(Section):

@@ -8,6 +8,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from fairsynth.app.config.base import ConfigError, FreeDict, Int, Section, config_error
+from fairsynth.app.config.guidance_section import GuidanceParams
 from fairsynth.app.config.model_section import ModelConfig, PromptConfig, TargetConfig
 from fairsynth.app.config.schema import (
     AdpConfig,
@@ -15,12 +16,11 @@ from fairsynth.app.config.schema import (
     CardConfig,
     DownstreamConfig,
     GenerateConfig,
-    GuidanceParams,
     OutputConfig,
     ReferenceConfig,
     ScaleConfig,
-    VerifyConfig,
 )
+from fairsynth.app.config.verify_section import VerifyConfig
 from fairsynth.app.config.yaml_io import yaml_load
 
 _A_PARAMS_FILE = {"params_file": True}  # validation context: run the rules across sections
@@ -110,42 +110,44 @@ class Params(Section):
                 f"verify.second: {self.verify.second!r} must differ from the verifier and the "
                 "pseudo-labeller (an independent second opinion)"
             )
-        if "deepface" in (self.verify.verifier, self.verify.second):
-            self._check_deepface_classes()
+        self._check_verifier_kinds()
         return self
 
-    def _check_deepface_classes(self) -> None:
-        from fairsynth.verify.deepface_config import attribute_maps
+    def _check_verifier_kinds(self) -> None:
+        """Each classifier value is a kind that may take its role, under the kind's own rules."""
+        from fairsynth.verify.kinds import kind_of, settings_for
 
-        maps = attribute_maps(self.verify.deepface.attributes)
-        first = self.verify.verifier == "deepface"
-        for name, classes in self.attribute_space().attributes:
-            if name not in maps and not first:
-                continue  # a second verifier judges the attributes it can
-            if name not in maps:
-                raise ConfigError(
-                    f"verify.deepface.attributes: no mapping for attribute {name!r} "
-                    f"(mapped: {sorted(maps)})"
-                )
-            if tuple(maps[name].classes) != tuple(classes):
-                raise ConfigError(
-                    f"verify.deepface.attributes.{name}.classes: {list(maps[name].classes)} "
-                    f"must be the attribute's classes {list(classes)}, in that order"
-                )
+        roles = {"verifier": ("verify.verifier", self.verify.verifier),
+                 "second": ("verify.second", self.verify.second),
+                 "pseudo_labeller": ("adp.pseudo_labeller", self.adp.pseudo_labeller)}  # fmt: skip
+        for role, (key, value) in roles.items():
+            if value is None:
+                continue
+            kind = kind_of(value)
+            if role not in kind.roles:
+                raise ConfigError(f"{key}: {value!r} cannot be the {role.replace('_', '-')}")
+            if kind.check is not None:
+                try:
+                    kind.check(settings_for(kind, self.verify), self.attribute_space(), role)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
 
     def _check_no_overlap(self) -> None:
         """No folder a run writes may be, hold or sit inside a folder it reads (compared as
         resolved paths, so symlinks and ``..`` do not hide it): it would overwrite its inputs."""
         from fairsynth.core.plugins import resolve
+        from fairsynth.verify.kinds import verifier_folder
 
         inputs = {
             "reference.path": self.reference.path,
             "reference.labels": self.reference.labels,
             "model.path": resolve("model", self.model.path),
             "adp.path": resolve("adp", self.adp.path),
-            "adp.pseudo_labeller": resolve("pseudo_labeller", self.adp.pseudo_labeller),
-            "verify.verifier": resolve("verifier", self.verify.verifier),
-            "verify.second": resolve("verifier", self.verify.second)
+            "adp.pseudo_labeller": verifier_folder(
+                resolve("pseudo_labeller", self.adp.pseudo_labeller)
+            ),
+            "verify.verifier": verifier_folder(resolve("verifier", self.verify.verifier)),
+            "verify.second": verifier_folder(resolve("verifier", self.verify.second))
             if self.verify.second
             else None,
         }
@@ -163,7 +165,7 @@ class Params(Section):
         for out_key, (out_value, reads) in writers.items():
             out = Path(out_value).resolve()
             for key, value in reads.items():
-                if value is None or str(value) == "deepface":
+                if value is None:
                     continue
                 if key == "model.path" and not Path(value).exists():
                     continue  # a hub id

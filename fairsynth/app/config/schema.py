@@ -8,12 +8,14 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fairsynth.app.config.base import (
+    AtLeast0,
+    AtLeast1,
     ConfigError,
     FreeDict,
-    FreeList,
     Int,
     Invalid,
     Number,
+    Positive,
     Section,
     is_number,
     worded,
@@ -25,12 +27,6 @@ GenerateMode = Literal["standalone", "augment"]
 Arch = Literal["strided", "convnet", "resnet"]
 REFERENCE_SOURCES = typing.get_args(Source)
 SCALE_MODES = typing.get_args(ScaleMode)
-
-AtLeast0 = Annotated[Int, Field(ge=0)]
-AtLeast1 = Annotated[Int, Field(ge=1)]
-Positive = Annotated[Number, Field(gt=0)]
-Unit = Annotated[Number, Field(ge=0, le=1), worded("must be in [0, 1]")]
-FiniteAtLeast0 = Annotated[Number, Field(ge=0), worded("must be a finite number >= 0")]
 
 
 class ReferenceConfig(Section):
@@ -228,88 +224,3 @@ class AdpConfig(Section):
     dropout: Annotated[Number, Field(ge=0, lt=1), worded("must be in [0, 1)")] = 0.2
     weight_decay: Annotated[Number, Field(ge=0)] = 1e-2
     seed: Int = 0
-
-
-class GuidanceParams(Section):
-    mode: Annotated[
-        Literal["none", "sample", "distribution"],
-        worded("must be one of ('none', 'sample', 'distribution'), got {value}"),
-    ] = "distribution"
-    loss: Annotated[
-        Literal["chi2", "kl", "l2", "ot"],
-        worded("must be one of ('chi2', 'kl', 'l2', 'ot'), got {value}"),
-    ] = "chi2"
-    strength: FiniteAtLeast0 = 1.0
-    window: FreeList = Field(default_factory=lambda: [0.0, 1.0])  # numbers kept as given
-    temperature: Positive = 1.0
-    max_step: FiniteAtLeast0 = 0.5
-    batch_size: AtLeast1 = 64
-    residual: bool = False  # without quotas (evaluate): guide each batch toward what is lacking
-    protect: bool = False  # leave the attributes the target does not name where they are
-    shift: FiniteAtLeast0 = 0.0  # distribution: class-mean shift toward the plan (README)
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, window: list) -> list:
-        if len(window) != 2 or not all(is_number(w) for w in window):
-            raise Invalid("must be [start, end]")
-        if not 0 <= window[0] <= window[1] <= 1:
-            raise Invalid("must be [start, end] with 0 <= start <= end <= 1")
-        return window
-
-    @model_validator(mode="after")
-    def _guidance_config(self) -> GuidanceParams:
-        try:
-            self.to_config()  # GuidanceConfig's own checks, should they ever say more
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        return self
-
-    def to_config(self):
-        from fairsynth.guidance.config import GuidanceConfig
-
-        return GuidanceConfig(
-            mode=self.mode,
-            loss=self.loss,
-            strength=float(self.strength),
-            window=(float(self.window[0]), float(self.window[1])),
-            temperature=float(self.temperature),
-            max_step=float(self.max_step),
-            residual=self.residual,
-            protect=self.protect,
-            shift=float(self.shift),
-        )
-
-
-class DeepfaceConfig(Section):
-    """deepface as the verifier (see ``fairsynth.verify.deepface`` for the class mapping)."""
-
-    detector: str = "skip"  # skip (aligned crops) | opencv | any deepface backend
-    home: str | None = None  # DEEPFACE_HOME (weights in <home>/.deepface/weights); default env/~
-    allow_download: bool = False  # never download weights at run time unless this is true
-    batch_size: AtLeast1 = 32
-    retries: AtLeast0 = 2  # a crashed worker is restarted and the batch retried this many times
-    attributes: FreeDict | None = None  # {attribute: {source, classes}}; default gender + race
-
-    @field_validator("attributes", mode="before")
-    @classmethod
-    def _maps(cls, attributes: object) -> object:
-        from fairsynth.verify.deepface_config import attribute_maps
-
-        if attributes is not None:  # None: the default table
-            try:
-                attribute_maps(attributes, "verify.deepface.attributes")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from exc
-        return attributes
-
-
-class VerifyConfig(Section):
-    verifier: str = "toyfaces"  # toyfaces (shipped) | a classifier folder | deepface
-    second: str | None = None  # an independent second verifier: samples must satisfy both
-    confidence: Unit = 0.9
-    audit_n: AtLeast0 = 256  # labelled reference samples each verifier is audited on (0: none)
-    deepface: DeepfaceConfig = Field(default_factory=DeepfaceConfig)
-    # fill quotas so the set's *true* distribution (estimated through the first verifier's
-    # audit confusion) meets the target, not the verifier's count of it
-    correct_quotas: bool = False

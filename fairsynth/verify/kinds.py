@@ -1,0 +1,128 @@
+"""Verifier kinds: each one registered entry, the only place that knows it by name.
+
+A params value (``verify.verifier``, ``verify.second``, ``adp.pseudo_labeller``) names either a
+registered kind (``deepface``) or, failing that, a classifier folder. A kind says how to load
+it, which files ``weights check`` lists, which folder fingerprints it by content, which roles
+it may take, and which rules it adds to a params file. Adding a kind is one ``register`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROLES = ("verifier", "second", "pseudo_labeller")
+CLASSIFIER_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class VerifierKind:
+    """``load(value, settings, device)``: the verifier. ``folder(value)``: the folder whose
+    contents fingerprint it (``None``: a service named by its settings, not by files).
+    ``required(value, settings, name)``: ``weights check`` rows (what, file, path, present)
+    for the resolved ``value`` that the params call ``name``.
+    ``check(settings, space, role)``: params-file rules (raise ``ValueError`` naming the key).
+    ``settings_key``: its own section under ``verify`` (``None``: it takes none).
+    ``may_download(settings)``: whether missing files may be fetched at run time."""
+
+    name: str
+    load: Callable[[Any, Any, str], Any]
+    folder: Callable[[Any], str | Path | None]
+    required: Callable[[Any, Any, str], list[dict]]
+    roles: tuple[str, ...] = ROLES
+    settings_key: str | None = None
+    check: Callable[[Any, Any, str], None] | None = None
+    may_download: Callable[[Any], bool] = lambda settings: False
+
+
+_KINDS: dict[str, VerifierKind] = {}
+FOLDER = "classifier folder"
+
+
+def register(kind: VerifierKind) -> VerifierKind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kind_of(value: str | Path) -> VerifierKind:
+    """The registered kind ``value`` names, else the classifier-folder kind."""
+    return _KINDS.get(str(value), _KINDS[FOLDER])
+
+
+def kind_names() -> list[str]:
+    return [name for name in _KINDS if name != FOLDER]
+
+
+def settings_for(kind: VerifierKind, verify_section: Any) -> Any:
+    """The kind's own settings section of ``verify`` (``None`` for a kind without one)."""
+    return getattr(verify_section, kind.settings_key) if kind.settings_key else None
+
+
+def verifier_folder(value: str | Path | None) -> str | Path | None:
+    """The folder that holds ``value``'s weights (``None`` for none, or a kind without files)."""
+    return None if value is None else kind_of(value).folder(value)
+
+
+def _load_classifier(value, settings, device):
+    from fairsynth.verify import ClassifierVerifier
+    from fairsynth.verify.classifier import AttributeClassifier
+
+    return ClassifierVerifier(AttributeClassifier.load(value, device))
+
+
+def _classifier_rows(value, settings, name: str) -> list[dict]:
+    folder = Path(value)
+    return [
+        {"what": f"verifier {name}", "file": f, "path": str(folder / f),
+         "present": (folder / f).is_file()}
+        for f in CLASSIFIER_FILES
+    ]  # fmt: skip
+
+
+def _load_deepface(value, settings, device):
+    from fairsynth.verify.deepface import DeepfaceVerifier
+
+    return DeepfaceVerifier(settings, device)
+
+
+def _deepface_rows(value, settings, name: str) -> list[dict]:
+    from fairsynth.verify.deepface_config import required_files
+
+    return required_files(settings)
+
+
+def _deepface_check(settings, space, role: str) -> None:
+    """The params' attributes must be mapped, with their classes in order (a second verifier
+    judges the attributes it maps and may skip the others)."""
+    from fairsynth.verify.deepface_config import attribute_maps
+
+    maps = attribute_maps(settings.attributes)
+    for name, classes in space.attributes:
+        if name not in maps and role == "second":
+            continue
+        if name not in maps:
+            raise ValueError(
+                f"verify.deepface.attributes: no mapping for attribute {name!r} "
+                f"(mapped: {sorted(maps)})"
+            )
+        if tuple(maps[name].classes) != tuple(classes):
+            raise ValueError(
+                f"verify.deepface.attributes.{name}.classes: {list(maps[name].classes)} "
+                f"must be the attribute's classes {list(classes)}, in that order"
+            )
+
+
+register(VerifierKind(FOLDER, _load_classifier, lambda v: v, _classifier_rows))
+register(
+    VerifierKind(
+        "deepface",
+        _load_deepface,
+        lambda v: None,
+        _deepface_rows,
+        settings_key="deepface",
+        check=_deepface_check,
+        may_download=lambda settings: bool(settings.allow_download),
+    )
+)
