@@ -28,8 +28,9 @@ def child(mode: str, n: int) -> None:
     from fairsynth.core.attributes import AttributeSpace
     from fairsynth.diffusion.sampling import SamplerSettings
     from fairsynth.diffusion.unconditional import DiffusionModel
-    from fairsynth.guidance.training import train_adp
+    from fairsynth.guidance.training import ADPTraining, train_adp
     from fairsynth.guidance.trajectories import (
+        Recording,
         Trajectories,
         record_trajectories,
         stream_trajectories,
@@ -46,7 +47,7 @@ def child(mode: str, n: int) -> None:
     def labeller(images):
         return {"skin": np.eye(2)[(images.mean(axis=(1, 2, 3)) > 127).astype(int)]}
 
-    kw = dict(n=n, seed=0, settings=SamplerSettings(steps=10), record_every=1, batch_size=64)
+    kw = dict(n=n, seed=0, recording=Recording(SamplerSettings(steps=10), 1, 64))
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "memory":
             traj = record_trajectories(model, labeller, **kw)
@@ -55,7 +56,7 @@ def child(mode: str, n: int) -> None:
             stream_trajectories(writer, model, labeller, **kw)
             writer.finish()
             traj = Trajectories.open(writer.folder)
-        train_adp(traj, space, epochs=2, batch_size=256, width=16, hidden=32)
+        train_adp(traj, space, ADPTraining(epochs=2, batch_size=256, width=16, hidden=32))
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from bars import Bar, add_bar_arguments, bars_json, check_bars, run_settings
 
 from fairsynth.core.attributes import AttributeSpace, Target
-from fairsynth.core.confusion import cell_confusion, estimate_truth, verified_target
+from fairsynth.core.confusion import Bootstrap, cell_confusion, estimate_truth, verified_target
 from fairsynth.core.metrics import fairness_discrepancy
 from fairsynth.core.quotas import standalone_quotas
 from fairsynth.diffusion.sampling import SamplerSettings
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = np.bincount(pool_called[taken], minlength=2)
         true_frac = np.bincount(truth[taken], minlength=2) / len(taken)
         judged = np.bincount(pool_called[: taken[-1] + 1], minlength=2)  # all it judged
-        est = estimate_truth(counts, [audit], target.probs, generated=judged, seed=a.seed)
+        est = estimate_truth(counts, [audit], target.probs, judged, Bootstrap(seed=a.seed))
         rows[name] = {
             "quotas": quotas.tolist(), "verifier_counts": counts.tolist(),
             "verifier_fd": fairness_discrepancy(counts / counts.sum(), target.probs),

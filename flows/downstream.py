@@ -18,8 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from fairsynth.app.config import Params, load_params
-from fairsynth.experiments.control import build_control
 from fairsynth.experiments.downstream import (
+    build_control,
     format_report,
     load_train_sets,
     run_one,

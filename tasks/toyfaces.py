@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from fairsynth.app.config import AuditModelConfig, ReferenceConfig
-from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
+from fairsynth.toyfaces.audit_model import Sampling, audit_model, format_report, save_report
 from fairsynth.toyfaces.dataset import build_reference
 
 
@@ -23,15 +23,8 @@ def build_reference_task(cfg: ReferenceConfig) -> str:
 def audit_model_task(cfg: AuditModelConfig, reference: str, out_dir: str = "data/audit") -> dict:
     """Sample the toy DDPM, judge with the verifier; writes JSON + grid, publishes a summary."""
     out = Path(out_dir)
-    report = audit_model(
-        n=cfg.n,
-        seed=cfg.seed,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        eta=cfg.eta,
-        reference=reference,
-        grid_path=out / "model_samples.png",
-    )
+    how = Sampling(cfg.n, cfg.seed, cfg.steps, cfg.batch_size, cfg.eta)
+    report = audit_model(how, reference=reference, grid_path=out / "model_samples.png")
     save_report(report, out / "model_audit.json")
     create_markdown_artifact(
         key="toyfaces-model-audit",

@@ -52,11 +52,11 @@ def tiny_model() -> DiffusionModel:
 def tiny_world(tmp_path, tiny_model):
     """The tiny model and a random ADP over the toy attributes, saved as folders; returns both paths."""
     from fairsynth.core.attributes import AttributeSpace
-    from fairsynth.guidance.adp import ADP, TrainedADP
+    from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
     from fairsynth.toyfaces.render import ATTRIBUTES
 
     tiny_model.save(tmp_path / "model")
     torch.manual_seed(0)
-    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, ADPShape(width=8, hidden=16))
     TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp_path / "adp")
     return tmp_path / "model", tmp_path / "adp"

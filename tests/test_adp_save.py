@@ -8,7 +8,7 @@ import torch
 
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.guidance import adp as adp_module
-from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
 from fairsynth.verify import classifier as classifier_module
 from fairsynth.verify.classifier import AttributeClassifier, build
 
@@ -21,9 +21,7 @@ def full_disk(*args, **kwargs):  # patched over json.dumps: the weights are writ
 
 def trained(seed: int, note: str) -> TrainedADP:
     torch.manual_seed(seed)
-    return TrainedADP(
-        ADP(in_channels=4, spatial=4, heads={"skin": 2}, width=4, hidden=8), SPACE, {"note": note}
-    )
+    return TrainedADP(ADP(4, 4, {"skin": 2}, ADPShape(width=4, hidden=8)), SPACE, {"note": note})
 
 
 def test_a_save_replaces_the_folder_whole_and_leaves_no_scratch(tmp_path):

@@ -177,3 +177,44 @@ def test_a_registered_verifier_kind_is_loaded_checked_and_listed(tmp_path):
             parse_params({"adp": {"pseudo_labeller": "always-dark"}})
     finally:
         del _KINDS["always-dark"]
+
+
+MAX_PARAMETERS = 6  # of a public function or method (self / cls not counted)
+MAX_FUNCTION_LINES = 60
+# Feed is the user's torch Dataset: its keyword options mirror webdataset's and DataLoader's
+# (shuffle, seed, on_error, version, reference_keys); the front-door issue reworks it
+LIMIT_EXCEPTIONS = {"fairsynth/data/feed.py:__init__"}
+
+
+def _functions():
+    import ast
+
+    for p in sorted((ROOT / "fairsynth").rglob("*.py")):
+        rel = str(p.relative_to(ROOT))
+        if rel.startswith("fairsynth/toyfaces/train_"):  # the toy world's own trainers
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield rel, node
+
+
+def test_public_functions_take_few_parameters():
+    """Long positional lists become settings objects (``Sweep``, ``WindowPolicy``, ...)."""
+    wide = {}
+    for rel, node in _functions():
+        a = node.args
+        names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+        names = names[1:] if names[:1] in (["self"], ["cls"]) else names
+        public = not node.name.startswith("_") or node.name == "__init__"
+        if public and len(names) > MAX_PARAMETERS and f"{rel}:{node.name}" not in LIMIT_EXCEPTIONS:
+            wide[f"{rel}:{node.name}"] = len(names)
+    assert not wide, wide
+
+
+def test_functions_are_short():
+    long = {
+        f"{rel}:{node.name}": n
+        for rel, node in _functions()
+        if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES
+    }
+    assert not long, long

@@ -18,9 +18,9 @@ from fairsynth.diffusion.hspace import HSpace, layer_path
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.diffusion.schedulers import make_scheduler
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
-from fairsynth.guidance.adp import ADP, TrainedADP, input_shape
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP, input_shape
 from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
-from fairsynth.guidance.training import train_adp
+from fairsynth.guidance.training import ADPTraining, train_adp
 from fairsynth.guidance.trajectories import Trajectories
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
@@ -76,7 +76,7 @@ def _h_shape(bound: PromptedModel, settings: SamplerSettings) -> tuple[int, ...]
 def _adp_for(shape: tuple[int, ...]) -> TrainedADP:
     c, s, tokens = input_shape(shape)
     torch.manual_seed(1)
-    model = ADP(c, s, {"gender": 2}, width=8, hidden=16, tokens=tokens).eval()
+    model = ADP(c, s, {"gender": 2}, ADPShape(width=8, hidden=16, tokens=tokens)).eval()
     return TrainedADP(model, SPACE, {})
 
 
@@ -181,7 +181,7 @@ def _planted_adp(bound: PromptedModel, settings: SamplerSettings) -> TrainedADP:
     h = h + (2.0 * y - 1)[:, None, None, None] * v * h.std() * 2**0.5
     traj = Trajectories(h.half(), torch.tensor(ts), {"gender": y.numpy()},
                         np.zeros((len(y), 1, 1, 3), np.uint8))  # fmt: skip
-    return train_adp(traj, SPACE, epochs=10, width=8, hidden=32, lr=3e-3)
+    return train_adp(traj, SPACE, ADPTraining(epochs=10, width=8, hidden=32, lr=3e-3))
 
 
 @pytest.mark.parametrize("name", ["sd3", "flux"])

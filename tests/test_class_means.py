@@ -9,7 +9,7 @@ from fairsynth.app.config import ConfigError, parse_params
 from fairsynth.app.runspec import guidance_hash
 from fairsynth.app.train_adp import class_maps
 from fairsynth.core.attributes import AttributeSpace
-from fairsynth.guidance.adp import ADP, MEANS_FILE, TrainedADP
+from fairsynth.guidance.adp import ADP, MEANS_FILE, ADPShape, TrainedADP
 from fairsynth.guidance.class_means import (
     PRIOR_COUNT,
     CellMeans,
@@ -109,7 +109,9 @@ def test_marginal_sums_the_other_attributes_and_follows_the_requested_order():
 
 def _adp(means: bool = True) -> TrainedADP:
     torch.manual_seed(0)
-    model = ADP(4, 2, {"skin": 2, "hair": 3}, width=8, hidden=16).eval().requires_grad_(False)
+    model = (
+        ADP(4, 2, {"skin": 2, "hair": 3}, ADPShape(width=8, hidden=16)).eval().requires_grad_(False)
+    )
     adp = TrainedADP(model, SPACE, {})
     if means:
         h, ts, labels = _trajectories()

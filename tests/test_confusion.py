@@ -1,6 +1,7 @@
 import numpy as np
 
 from fairsynth.core.confusion import (
+    Bootstrap,
     audit_matrices,
     cell_confusion,
     estimate_truth,
@@ -49,7 +50,9 @@ def test_the_interval_covers_the_truth_behind_an_imperfect_verifier():
         truth = rng.choice(2, size=1000, p=[0.5, 0.5])
         verified = _noisy_verifier(rng, truth, recall)
         counts = np.bincount(verified, minlength=2)
-        est = estimate_truth(counts, [audit], target=np.array([0.5, 0.5]), n_boot=200, seed=trial)
+        est = estimate_truth(
+            counts, [audit], np.array([0.5, 0.5]), None, Bootstrap(200, seed=trial)
+        )
         true_frac = np.bincount(truth, minlength=2) / len(truth)
         covered += bool(est["low"][0] <= true_frac[0] <= est["high"][0])
         assert abs(counts[0] / 1000 - 0.5) > 0.1  # the raw count is far off the truth
@@ -74,7 +77,7 @@ def test_the_interval_covers_the_truth_of_a_set_picked_by_verified_cell():
         taken = np.array(taken)
         generated = np.bincount(called[: taken[-1] + 1], minlength=2)
         est = estimate_truth(np.bincount(called[taken], minlength=2), [audit],
-                             generated=generated, n_boot=200, seed=trial)  # fmt: skip
+                             generated=generated, bootstrap=Bootstrap(200, seed=trial))  # fmt: skip
         true_light = float((truth[taken] == 0).mean())
         assert abs(true_light - 0.5) > 0.05  # 300/300 as called is not 50/50 truly
         covered += bool(est["low"][0] <= true_light <= est["high"][0])
@@ -108,15 +111,15 @@ def test_corrected_quotas_follow_the_verifier_confusion():
 
 
 def test_guidance_aims_at_the_truth_behind_verified_quotas():
-    from fairsynth.run.windows import plan_window
+    from fairsynth.run.windows import WindowPolicy, plan_window
 
     confusion = cell_confusion([np.array([[95, 5], [35, 65]])])
     quotas = [
         np.array([650, 350])
     ]  # verified cells whose truth is 50/50: 0.5 (.95, .05) + 0.5 (.35, .65)
-    kw = dict(size=1, batch_size=64, min_batch=8, budget=10_000, seed=0)
-    (plain,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, **kw)
-    (corrected,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, confusions=[confusion], **kw)
+    policy = WindowPolicy(size=1, batch_size=64, min_batch=8, budget=10_000, seed=0)
+    (plain,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, policy)
+    (corrected,) = plan_window(quotas, [np.zeros(2, int)], 0, 0, policy, [confusion])
     assert np.allclose(plain.target, quotas[0] / quotas[0].sum())
     assert np.allclose(corrected.target, [0.5, 0.5], atol=0.01)
 
@@ -125,7 +128,7 @@ def test_an_audit_without_errors_still_leaves_an_interval():
     """0 errors in 30 labelled 'yes' samples does not prove the verifier never errs: the
     interval must widen around the point estimate, not collapse onto it."""
     audit = [np.array([[226, 0], [0, 30]])]
-    est = estimate_truth(np.array([100, 100]), audit, target=np.array([0.5, 0.5]), n_boot=300)
+    est = estimate_truth(np.array([100, 100]), audit, np.array([0.5, 0.5]), None, Bootstrap(300))
     assert est["probs"] == [0.5, 0.5]
     assert est["low"][0] < 0.5 < est["high"][1] and est["high"][0] - est["low"][0] > 0.01
     assert est["fd_interval"][1] > 0

@@ -9,7 +9,7 @@ import torch
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.device import StepNoise, cpu_noise, resolve_device, torch_dtype
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
-from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
 from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig, SampleGuidance
 from fairsynth.toyfaces.render import ATTRIBUTES
 
@@ -18,7 +18,7 @@ SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 
 def _adp(device="cpu") -> TrainedADP:
     torch.manual_seed(0)
-    model = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    model = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, ADPShape(width=8, hidden=16))
     return TrainedADP(model.eval().requires_grad_(False), SPACE, {}).to(device)
 
 

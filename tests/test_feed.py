@@ -31,7 +31,7 @@ def published(tmp_path_factory):
 
     from fairsynth.core.attributes import AttributeSpace
     from fairsynth.diffusion.unconditional import DiffusionModel
-    from fairsynth.guidance.adp import ADP, TrainedADP
+    from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
     from fairsynth.toyfaces.render import ATTRIBUTES
 
     unet = UNet2DModel(
@@ -41,7 +41,7 @@ def published(tmp_path_factory):
     ).eval()  # fmt: skip
     sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=True)
     DiffusionModel(unet, dict(sched.config), pixel_unshuffle=2).save(tmp / "model")
-    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, ADPShape(width=8, hidden=16))
     TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp / "adp")
     params = _setup(tmp, None, gen="{mode: standalone, n: 6, budget: 30, seed: 3, min_batch: 2}")
     stage_reference(params)
@@ -320,7 +320,7 @@ def test_a_regeneration_in_progress_still_feeds_the_last_publication(published, 
     """A run with a changed recipe removes ``index.json`` first and replaces the shards only
     when it publishes: until then readers get the last publication (``versions/``), not an
     error, and not a folder glob that could mix in other shards."""
-    from fairsynth.experiments.control import published_index
+    from fairsynth.experiments.datasets import published_index
 
     params, tmp = published
     out = tmp_path / "out"

@@ -5,7 +5,7 @@ import torch
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.core.quotas import largest_remainder
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
-from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
 from fairsynth.guidance.guide import (
     DistributionGuidance,
     GuidanceConfig,
@@ -14,8 +14,8 @@ from fairsynth.guidance.guide import (
     divergence,
     transport_plan,
 )
-from fairsynth.guidance.training import train_adp
-from fairsynth.guidance.trajectories import record_trajectories
+from fairsynth.guidance.training import ADPTraining, train_adp
+from fairsynth.guidance.trajectories import Recording, record_trajectories
 
 SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"], "hair": ["black", "brown", "blond"]})
 
@@ -23,7 +23,7 @@ SPACE = AttributeSpace.from_dict({"skin": ["light", "dark"], "hair": ["black", "
 def _adp(channels=16, spatial=8) -> TrainedADP:
     torch.manual_seed(0)
     model = (
-        ADP(channels, spatial, {"skin": 2, "hair": 3}, width=8, hidden=16)
+        ADP(channels, spatial, {"skin": 2, "hair": 3}, ADPShape(width=8, hidden=16))
         .eval()
         .requires_grad_(False)
     )
@@ -200,10 +200,8 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
             "hair": np.eye(3)[np.zeros(len(images), int)],
         }
 
-    traj = record_trajectories(
-        tiny_model, labeller, n=12, seed=0, settings=SamplerSettings(steps=4), record_every=2,
-        batch_size=6,
-    )  # fmt: skip
+    recording = Recording(settings=SamplerSettings(steps=4), record_every=2, batch_size=6)
+    traj = record_trajectories(tiny_model, labeller, n=12, seed=0, recording=recording)
     assert traj.h.shape == (12, 2, 16, 8, 8) and traj.h.dtype == torch.float16
     assert traj.timesteps.tolist() == sorted(traj.timesteps.tolist(), reverse=True)
     traj.save(tmp_path / "traj.safetensors")
@@ -211,7 +209,9 @@ def test_record_train_save_load_adp(tmp_path, tiny_model):
     assert torch.equal(again.h, traj.h) and torch.equal(again.timesteps, traj.timesteps)
     assert (again.images == traj.images).all() and again.labels.keys() == traj.labels.keys()
     assert all((again.labels[k] == traj.labels[k]).all() for k in traj.labels)
-    trained = train_adp(traj, SPACE, epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
+    trained = train_adp(
+        traj, SPACE, ADPTraining(epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
+    )
     bands = trained.meta["heldout_accuracy_by_band"]
     assert [b["n"] for b in bands] and sum(b["n"] for b in bands) == 2 * 2  # 15 % of 12 -> 2
     trained.save(tmp_path / "adp")
@@ -239,12 +239,14 @@ def test_the_adp_learns_a_label_that_h_carries():
     traj = Trajectories(
         h.half(), torch.tensor([750, 250]), labels, np.zeros((160, 4, 4, 3), np.uint8)
     )
-    trained = train_adp(traj, SPACE, epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)
+    trained = train_adp(
+        traj, SPACE, ADPTraining(epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)
+    )
     accuracy = [b["skin"] for b in trained.meta["heldout_accuracy_by_band"]]
     assert min(accuracy) >= 0.9, accuracy
     noise = {"skin": np.random.default_rng(1).integers(0, 2, 160), "hair": labels["hair"]}
-    blind = train_adp(Trajectories(h.half(), traj.timesteps, noise, traj.images), SPACE,
-                      epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)  # fmt: skip
+    training = ADPTraining(epochs=6, batch_size=32, width=8, hidden=32, dropout=0.0)
+    blind = train_adp(Trajectories(h.half(), traj.timesteps, noise, traj.images), SPACE, training)
     assert max(b["skin"] for b in blind.meta["heldout_accuracy_by_band"]) <= 0.75
 
 
@@ -343,7 +345,7 @@ def test_streamed_trajectories_train_the_same_adp_as_in_memory(tmp_path, tiny_mo
             "hair": np.eye(3)[np.zeros(len(images), int)],
         }
 
-    kw = dict(n=10, seed=0, settings=SamplerSettings(steps=4), record_every=2, batch_size=4)
+    kw = dict(n=10, seed=0, recording=Recording(SamplerSettings(steps=4), 2, 4))
     memory = record_trajectories(tiny_model, labeller, **kw)
     writer = TrajectoryWriter(tmp_path / "store")
     assert not is_store(tmp_path / "store")  # unfinished until finish()
@@ -357,7 +359,10 @@ def test_streamed_trajectories_train_the_same_adp_as_in_memory(tmp_path, tiny_mo
     assert all((disk.labels[k] == memory.labels[k]).all() for k in memory.labels)
     assert torch.equal(disk.timesteps, memory.timesteps)
     train = dict(epochs=2, batch_size=8, width=8, hidden=16, dropout=0.1)
-    a, b = train_adp(memory, SPACE, **train), train_adp(disk, SPACE, **train)
+    a, b = (
+        train_adp(memory, SPACE, ADPTraining(**train)),
+        train_adp(disk, SPACE, ADPTraining(**train)),
+    )
     for (name, x), y in zip(
         a.model.state_dict().items(), b.model.state_dict().values(), strict=True
     ):

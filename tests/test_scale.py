@@ -14,15 +14,16 @@ import torch
 
 from fairsynth.app.config import ConfigError, load_params, parse_params
 from fairsynth.run.judge import GenerationState, next_batch_size
-from fairsynth.run.windows import plan_window
+from fairsynth.run.windows import WindowPolicy, plan_window
 
 
 def _next_window(quotas, accepted, generated=0, **kw):
     args = dict(size=4, batch_size=64, min_batch=8, budget=10_000, seed=0)
     args.update(kw)
     return plan_window(
-        [np.array(q) for q in quotas], [np.array(a) for a in accepted], generated, 0, **args
-    )
+        [np.array(q) for q in quotas], [np.array(a) for a in accepted], generated, 0,
+        WindowPolicy(**args),
+    )  # fmt: skip
 
 
 def test_window_of_one_is_the_sequential_loop():

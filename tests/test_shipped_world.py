@@ -47,10 +47,11 @@ def test_shipped_ddpm_loads_like_a_model_id():
 def test_shipped_ddpm_draws_faces_with_the_reference_bias():
     """A short run (64 samples, 20 steps; the full audit is the CLI's, 1,000 at 50 steps:
     max |diff| 0.048): confidently classified faces, in the reference's proportions."""
-    from fairsynth.toyfaces.audit_model import audit_model
+    from fairsynth.toyfaces.audit_model import Sampling, audit_model
     from fairsynth.toyfaces.dataset import DEFAULT_BIAS
 
-    report = audit_model(n=64, seed=1, steps=20, batch_size=64, reference=None, grid_path=None)
+    how = Sampling(n=64, seed=1, steps=20, batch_size=64)
+    report = audit_model(how, reference=None, grid_path=None)
     assert report["confident_fraction"] >= 0.95, report
     skin = report["attributes"]["skin"]
     assert skin["reference"]["dark"] == pytest.approx(DEFAULT_BIAS["skin"][1])
@@ -82,9 +83,10 @@ def test_shipped_text_to_image_model_draws_each_prompts_bias():
     """A few samples per prompt from the trained toy text-to-image model: the nurse prompt
     (trained 80 % dark-skinned) draws far more dark skin than the doctor (10 %), the teacher
     (80 %) far more eyeglasses than the nurse (15 %), and the faces are clear."""
+    from fairsynth.toyfaces.audit_model import Sampling
     from fairsynth.toyfaces.audit_t2i import audit_text2image
 
-    report = audit_text2image(n=24, cfg_scales=(1.0,), steps=10, batch_size=24)
+    report = audit_text2image(Sampling(n=24, steps=10, batch_size=24), cfg_scales=(1.0,))
     rows = {p: r["by_cfg"]["1"] for p, r in report["prompts"].items()}
     assert set(rows) >= {"a photo of a doctor", "a photo of a nurse", "a photo of a teacher"}
     dark = {p: r["attributes"]["skin"]["dark"] for p, r in rows.items()}

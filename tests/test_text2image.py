@@ -9,9 +9,9 @@ from fairsynth.core.attributes import AttributeSpace
 from fairsynth.diffusion.dummy import build_tiny_sd
 from fairsynth.diffusion.sampling import SamplerSettings, sample
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image, split_conditional
-from fairsynth.guidance.adp import ADP, TrainedADP
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP
 from fairsynth.guidance.guide import DistributionGuidance, GuidanceConfig
-from fairsynth.guidance.trajectories import record_trajectories
+from fairsynth.guidance.trajectories import Recording, record_trajectories
 
 SPACE = AttributeSpace.from_dict({"gender": ["female", "male"]})
 
@@ -25,7 +25,9 @@ def tiny_sd(tmp_path_factory):
 
 def _adp(channels: int, spatial: int) -> TrainedADP:
     torch.manual_seed(1)
-    return TrainedADP(ADP(channels, spatial, {"gender": 2}, width=8, hidden=16).eval(), SPACE, {})
+    return TrainedADP(
+        ADP(channels, spatial, {"gender": 2}, ADPShape(width=8, hidden=16)).eval(), SPACE, {}
+    )
 
 
 def test_strength_zero_matches_diffusers_pipeline(tiny_sd):
@@ -126,8 +128,8 @@ def test_trajectories_record_the_conditional_half(tiny_sd):
         return {"gender": np.eye(2)[(images.mean(axis=(1, 2, 3)) > 127).astype(int)]}
 
     bound = PromptedModel(model, "a face", cfg_scale=4.0)
-    traj = record_trajectories(bound, labeller, n=3, seed=0, settings=SamplerSettings(steps=2),
-                               record_every=1, batch_size=3)  # fmt: skip
+    recording = Recording(settings=SamplerSettings(steps=2), record_every=1, batch_size=3)
+    traj = record_trajectories(bound, labeller, n=3, seed=0, recording=recording)
     assert traj.h.shape[:2] == (3, 2) and traj.images.shape == (3, 32, 32, 3)
 
 
@@ -143,7 +145,7 @@ def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
 
     torch.manual_seed(0)
     space = AttributeSpace.from_dict(ATTRIBUTES)
-    adp = ADP(32, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, width=8, hidden=16)
+    adp = ADP(32, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, ADPShape(width=8, hidden=16))
     TrainedADP(adp.eval(), space, {}).save(tmp_path / "adp")
     p = tmp_path / "params.yaml"
     p.write_text(

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fairsynth.app.config import Params
+from fairsynth.app.resolve import sampler_settings
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.diffusion.sampling import SamplerSettings
 from fairsynth.guidance.adp import TrainedADP
@@ -97,6 +99,19 @@ def calibrate_strength(
         "confidence": conf,
         "max_quality_drop": w.max_quality_drop,
     }
+
+
+def calibration_sweep(params: Params, mode: str = "distribution", **how) -> Sweep:
+    """A sweep that guides exactly as these params generate (every guidance setting; the
+    class-mean shift for distribution guidance only), on their sampler, batch size and
+    verifier confidence. ``how``: ``strengths``, ``n``, ``family``, ``max_quality_drop``."""
+    g = params.guidance
+    guidance = g.to_config(mode=mode, shift=float(g.shift) if mode == "distribution" else 0.0)
+    strengths = how.pop("strengths", None) or geometric(10.0, 1000.0, 7)
+    return Sweep(
+        guidance, tuple(float(s) for s in strengths), settings=sampler_settings(params),
+        batch_size=g.batch_size, confidence=params.verify.confidence, **how,
+    )  # fmt: skip
 
 
 def guidance_label(result: dict) -> str:

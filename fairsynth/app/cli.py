@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fairsynth.app.errors import USER_ERRORS
@@ -26,81 +27,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from fairsynth.app.config import load_params
-    from fairsynth.app.evaluate import evaluate
-
-    report = evaluate(load_params(a.params), a.n, progress=not a.json)
-    if a.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"mode {report['mode']}: FD hard {report['fd_hard']:.4f}, soft {report['fd_soft']:.4f}"
-        )
-        for cell, t, h in zip(report["cells"], report["target"], report["hard"], strict=True):
-            print(f"  {cell:<24} target {t:.3f}  got {h:.3f}")
-        print(
-            f"confident fraction {report['confident_fraction']:.3f}, "
-            f"{report['seconds_per_batch']:.2f} s/batch"
-        )
-    return 0
-
-
-def _cmd_train_adp(a: argparse.Namespace) -> int:
-    from fairsynth.app.config import load_params
-    from fairsynth.app.train_adp import train_adp_from_params
-
-    trained = train_adp_from_params(
-        load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
-        trajectories_file=a.trajectories, means_only=a.means_only,
-    )  # fmt: skip
-    print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
-    return 0
-
-
-def _cmd_weights_check(a: argparse.Namespace) -> int:
-    from fairsynth.app.config import load_params
-    from fairsynth.app.weights import check_weights, format_rows
-
-    rows = check_weights(load_params(a.params))
-    if a.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_rows(rows))
-    missing = sum(not r["present"] for r in rows)
-    if missing and not a.json:
-        print(f"{missing} file(s) missing: runs with these params stop before generating")
-    return 1 if missing else 0
-
-
-def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from fairsynth.app.config import load_params
-    from fairsynth.app.evaluate import (
-        calibrate_from_params,
-        calibration_sweep,
-        format_calibration,
-    )
-
-    params = load_params(a.params)
-    if a.record and not a.family:
-        print("fairsynth calibrate: --record files a family sweep; add --family", file=sys.stderr)
-        return 2
-    sweep = calibration_sweep(params, a.mode, strengths=a.strengths, n=a.n, family=a.family,
-                              max_quality_drop=a.max_quality_drop)  # fmt: skip
-    result = calibrate_from_params(params, sweep, progress=not a.json)
-    print(json.dumps(result, indent=2) if a.json else format_calibration(result))
-    if a.record:
-        from fairsynth.app.calibrate import record_calibration
-        from fairsynth.app.resolve import adp_folder
-
-        folder = adp_folder(params)
-        key = record_calibration(folder, result)
-        print(
-            f"recorded in {Path(folder) / 'adp.json'}: calibration_family[{key!r}]", file=sys.stderr
-        )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fairsynth", description="Fair synthetic data with diffusion models"
@@ -112,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--n", type=_positive_int, default=512)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func="fairsynth.app.evaluate:evaluate_command")
 
     p = sub.add_parser("calibrate", help="sweep guidance strengths for the configured ADP")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -127,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-quality-drop", type=_fraction, default=0.03,
                    help="a strength counts only if its confident fraction stays within this")  # fmt: skip
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_calibrate)
+    p.set_defaults(func="fairsynth.app.evaluate:calibrate_command")
 
     p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -139,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--means-only", action="store_true",
                    help="keep the ADP in --out; only add its class means (guidance.shift)")  # fmt: skip
-    p.set_defaults(func=_cmd_train_adp)
+    p.set_defaults(func="fairsynth.app.train_adp:train_adp_command")
 
     w = sub.add_parser("weights", help="the weight files the params need").add_subparsers(
         dest="weights_command", required=True
@@ -147,11 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = w.add_parser("check", help="list needed weight files, where expected, whether present")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_weights_check)
+    p.set_defaults(func="fairsynth.app.weights:weights_check_command")
 
     for add_commands in plugins.all_provided("commands").values():
         add_commands(sub, _positive_int)
     return ap
+
+
+def command(func: str | Callable[[argparse.Namespace], int]) -> Callable:
+    """A command's function; ``"module:function"`` is imported only when that command runs
+    (``--help`` and a bad params file then answer without loading torch or a model)."""
+    if isinstance(func, str):
+        module, _, name = func.partition(":")
+        func = getattr(importlib.import_module(module), name)
+    return func
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
     try:
-        return a.func(a)
+        return command(a.func)(a)
     except USER_ERRORS as exc:
         return report_error(exc)
 

@@ -3,13 +3,17 @@ or sweep guidance strengths that way (``calibrate_from_params``)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from fairsynth.app.calibrate import Sweep, calibrate_strength, geometric, guidance_label
+from fairsynth.app.assemble import assemble
+from fairsynth.app.calibrate import Sweep, calibrate_strength, calibration_sweep, guidance_label
 from fairsynth.app.config import Params, as_dict
-from fairsynth.app.resolve import sampler_settings
-from fairsynth.app.runspec import assemble
 from fairsynth.verify.scoring import score
 
 
@@ -45,22 +49,7 @@ def evaluate(params: Params, n: int, progress: bool = False, prompt: int = 0) ->
     return report
 
 
-def calibration_sweep(params: Params, mode: str = "distribution", **how) -> Sweep:
-    """A sweep that guides exactly as these params generate (every guidance setting; the
-    class-mean shift for distribution guidance only), on their sampler, batch size and
-    verifier confidence. ``how``: ``strengths``, ``n``, ``family``, ``max_quality_drop``."""
-    g = params.guidance
-    guidance = g.to_config(mode=mode, shift=float(g.shift) if mode == "distribution" else 0.0)
-    strengths = how.pop("strengths", None) or geometric(10.0, 1000.0, 7)
-    return Sweep(
-        guidance, tuple(float(s) for s in strengths), settings=sampler_settings(params),
-        batch_size=g.batch_size, confidence=params.verify.confidence, **how,
-    )  # fmt: skip
-
-
-def calibrate_from_params(
-    params: Params, sweep: Sweep, progress: bool = False
-) -> dict:
+def calibrate_from_params(params: Params, sweep: Sweep, progress: bool = False) -> dict:
     """Sweep the configured ADP (no training) on its model and verifier; text-to-image: on the
     first prompt, at the configured CFG scale."""
     parts = assemble(params, sweep.guidance)
@@ -92,3 +81,45 @@ def format_calibration(result: dict) -> str:
         f"{result['max_quality_drop']:g} of unguided on every target)"
     )
     return "\n".join(lines)
+
+
+def evaluate_command(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+
+    report = evaluate(load_params(a.params), a.n, progress=not a.json)
+    if a.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"mode {report['mode']}: FD hard {report['fd_hard']:.4f}, soft {report['fd_soft']:.4f}"
+        )
+        for cell, t, h in zip(report["cells"], report["target"], report["hard"], strict=True):
+            print(f"  {cell:<24} target {t:.3f}  got {h:.3f}")
+        print(
+            f"confident fraction {report['confident_fraction']:.3f}, "
+            f"{report['seconds_per_batch']:.2f} s/batch"
+        )
+    return 0
+
+
+def calibrate_command(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+
+    params = load_params(a.params)
+    if a.record and not a.family:
+        print("fairsynth calibrate: --record files a family sweep; add --family", file=sys.stderr)
+        return 2
+    sweep = calibration_sweep(params, a.mode, strengths=a.strengths, n=a.n, family=a.family,
+                              max_quality_drop=a.max_quality_drop)  # fmt: skip
+    result = calibrate_from_params(params, sweep, progress=not a.json)
+    print(json.dumps(result, indent=2) if a.json else format_calibration(result))
+    if a.record:
+        from fairsynth.app.calibrate import record_calibration
+        from fairsynth.app.resolve import adp_folder
+
+        folder = adp_folder(params)
+        key = record_calibration(folder, result)
+        print(
+            f"recorded in {Path(folder) / 'adp.json'}: calibration_family[{key!r}]", file=sys.stderr
+        )
+    return 0

@@ -4,7 +4,8 @@ their spec objects."""
 
 from __future__ import annotations
 
-from fairsynth.app.config import Params, PromptConfig
+from fairsynth.app.config.model_section import PromptConfig
+from fairsynth.app.config.params import Params
 from fairsynth.core.plugins import resolve
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.diffusion.sampling import SamplerSettings

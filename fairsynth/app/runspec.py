@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fairsynth.app.config import Params, as_dict
+from fairsynth.app.config.base import as_dict
 from fairsynth.app.config.model_section import ENGINE_KEYS, LATER_MODEL_KEYS
+from fairsynth.app.config.params import Params
 from fairsynth.app.resolve import (
     adp_folder,
     model_spec,
@@ -31,9 +31,6 @@ from fairsynth.guidance.config import GuidanceConfig
 from fairsynth.run.ledger import fingerprint
 from fairsynth.run.spec import Job, ProducerRecipe, RunSpec, ScaleSpec
 from fairsynth.verify.kinds import verifier_folder
-
-if TYPE_CHECKING:
-    from fairsynth.run.produce import BatchProducer
 
 
 def guidance_hash(params: Params) -> str:
@@ -187,16 +184,6 @@ def producer_recipe(
     key = fingerprint([json.dumps(as_dict(params), sort_keys=True, default=str),
                        repr(recipe), weights_signature(params)])  # fmt: skip
     return ProducerRecipe(**{**recipe.__dict__, "key": key})
-
-
-def assemble(params: Params, guidance: GuidanceConfig | None = None) -> BatchProducer:
-    """The model (one backend per job, bound to its prompt), ADP and verifier of these params,
-    loaded as a run loads them: every entry point that takes params builds them here."""
-    from fairsynth.run.executors import build_producer  # torch and diffusers: only when loading
-
-    jobs = params.jobs()
-    prompts = tuple(prompt_spec(prompt) for prompt, _, _ in jobs)
-    return build_producer(producer_recipe(params, jobs[0][1].space, prompts, guidance))
 
 
 def scale_spec(params: Params) -> ScaleSpec:

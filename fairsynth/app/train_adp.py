@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,8 +20,8 @@ from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
 from fairsynth.guidance.class_means import cell_means
-from fairsynth.guidance.training import train_adp
-from fairsynth.guidance.trajectories import Trajectories, stream_trajectories
+from fairsynth.guidance.training import ADPTraining, train_adp
+from fairsynth.guidance.trajectories import Recording, Trajectories, stream_trajectories
 from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
 from fairsynth.verify import AlignedVerifier, load_one
 from fairsynth.verify.kinds import verifier_folder
@@ -28,25 +30,52 @@ from fairsynth.verify.kinds import verifier_folder
 def train_adp_from_params(
     params: Params,
     out: str | Path,
-    pseudo_labeller: str | None = None,
     progress: bool = False,
+    *,
     calibrate: bool = False,
     trajectories_file: str | Path | None = None,
     means_only: bool = False,
 ) -> TrainedADP:
-    """``trajectories_file``: reuse a recording saved there, or save this one there (retraining
-    with other ADP settings then skips the sampling). ``means_only``: keep the ADP in ``out``
-    (weights, calibration) and only add the class means of the recording (guidance.shift)."""
+    """Record trajectories of the base model, pseudo-label them, train the ADP and save it in
+    ``out``. ``trajectories_file``: reuse a recording saved there, or save this one there
+    (retraining with other ADP settings then skips the sampling). ``means_only``: keep the ADP
+    in ``out`` (weights, calibration) and only add the class means of the recording
+    (guidance.shift). ``calibrate``: also sweep guidance strengths, filed with the ADP."""
     if means_only:
         existing = TrainedADP.load(out).check_layer(params.model.layer)  # fails before sampling
         to_adp = class_maps(params.attribute_space(), existing.space)
     spec = model_spec(params)
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
-    pseudo_labeller = pseudo_labeller or params.adp.pseudo_labeller
-    labeller = load_one(
-        resolve("pseudo_labeller", pseudo_labeller), params.verify.deepface, device=device
-    )
+    label = _labeller(params, device)
+    traj, scratch = _recording(params, model, label, out, trajectories_file, progress)
+    try:
+        if means_only:
+            labels = {n: m[np.asarray(traj.labels[n])] for n, m in to_adp.items()}
+            existing.means = cell_means(traj.h, labels, existing.space.attributes, traj.timesteps)
+            existing.meta["class_means_trajectories"] = len(traj.h)
+            existing.save(out)
+            return existing
+        a = params.adp
+        training = ADPTraining(seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
+                               weight_decay=a.weight_decay)  # fmt: skip
+        trained = train_adp(traj, params.attribute_space(), training, progress)
+        trained.meta.update(_made_by(params))
+        if calibrate:
+            _calibrate(params, model, trained, device, progress)
+        trained.meta["inputs_fingerprint"] = adp_inputs_hash(params)  # checked on reuse
+        trained.save(out)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return trained
+
+
+def _labeller(params: Params, device: str):
+    """The pseudo-labeller as a function of images: per attribute, probabilities in the
+    params' class order."""
+    name = params.adp.pseudo_labeller
+    labeller = load_one(resolve("pseudo_labeller", name), params.verify.deepface, device=device)
     space = params.attribute_space()
     missing = [n for n in space.names if n not in labeller.attributes]
     if missing:
@@ -56,19 +85,16 @@ def train_adp_from_params(
     def label(images):
         return labeller.verify(images).probs
 
-    record = dict(
-        settings=sampler_settings(params),  # the trajectories generation will follow
-        record_every=params.adp.record_every,
-        batch_size=params.guidance.batch_size,
-        progress=progress,
-    )
-    seed = params.adp.seed + 10_000  # disjoint from generation seeds
-    prompts = training_prompts(params)
-    reuse = trajectories_file is not None and (
+    return label
+
+
+def _recording(params: Params, model, label, out, trajectories_file, progress: bool):
+    """The trajectories to train on: reused from ``trajectories_file``, or recorded (streamed
+    to disk batch by batch: memory does not grow with adp.trajectories) into it or into a
+    scratch folder beside ``out``. Returns them and the scratch folder to remove (or None)."""
+    if trajectories_file is not None and (
         Path(trajectories_file).is_file() or is_store(trajectories_file)
-    )
-    scratch = None
-    if reuse:
+    ):
         traj = (
             Trajectories.open(trajectories_file)
             if is_store(trajectories_file)
@@ -79,89 +105,84 @@ def train_adp_from_params(
                 f"{trajectories_file} holds {len(traj.h)} trajectories, adp.trajectories is "
                 f"{params.adp.trajectories}; delete it to record again"
             )
-    else:
-        # streamed to disk batch by batch: memory does not grow with adp.trajectories
-        if trajectories_file is None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            prefix = f".{Path(out).name}-trajectories-"
-            for stale in Path(out).parent.glob(prefix + "*"):  # a killed run's (out is locked)
-                shutil.rmtree(stale, ignore_errors=True)
-            scratch = tempfile.mkdtemp(prefix=prefix, dir=Path(out).parent)
-        writer = TrajectoryWriter(trajectories_file or scratch)
-        n = params.adp.trajectories
-        try:
-            if not prompts:
-                stream_trajectories(writer, model, label, n=n, seed=seed, **record)
-            else:
-                # one ADP shared by all prompts: the attributes' h-space directions are shared
-                # across prompts, and neutral prompts widen the distribution the ADP sees
-                share = np.array_split(np.arange(n), len(prompts))
-                for k, prompt in enumerate(prompts):
-                    bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
-                    stream_trajectories(writer, bound, label, n=len(share[k]),
-                                        seed=seed + 1_000 * k, **record)  # fmt: skip
-            writer.finish()
-        except BaseException:
-            writer.close()
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-            raise
-        traj = Trajectories.open(writer.folder)
+        return traj, None
+    scratch = None
+    if trajectories_file is None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{Path(out).name}-trajectories-"
+        for stale in Path(out).parent.glob(prefix + "*"):  # a killed run's (out is locked)
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = tempfile.mkdtemp(prefix=prefix, dir=Path(out).parent)
+    writer = TrajectoryWriter(trajectories_file or scratch)
     try:
-        if means_only:
-            labels = {n: m[np.asarray(traj.labels[n])] for n, m in to_adp.items()}
-            existing.means = cell_means(traj.h, labels, existing.space.attributes, traj.timesteps)
-            existing.meta["class_means_trajectories"] = len(traj.h)
-            existing.save(out)
-            return existing
-        a = params.adp
-        trained = train_adp(
-            traj, space, seed=a.seed, epochs=a.epochs, lr=a.lr, dropout=a.dropout,
-            weight_decay=a.weight_decay, progress=progress,
-        )  # fmt: skip
-        trained.meta.update(
-            {
-                "base_model": str(params.model.path),
-                "layer": params.model.layer,
-                "steps": params.model.steps,
-                "pseudo_labeller": str(pseudo_labeller),
-                "eta": params.model.eta,
-                **({"scheduler": params.model.scheduler} if params.model.scheduler else {}),
-                **(
-                    {"cfg_scale": params.model.cfg_scale, "prompts": [p.prompt for p in prompts]}
-                    if prompts
-                    else {}
-                ),
-            }
-        )
-        if calibrate:
-            from fairsynth.app.calibrate import calibrate_strength
-            from fairsynth.app.evaluate import calibration_sweep
-            from fairsynth.guidance.guided import GuidedSampler
-            from fairsynth.verify import load_verifier
-
-            verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
-            # text-to-image: calibrated on the first prompt, at the configured CFG scale
-            first = prompt_spec(prompts[0]) if prompts else None
-            calib_model = bind_prompt(model, first, params.model.cfg_scale)
-            trained.to(device)
-            recommended = {}
-            for mode in ("distribution", "sample"):
-                sweep = calibration_sweep(params, mode)  # guided as generation guides
-                sampler = GuidedSampler(calib_model, sweep.settings, sweep.guidance, trained)
-                result = calibrate_strength(sampler, verifier, sweep, progress)
-                recommended[f"{mode}_strength"] = result["chosen"]
-                trained.meta.setdefault("calibration", {})[mode] = result
-            trained.meta["recommended"] = recommended
-            trained.to("cpu")
-        trained.meta["inputs_fingerprint"] = adp_inputs_hash(
-            params
-        )  # what made it, checked on reuse
-        trained.save(out)
-    finally:
+        _record(params, model, label, writer, progress)
+        writer.finish()
+    except BaseException:
+        writer.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    return trained
+        raise
+    return Trajectories.open(writer.folder), scratch
+
+
+def _record(params: Params, model, label, writer: TrajectoryWriter, progress: bool) -> None:
+    record = Recording(
+        settings=sampler_settings(params),  # the trajectories generation will follow
+        record_every=params.adp.record_every,
+        batch_size=params.guidance.batch_size,
+        progress=progress,
+    )
+    seed = params.adp.seed + 10_000  # disjoint from generation seeds
+    n, prompts = params.adp.trajectories, training_prompts(params)
+    if not prompts:
+        stream_trajectories(writer, model, label, n, seed, record)
+        return
+    # one ADP shared by all prompts: the attributes' h-space directions are shared across
+    # prompts, and neutral prompts widen the distribution the ADP sees
+    share = np.array_split(np.arange(n), len(prompts))
+    for k, prompt in enumerate(prompts):
+        bound = bind_prompt(model, prompt_spec(prompt), params.model.cfg_scale)
+        stream_trajectories(writer, bound, label, len(share[k]), seed + 1_000 * k, record)
+
+
+def _made_by(params: Params) -> dict:
+    """What the ADP records of the model and recording it was trained on."""
+    m, prompts = params.model, training_prompts(params)
+    return {
+        "base_model": str(m.path),
+        "layer": m.layer,
+        "steps": m.steps,
+        "pseudo_labeller": str(params.adp.pseudo_labeller),
+        "eta": m.eta,
+        **({"scheduler": m.scheduler} if m.scheduler else {}),
+        **({"cfg_scale": m.cfg_scale, "prompts": [p.prompt for p in prompts]} if prompts else {}),
+    }
+
+
+def _calibrate(params: Params, model, trained: TrainedADP, device: str, progress: bool) -> None:
+    """Sweep strengths for distribution and sample guidance, guided as generation guides;
+    text-to-image: on the first prompt, at the configured CFG scale. Filed in ``trained``."""
+    from fairsynth.app.calibrate import calibrate_strength, calibration_sweep
+    from fairsynth.guidance.guided import GuidedSampler
+    from fairsynth.verify import load_verifier
+
+    verifier = load_verifier(verifier_spec(params), params.attribute_space(), device)
+    prompts = training_prompts(params)
+    first = prompt_spec(prompts[0]) if prompts else None
+    calib_model = bind_prompt(model, first, params.model.cfg_scale)
+    trained.to(device)
+    recommended = {}
+    try:
+        for mode in ("distribution", "sample"):
+            sweep = calibration_sweep(params, mode)
+            sampler = GuidedSampler(calib_model, sweep.settings, sweep.guidance, trained)
+            result = calibrate_strength(sampler, verifier, sweep, progress)
+            recommended[f"{mode}_strength"] = result["chosen"]
+            trained.meta.setdefault("calibration", {})[mode] = result
+    finally:
+        verifier.close()
+    trained.meta["recommended"] = recommended
+    trained.to("cpu")
 
 
 def adp_fingerprint(params: Params) -> dict:
@@ -242,3 +263,14 @@ def class_maps(space: AttributeSpace, adp_space: AttributeSpace) -> dict[str, np
             "--means-only needs the attributes the ADP was trained on"
         )
     return {n: np.array(order[n]) for n in adp_space.names}
+
+
+def train_adp_command(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+
+    trained = train_adp_from_params(
+        load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
+        trajectories_file=a.trajectories, means_only=a.means_only,
+    )  # fmt: skip
+    print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
+    return 0

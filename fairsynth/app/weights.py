@@ -6,6 +6,8 @@ anything is missing, before loading or generating anything. Nothing here downloa
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 from fairsynth.app.config import Params
@@ -170,3 +172,17 @@ def format_rows(rows: list[dict]) -> str:
         mark = "ok     " if r["present"] else "MISSING"
         lines.append(f"{mark}  {r['what']}: {r['path']}")
     return "\n".join(lines)
+
+
+def weights_check_command(a: argparse.Namespace) -> int:
+    from fairsynth.app.config import load_params
+
+    rows = check_weights(load_params(a.params))
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_rows(rows))
+    missing = sum(not r["present"] for r in rows)
+    if missing and not a.json:
+        print(f"{missing} file(s) missing: runs with these params stop before generating")
+    return 1 if missing else 0

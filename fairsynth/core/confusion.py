@@ -12,6 +12,7 @@ is unmixed from the confusion."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,14 +59,21 @@ def selected_truth(counts: np.ndarray, generated: np.ndarray, confusion: np.ndar
     return posterior(generated, confusion) @ (o / max(o.sum(), 1e-12))
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """``n_boot`` draws, intervals at ``level``, drawn from ``seed``."""
+
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+
 def estimate_truth(
     counts: np.ndarray,
     matrices: Sequence[np.ndarray],
     target: np.ndarray | None = None,
     generated: np.ndarray | None = None,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    bootstrap: Bootstrap = Bootstrap(),
 ) -> dict:
     """The estimated true cell distribution of a set whose verifier counted ``counts`` (picked
     by verified cell from the judged samples it counted as ``generated``; None: not picked,
@@ -77,10 +85,10 @@ def estimate_truth(
     counts = np.asarray(counts, dtype=np.int64)
     generated = counts if generated is None else np.asarray(generated, dtype=np.int64)
     point = selected_truth(counts, generated, cell_confusion(matrices))
-    rng = np.random.default_rng(seed)
+    rng, level = np.random.default_rng(bootstrap.seed), bootstrap.level
     n, n_gen = int(counts.sum()), int(generated.sum())
     draws = []
-    for _ in range(n_boot):
+    for _ in range(bootstrap.n_boot):
         resampled = cell_confusion([_draw_rows(np.asarray(m), rng) for m in matrices])
         post = posterior(rng.multinomial(n_gen, generated / max(n_gen, 1)), resampled)
         truth = sum(rng.multinomial(int(c), post[:, v] / post[:, v].sum())

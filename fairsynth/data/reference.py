@@ -111,39 +111,8 @@ def read_shards(
     if labels_file is None and path.is_dir() and (path / "labels.parquet").is_file():
         labels_file = path / "labels.parquet"
     if labels_file is not None:
-        frame = read_labels_file(labels_file)
-        if "key" not in frame.columns:
-            raise ValueError(f"{labels_file}: needs a 'key' column")
-        frame = frame.astype({"key": str})
-        names = [k for shard in shards for k in shard_keys(shard)]
-        frame = match_labels(frame, "key", names, str(labels_file), str(folder_or_pattern))
-        return ReferenceData(
-            list(frame["key"]),
-            _labels_from_frame(frame, space, str(labels_file)),
-            "labels file",
-            unlabelled=len(set(names) - set(frame["key"])),
-        )
-    keys, metas, images, where = [], [], [], []
-    for shard in shards:
-        try:
-            for sample in tario.iter_shard(shard):
-                key = sample["__key__"]
-                keys.append(key)
-                try:
-                    metas.append(json.loads(sample["json"]) if "json" in sample else None)
-                except ValueError as exc:
-                    raise ValueError(f"{shard}: sample {key!r}: unreadable .json ({exc})") from exc
-                if classifier is not None and metas[-1] is None:
-                    if "png" not in sample:
-                        raise ValueError(
-                            f"{shard}: sample {key!r} has no .png member (members: "
-                            f"{sorted(k for k in sample if k != '__key__')}; keys must not "
-                            "contain dots)"
-                        )
-                    images.append(tario.decode_png(sample["png"], f"{shard}: sample {key!r}"))
-                    where.append(f"{shard}: sample {key!r}")
-        except (OSError, EOFError, tarfile.TarError) as exc:
-            raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+        return _shards_with_labels_file(shards, space, labels_file, str(folder_or_pattern))
+    keys, metas, images, where = _read_members(shards, classifier is not None)
     if not keys:
         raise ValueError(f"{folder_or_pattern}: the reference shards hold no samples")
     if keys and all(m is not None and all(n in m for n in space.names) for m in metas):
@@ -159,6 +128,50 @@ def read_shards(
         )
     probs = classifier(stack_images(images, where))
     return ReferenceData(keys, {n: probs[n].argmax(1) for n in space.names}, "classifier")
+
+
+def _shards_with_labels_file(
+    shards: list[Path], space: AttributeSpace, labels_file: str | Path, where: str
+) -> ReferenceData:
+    frame = read_labels_file(labels_file)
+    if "key" not in frame.columns:
+        raise ValueError(f"{labels_file}: needs a 'key' column")
+    frame = frame.astype({"key": str})
+    names = [k for shard in shards for k in shard_keys(shard)]
+    frame = match_labels(frame, "key", names, str(labels_file), where)
+    return ReferenceData(
+        list(frame["key"]),
+        _labels_from_frame(frame, space, str(labels_file)),
+        "labels file",
+        unlabelled=len(set(names) - set(frame["key"])),
+    )
+
+
+def _read_members(shards: list[Path], need_images: bool):
+    """Every sample's key and ``.json`` metadata (None without one); with ``need_images``, the
+    images of the samples without metadata (and where each is, for messages)."""
+    keys, metas, images, where = [], [], [], []
+    for shard in shards:
+        try:
+            for sample in tario.iter_shard(shard):
+                key = sample["__key__"]
+                keys.append(key)
+                try:
+                    metas.append(json.loads(sample["json"]) if "json" in sample else None)
+                except ValueError as exc:
+                    raise ValueError(f"{shard}: sample {key!r}: unreadable .json ({exc})") from exc
+                if need_images and metas[-1] is None:
+                    if "png" not in sample:
+                        raise ValueError(
+                            f"{shard}: sample {key!r} has no .png member (members: "
+                            f"{sorted(k for k in sample if k != '__key__')}; keys must not "
+                            "contain dots)"
+                        )
+                    images.append(tario.decode_png(sample["png"], f"{shard}: sample {key!r}"))
+                    where.append(f"{shard}: sample {key!r}")
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
+    return keys, metas, images, where
 
 
 def shard_keys(shard: Path) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,22 +54,31 @@ def step_function(
     return step
 
 
+@dataclass(frozen=True)
+class Denoiser:
+    """What one backend denoises with: ``predict(x, t)`` (the noise or velocity prediction,
+    classifier-free guidance included), the ``network`` whose layer h-space is hooked, and its
+    ``scheduler``. ``wrap_edit`` adapts the guidance's edit to the network's batch (e.g. the
+    conditional half of a CFG batch only); ``view_h`` picks what a callback sees of h."""
+
+    predict: Predict
+    network: nn.Module
+    scheduler: object
+    wrap_edit: Callable[[HEdit], HEdit] | None = None
+    view_h: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 def denoise(
-    predict: Predict,
+    denoiser: Denoiser,
     noise: torch.Tensor,
-    scheduler,
     settings: SamplerSettings,
     generator: torch.Generator,
-    network: nn.Module,
     guidance: HSpaceGuidance | None = None,
     callback: StepCallback | None = None,
-    wrap_edit: Callable[[HEdit], HEdit] | None = None,
-    view_h: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The final latents from ``noise`` (scaled by the scheduler's initial sigma).
-
-    ``wrap_edit`` adapts the guidance's edit to the network's batch (e.g. the conditional half
-    of a CFG batch only); ``view_h`` picks what the callback sees of the captured h."""
+    """The final latents from ``noise`` (scaled by the scheduler's initial sigma)."""
+    predict, network, scheduler = denoiser.predict, denoiser.network, denoiser.scheduler
+    wrap_edit, view_h = denoiser.wrap_edit, denoiser.view_h
     steps, on_device = timestep_plan(scheduler.timesteps, noise.device)
     x = noise.float() * init_sigma(scheduler)
     step = step_function(scheduler, settings.eta, generator, tuple(x.shape), x.device)

@@ -23,7 +23,7 @@ import torch
 
 from fairsynth.diffusion.device import cpu_noise
 from fairsynth.diffusion.families import Family, family_of
-from fairsynth.diffusion.loop import denoise
+from fairsynth.diffusion.loop import Denoiser, denoise
 from fairsynth.diffusion.safetensors_check import check_folder
 from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback
 from fairsynth.diffusion.schedulers import make_scheduler
@@ -219,9 +219,10 @@ class PromptedModel:
             return out_u + scale * (out_c - out_u)
 
         doubled = cfg and self.guide_halves == "conditional"
-        latents = denoise(
-            predict, latents, scheduler, settings, generator, self.model.unet, guidance, callback,
+        denoiser = Denoiser(
+            predict, self.model.unet, scheduler,
             wrap_edit=(lambda edit: split_conditional(edit, n)) if doubled else None,
             view_h=(lambda h: h[n:] if h.shape[0] == 2 * n else h) if cfg else None,
         )  # fmt: skip
+        latents = denoise(denoiser, latents, settings, generator, guidance, callback)
         return family.decode(pipe, latents, size, generator).clamp(-1, 1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from fairsynth.diffusion.device import cpu_noise
-from fairsynth.diffusion.loop import denoise
+from fairsynth.diffusion.loop import Denoiser, denoise
 from fairsynth.diffusion.safetensors_check import check_folder
 from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback
 from fairsynth.diffusion.schedulers import make_scheduler
@@ -80,7 +80,9 @@ class DiffusionModel:
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return unet(x.to(unet.dtype), t).sample.float()
 
-        x = denoise(predict, noise, scheduler, settings, generator, unet, guidance, callback)
+        x = denoise(
+            Denoiser(predict, unet, scheduler), noise, settings, generator, guidance, callback
+        )
         return self.to_image_space(x).clamp(-1, 1)
 
     @property

@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from fairsynth.app.config import ConfigError, Params, load_params
 from fairsynth.app.errors import USER_ERRORS
 from fairsynth.app.errors import report as report_error
-from fairsynth.core import plugins
+from fairsynth.app.runspec import expected_fingerprint
 from fairsynth.data import shards
-from fairsynth.data.feed import Feed, make_loader
 from fairsynth.data.runlog import write_run_record
-from fairsynth.experiments.control import build_control, published_index
+from fairsynth.experiments.datasets import control_params, published_index, test_set
 from fairsynth.experiments.statistics import group_metrics, predict, summarize
 from fairsynth.experiments.summary import format_report, format_run
 from fairsynth.experiments.trainsets import (
@@ -90,32 +89,23 @@ def control_facts(params: Params) -> dict:
     return {"control": {k: index.get(k) for k in keys}}
 
 
-def test_set(params: Params) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """Images (float NCHW in [0, 1]) and labels, balanced over (sensitive, label) cells."""
+def build_control(params: Params, progress: bool = True) -> Path:
+    """(c): rejection sampling to the published dataset's quotas, once (kept on disk)."""
+    from fairsynth.app.stages.generate import stage_generate
+
     d = params.downstream
-    space = params.attribute_space()
-    renderers = plugins.all_provided("test_set")
-    if d.test in renderers:  # a world's fresh renders (toyfaces)
-        try:
-            images, labels = renderers[d.test](
-                space, d.sensitive, d.label, d.test_per_cell, d.test_seed
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return x, labels
-    feed = Feed(
-        None, reference=d.test, attributes=dict(space.attributes), shuffle=0, on_error="raise"
-    )
-    xs, labels = [], {d.sensitive: [], d.label: []}
-    for batch in make_loader(feed, batch_size=256):
-        xs.append(batch["image"])
-        for n in labels:
-            labels[n].append(batch["labels"][n].numpy())
-    lab = {n: np.concatenate(v) for n, v in labels.items()}
-    if any((v < 0).any() for v in lab.values()):
-        raise ValueError(f"downstream.test: {d.test} has samples without {list(labels)} labels")
-    return torch.cat(xs), lab
+    published = published_index(params)
+    out = Path(d.control_dir)
+    control = control_params(params, published)
+    done = out / "index.json"
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == expected_fingerprint(
+        control
+    ):
+        return out  # a complete control of these very params (ledger fingerprint) is kept
+    summary = stage_generate(control, None, progress=progress)
+    if summary["quotas"] != published["quotas"]:
+        raise RuntimeError("the control's quotas differ from the published dataset's")
+    return out
 
 
 @dataclass(frozen=True)

@@ -53,22 +53,28 @@ def tokens_to_grid(h: torch.Tensor) -> torch.Tensor:
     return h.transpose(1, 2).reshape(n, dim, side, side).contiguous()
 
 
+@dataclass(frozen=True)
+class ADPShape:
+    """The ADP net's size: conv ``width``, MLP ``hidden`` units, timestep embedding ``t_dim``,
+    ``dropout``; ``tokens``: h is a transformer's token sequence (laid on its grid first)."""
+
+    width: int = 64
+    hidden: int = 256
+    t_dim: int = 64
+    dropout: float = 0.0
+    tokens: bool = False
+
+
 class ADP(nn.Module):
     """Small conv + MLP over h_t, FiLM-conditioned on the timestep, one head per attribute.
     With ``tokens``, h is a transformer's token sequence, laid back on its 2-D grid first."""
 
     def __init__(
-        self,
-        in_channels: int,
-        spatial: int,
-        heads: dict[str, int],
-        width: int = 64,
-        hidden: int = 256,
-        t_dim: int = 64,
-        dropout: float = 0.0,
-        tokens: bool = False,
+        self, in_channels: int, spatial: int, heads: dict[str, int], shape: ADPShape = ADPShape()
     ):
         super().__init__()
+        width, hidden, t_dim = shape.width, shape.hidden, shape.t_dim
+        dropout, tokens = shape.dropout, shape.tokens
         self.config = dict(
             in_channels=in_channels,
             spatial=spatial,
@@ -104,6 +110,12 @@ class ADP(nn.Module):
         self.t_dim = t_dim
         # made once, moved with the module: no per-step allocation or host copy
         self.register_buffer("freqs", embedding_frequencies(t_dim), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: dict) -> ADP:
+        """The net an ``adp.json`` ``model`` entry describes (``self.config``)."""
+        shape = {k: config[k] for k in ADPShape.__dataclass_fields__ if k in config}
+        return cls(config["in_channels"], config["spatial"], config["heads"], ADPShape(**shape))
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         if t.ndim == 0:
@@ -214,7 +226,7 @@ class TrainedADP:
             if not (path / f).is_file():
                 raise FileNotFoundError(f"ADP folder {path} is missing {f}")
         config = json.loads((path / "adp.json").read_text())
-        model = ADP(**config.pop("model"))
+        model = ADP.from_config(config.pop("model"))
         model.load_state_dict(load_file(path / "adp.safetensors"))
         model.eval().requires_grad_(False).to(device)
         space = AttributeSpace.from_dict(config.pop("attributes"))

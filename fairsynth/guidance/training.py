@@ -4,106 +4,73 @@ pairs, so memory holds one batch of h rows, whatever the number of trajectories.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fairsynth.core.attributes import AttributeSpace
-from fairsynth.guidance.adp import ADP, TrainedADP, input_shape
+from fairsynth.guidance.adp import ADP, ADPShape, TrainedADP, input_shape
 from fairsynth.guidance.class_means import cell_means
 from fairsynth.guidance.trajectories import Trajectories
+
+
+@dataclass(frozen=True)
+class ADPTraining:
+    """How the ADP learns: AdamW (``lr``, ``weight_decay``) on label-smoothed cross-entropy,
+    ``batch_size`` rows a step, early stopping after ``patience`` epochs without a better
+    held-out loss (``holdout``: the fraction of trajectories held out); the net's ``width``,
+    ``hidden`` and ``dropout``; held-out accuracy reported in ``bands`` timestep bands."""
+
+    seed: int = 0
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    label_smoothing: float = 0.1
+    holdout: float = 0.15
+    patience: int = 4
+    bands: int = 5
+    width: int = 64
+    hidden: int = 256
+    dropout: float = 0.0
+    weight_decay: float = 1e-4
 
 
 def train_adp(
     traj: Trajectories,
     space: AttributeSpace,
-    seed: int = 0,
-    epochs: int = 30,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    label_smoothing: float = 0.1,
-    holdout: float = 0.15,
-    patience: int = 4,
-    bands: int = 5,
-    width: int = 64,
-    hidden: int = 256,
-    dropout: float = 0.0,
-    weight_decay: float = 1e-4,
+    training: ADPTraining = ADPTraining(),
     progress: bool = False,
 ) -> TrainedADP:
     """Train on recorded trajectories, split by trajectory; early stopping on held-out loss."""
-    torch.manual_seed(seed)
+    cfg = training
+    torch.manual_seed(cfg.seed)
     n_traj, n_rec = traj.h.shape[:2]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n_traj)
-    n_val = max(1, int(round(holdout * n_traj)))
+    n_val = max(1, int(round(cfg.holdout * n_traj)))
     val_idx, train_idx = order[:n_val], order[n_val:]
     c, s, tokens = input_shape(tuple(traj.h.shape[2:]))
     heads = {name: len(cl) for name, cl in space.attributes}
-    model = ADP(c, s, heads, width=width, hidden=hidden, dropout=dropout, tokens=tokens)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    shape = ADPShape(width=cfg.width, hidden=cfg.hidden, dropout=cfg.dropout, tokens=tokens)
+    model = ADP(c, s, heads, shape)
     labels = {k: torch.as_tensor(v) for k, v in traj.labels.items() if k in space.names}
-
-    def flat(idx: np.ndarray):
-        pairs = np.stack(np.meshgrid(idx, np.arange(n_rec), indexing="ij"), -1).reshape(-1, 2)
-        return pairs
-
-    train_pairs, val_pairs = flat(train_idx), flat(val_idx)
-
-    def batch_loss(pairs: np.ndarray, h: torch.Tensor, smoothing: float):
-        h = h.float()
-        t = traj.timesteps[pairs[:, 1]]
-        logits = model(h, t)
-        loss = sum(
-            F.cross_entropy(logits[k], labels[k][pairs[:, 0]], label_smoothing=smoothing)
-            for k in labels
-        )
-        return loss, logits
-
-    best, best_state, bad, history = float("inf"), None, 0, []
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm import tqdm
-
-        epoch_iter = tqdm(epoch_iter, desc="training ADP", unit="epoch")
-    for _epoch in epoch_iter:
-        model.train()
-        perm = rng.permutation(len(train_pairs))
-        batches = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
-        for pairs, h in rows(traj, train_pairs, batches):
-            loss, _ = batch_loss(pairs, h, label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            val = sum(
-                float(batch_loss(pairs, h, 0.0)[0]) * len(pairs)
-                for pairs, h in rows(traj, val_pairs, in_order(len(val_pairs), 2048))
-            ) / len(val_pairs)
-        history.append(round(val, 5))
-        if val < best - 1e-4:
-            best, bad = val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    model.eval().requires_grad_(False)
-    accuracy = heldout_accuracy(model, traj, val_pairs, labels, bands)
+    val_pairs = _pairs(val_idx, n_rec)
+    fit = _Fit(model, traj, labels, cfg)
+    history = fit.run(_pairs(train_idx, n_rec), val_pairs, rng, progress)
+    accuracy = heldout_accuracy(model, traj, val_pairs, labels, cfg.bands)
     meta = {
         "trajectories": int(n_traj),
         "recorded_steps": int(n_rec),
         "heldout_trajectories": int(n_val),
         "epochs_run": len(history),
         "val_loss_history": history,
-        "label_smoothing": label_smoothing,
-        "lr": lr,
-        "dropout": dropout,
-        "weight_decay": weight_decay,
+        "label_smoothing": cfg.label_smoothing,
+        "lr": cfg.lr,
+        "dropout": cfg.dropout,
+        "weight_decay": cfg.weight_decay,
         "heldout_accuracy_by_band": accuracy,
         "class_means_trajectories": int(n_traj),
         "label_fractions": {
@@ -114,6 +81,64 @@ def train_adp(
     # on the trajectories the ADP learnt from, train and held-out split alike (guidance.shift)
     means = cell_means(traj.h, traj.labels, space.attributes, traj.timesteps)
     return TrainedADP(model, space, meta, None, means)
+
+
+def _pairs(idx: np.ndarray, n_rec: int) -> np.ndarray:
+    """Every (trajectory, recorded step) pair of the trajectories ``idx``."""
+    return np.stack(np.meshgrid(idx, np.arange(n_rec), indexing="ij"), -1).reshape(-1, 2)
+
+
+class _Fit:
+    """The training loop: epochs over shuffled row batches, the best held-out state kept."""
+
+    def __init__(self, model: ADP, traj: Trajectories, labels: dict, cfg: ADPTraining):
+        self.model, self.traj, self.labels, self.cfg = model, traj, labels, cfg
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def loss(self, pairs: np.ndarray, h: torch.Tensor, smoothing: float) -> torch.Tensor:
+        logits = self.model(h.float(), self.traj.timesteps[pairs[:, 1]])
+        return sum(
+            F.cross_entropy(logits[k], self.labels[k][pairs[:, 0]], label_smoothing=smoothing)
+            for k in self.labels
+        )
+
+    def run(self, train_pairs, val_pairs, rng, progress: bool) -> list[float]:
+        """Train; the model ends in its best held-out state (eval, frozen). The held-out losses."""
+        cfg, model = self.cfg, self.model
+        best, best_state, bad, history = float("inf"), None, 0, []
+        epoch_iter = range(cfg.epochs)
+        if progress:
+            from tqdm import tqdm
+
+            epoch_iter = tqdm(epoch_iter, desc="training ADP", unit="epoch")
+        for _epoch in epoch_iter:
+            model.train()
+            perm = rng.permutation(len(train_pairs))
+            size = cfg.batch_size
+            batches = [perm[i : i + size] for i in range(0, len(perm), size)]
+            for pairs, h in rows(self.traj, train_pairs, batches):
+                loss = self.loss(pairs, h, cfg.label_smoothing)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+            model.eval()
+            with torch.no_grad():
+                val = sum(
+                    float(self.loss(pairs, h, 0.0)) * len(pairs)
+                    for pairs, h in rows(self.traj, val_pairs, in_order(len(val_pairs), 2048))
+                ) / len(val_pairs)
+            history.append(round(val, 5))
+            if val < best - 1e-4:
+                best, bad = val, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        model.eval().requires_grad_(False)
+        return history
 
 
 @torch.no_grad()

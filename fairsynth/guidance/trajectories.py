@@ -49,19 +49,29 @@ class Trajectories:
         return cls(t["h"], t["timesteps"], labels, t["images"].numpy())
 
 
+@dataclass(frozen=True)
+class Recording:
+    """How trajectories are recorded: sampled with ``settings`` in batches of ``batch_size``,
+    h kept every ``record_every`` steps."""
+
+    settings: SamplerSettings = SamplerSettings()
+    record_every: int = 2
+    batch_size: int = 64
+    progress: bool = False
+
+
 def record_trajectories(
     backend: Backend,
     pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
     n: int,
     seed: int,
-    **recording,
+    recording: Recording = Recording(),
 ) -> Trajectories:
     """Sample ``n`` unguided trajectories with ``backend``, recording h (``StepInfo.h``, the
-    output of ``settings.layer``) every ``record_every`` steps, and pseudo-label the images
-    (``recording``: ``recorded_batches``' settings, record_every, batch_size, progress).
+    output of ``settings.layer``) every ``record_every`` steps, and pseudo-label the images.
     Held in memory: ``stream_trajectories`` writes them to disk instead."""
     hs, images, timesteps = [], [], []
-    for h, ts, imgs in recorded_batches(backend, n, seed, **recording):
+    for h, ts, imgs in recorded_batches(backend, n, seed, recording):
         hs.append(h)
         images.append(imgs)
         timesteps = ts
@@ -77,26 +87,22 @@ def stream_trajectories(
     pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
     n: int,
     seed: int,
-    **recording,
+    recording: Recording = Recording(),
 ) -> None:
     """``record_trajectories``, each batch pseudo-labelled and appended to ``writer`` as it
     comes: memory holds one batch, whatever ``n``."""
-    for h, ts, imgs in recorded_batches(backend, n, seed, **recording):
+    for h, ts, imgs in recorded_batches(backend, n, seed, recording):
         labels = {k: v.argmax(1) for k, v in pseudo_labeller(imgs).items()}
         writer.append(h, ts, imgs, labels)
 
 
 def recorded_batches(
-    backend: Backend,
-    n: int,
-    seed: int,
-    settings: SamplerSettings = SamplerSettings(),
-    record_every: int = 2,
-    batch_size: int = 64,
-    progress: bool = False,
+    backend: Backend, n: int, seed: int, recording: Recording = Recording()
 ) -> Iterator[tuple[torch.Tensor, list[int], np.ndarray]]:
     """Per batch: h (size, n_rec, C, H, W) float16 on the CPU, the recorded timesteps and the
     images. h stays on the model's device until the batch is done: one copy back per batch."""
+    settings, record_every = recording.settings, recording.record_every
+    batch_size, progress = recording.batch_size, recording.progress
     batches = range((n + batch_size - 1) // batch_size)
     if progress:
         from tqdm import tqdm

@@ -23,7 +23,7 @@ from fairsynth.run.judge import ACCEPTED, GenerationState, judge
 from fairsynth.run.ledger import Ledger, LedgerBatch, ledger_dir
 from fairsynth.run.publish import batch_records, publish, record_version
 from fairsynth.run.spec import ProducerRecipe, RunSpec
-from fairsynth.run.windows import BatchOutput, BatchSpec, plan_window
+from fairsynth.run.windows import BatchOutput, BatchSpec, WindowPolicy, plan_window
 
 
 class Executor(Protocol):
@@ -41,80 +41,95 @@ def generate_dataset(
     """Generate until every quota is met (or the budget is spent), then publish shards and
     the manifest from the ledger. Returns the run summary (also written as ``index.json``)."""
     t_start = time.time()
-    out, space = run.output_dir, run.space
+    out = run.output_dir
     if run.topup is None:  # until this run completes, it is not complete
         (out / "index.json").unlink(missing_ok=True)
     # (a top-up leaves its parent's index in place: the parent stays complete until replaced)
-    first = run.first_batch
-    ledger = Ledger(ledger_dir(out, run.fingerprint_id), run.fingerprint, first_batch=first)
-    states = [GenerationState(quotas=j.quotas.copy(), accepted=np.zeros_like(j.quotas),
-                              next_batch=first) for j in run.jobs]  # fmt: skip
-    rows: list[dict] = []
-    pending = _replay(run, ledger, states, rows)
-    resumed = max((s.next_batch for s in states), default=first)
-    total = int(sum(j.quotas.sum() for j in run.jobs))
-    bar = None
+    gen = _Generation(run, on_batch)
+    pending = _replay(run, gen.ledger, gen.states, gen.rows)
+    resumed = max((s.next_batch for s in gen.states), default=run.first_batch)
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="accepted", unit="sample")
-        bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in states)))
-        if resumed > first:
-            bar.write(f"resumed from the ledger at batch {resumed} ({ledger.path})")
-    crashes: list[str] = []  # verifier crashes, as each batch reports them
-    workers: set[str] = set()
-    split = dict.fromkeys(("sampling", "verifying", "ledger", "idle"), 0.0)  # seconds
+        gen.show_progress(resumed)
     next_batch = resumed
-    while not all(s.done for s in states):
-        specs = pending or _next_window(run, states, next_batch)
+    while not all(s.done for s in gen.states):
+        specs = pending or _next_window(run, gen.states, next_batch)
         pending = []
         if not specs:
             break  # budget spent
         outputs = ordered(executor.map(run.recipe, specs), specs)
         for output in outputs:
-            spec = output.spec
-            state = states[spec.job]
-            state.next_batch = spec.batch
-            t_ledger = time.perf_counter()
-            res = judge(output, state, space, run.confidence)
-            batch_rows, batch_samples = batch_records(run, spec.job, res)
-            ledger.append(res.batch, batch_rows, batch_samples)
-            split["ledger"] += time.perf_counter() - t_ledger
-            _add_timing(split, output.timing)
-            rows.extend(batch_rows)
-            crashes.extend(output.verifier_crashes)
-            workers.add(output.worker)
-            next_batch = spec.batch + 1
-            if bar is not None:
-                bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
-                bar.set_postfix(generated=sum(s.generated for s in states))
-            if on_batch is not None:
-                on_batch(state)
-            if all(s.done for s in states):
+            gen.take(output)
+            next_batch = output.spec.batch + 1
+            if all(s.done for s in gen.states):
                 outputs.close()  # the rest of the window is not needed (nor judged)
                 break
-    if bar is not None:
-        bar.close()
-
-    summary = publish(run, ledger, rows, states)
+    if gen.bar is not None:
+        gen.bar.close()
+    summary = publish(run, gen.ledger, gen.rows, gen.states)
     summary["fingerprint"] = run.fingerprint_id  # what decided the samples (see the ledger)
-    summary["resumed_at_batch"] = resumed if resumed > first else 0
-    summary["verifier_crashes"] = crashes
+    summary["resumed_at_batch"] = resumed if resumed > run.first_batch else 0
+    summary["verifier_crashes"] = gen.crashes
     summary["scale"] = {
         "mode": run.scale.mode,
         "window": run.window,
-        "workers": sorted(workers),
+        "workers": sorted(gen.workers),
         "overlap": run.scale.overlap,
     }
-    summary["time_split"] = {k: round(v, 2) for k, v in split.items()}
+    summary["time_split"] = {k: round(v, 2) for k, v in gen.split.items()}
     summary["wall_seconds"] = round(time.time() - t_start, 2)
     # workers and timings vary, the data does not
     index, facts = split_run_facts(summary, extra=("scale", "time_split"))
     write_run_record(out, facts)  # timings and resume point: beside the output, not in it
     record_version(out, index)
     shards.write_json(out / "index.json", index)  # written last: the run is complete
-    ledger.remove()
+    gen.ledger.remove()
     return summary
+
+
+class _Generation:
+    """A run while it generates: the jobs' states, the ledger, the manifest rows so far, the
+    progress bar, and what the run reports (verifier crashes, workers, where time went)."""
+
+    def __init__(self, run: RunSpec, on_batch: Callable[[GenerationState], None] | None):
+        first = run.first_batch
+        self.run, self.on_batch, self.bar = run, on_batch, None
+        self.ledger = Ledger(ledger_dir(run.output_dir, run.fingerprint_id), run.fingerprint,
+                             first_batch=first)  # fmt: skip
+        self.states = [GenerationState(quotas=j.quotas.copy(), accepted=np.zeros_like(j.quotas),
+                                       next_batch=first) for j in run.jobs]  # fmt: skip
+        self.rows: list[dict] = []
+        self.crashes: list[str] = []  # verifier crashes, as each batch reports them
+        self.workers: set[str] = set()
+        self.split = dict.fromkeys(("sampling", "verifying", "ledger", "idle"), 0.0)  # seconds
+
+    def show_progress(self, resumed: int) -> None:
+        from tqdm import tqdm
+
+        total = int(sum(j.quotas.sum() for j in self.run.jobs))
+        self.bar = tqdm(total=total, desc="accepted", unit="sample")
+        self.bar.update(int(sum(np.minimum(s.accepted, s.quotas).sum() for s in self.states)))
+        if resumed > self.run.first_batch:
+            self.bar.write(f"resumed from the ledger at batch {resumed} ({self.ledger.path})")
+
+    def take(self, output: BatchOutput) -> None:
+        """Judge one batch's output against its job's quotas and put it in the ledger."""
+        spec = output.spec
+        state = self.states[spec.job]
+        state.next_batch = spec.batch
+        t_ledger = time.perf_counter()
+        res = judge(output, state, self.run.space, self.run.confidence)
+        batch_rows, batch_samples = batch_records(self.run, spec.job, res)
+        self.ledger.append(res.batch, batch_rows, batch_samples)
+        self.split["ledger"] += time.perf_counter() - t_ledger
+        _add_timing(self.split, output.timing)
+        self.rows.extend(batch_rows)
+        self.crashes.extend(output.verifier_crashes)
+        self.workers.add(output.worker)
+        if self.bar is not None:
+            self.bar.update(int(sum(r == ACCEPTED for r in res.reasons)))
+            self.bar.set_postfix(generated=sum(s.generated for s in self.states))
+        if self.on_batch is not None:
+            self.on_batch(state)
 
 
 def _add_timing(split: dict[str, float], timing: dict) -> None:
@@ -126,10 +141,10 @@ def _add_timing(split: dict[str, float], timing: dict) -> None:
 
 
 def _next_window(run: RunSpec, states: list[GenerationState], first_batch: int) -> list[BatchSpec]:
+    policy = WindowPolicy(run.window, run.batch_size, run.min_batch, run.budget, run.seed)
     return plan_window(
         [s.quotas for s in states], [s.accepted for s in states],
-        sum(s.generated for s in states), first_batch, size=run.window,
-        batch_size=run.batch_size, min_batch=run.min_batch, budget=run.budget, seed=run.seed,
+        sum(s.generated for s in states), first_batch, policy,
         confusions=[job.confusion for job in run.jobs],
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ from fairsynth.data.shards import VERSIONS, version_dir
 from fairsynth.run.judge import ACCEPTED, JudgedBatch, shortfall
 from fairsynth.run.ledger import Ledger
 from fairsynth.run.spec import RunSpec
+from fairsynth.run.writers import DEFAULT, WRITERS
 
 
 def batch_records(run: RunSpec, job: int, res: JudgedBatch) -> tuple[list[dict], list[dict]]:
@@ -72,13 +73,14 @@ def prompt_provenance(run: RunSpec, job: int) -> dict:
 
 
 def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dict:
-    """Shards from the ledger's accepted samples (streamed), then the manifest. A top-up keeps
-    its parent's shards as they are and adds its own after them; a new run replaces all."""
-    out, space, dataset = run.output_dir, run.space, run.dataset
+    """The accepted samples (streamed from the ledger) through the publication writer, then the
+    manifest, the grid of accepted samples, and the summary. A top-up keeps its parent's parts
+    as they are and adds its own after them; a new run replaces all."""
+    out, writer = run.output_dir, WRITERS[DEFAULT]
     out.mkdir(parents=True, exist_ok=True)
     topup = run.topup
     kept = {e["shard"] for e in topup.parent["shards"]} if topup else set()
-    for stale in [*out.glob(f"{dataset}-*.tar"), *out.glob("*" + tario.TMP_SUFFIX)]:
+    for stale in writer.parts(out, run.dataset):
         if stale.name not in kept:
             stale.unlink()
     if topup is None:
@@ -92,26 +94,37 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
                     grid.append(tario.decode_png(s["png"]))
                 yield s
 
-    new_entries = shards.write_shards(
-        out, dataset, accepted_samples(), run.shard_size, first=topup.first_shard if topup else 0
-    )
+    first = topup.first_shard if topup else 0
+    new_entries = writer.write(out, run.dataset, accepted_samples(), run.shard_size, first)
     shard_of = {}
     for entry in new_entries:
-        shard_of.update({k: entry["shard"] for k in keys_in(out / entry["shard"])})
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["shard"] = frame["key"].map(shard_of)
-    if topup is not None:
-        frame = pd.concat([pd.read_parquet(topup.parent_manifest), frame], ignore_index=True)
-    if len(frame):
-        # replayed rows come back from JSON with sorted keys: one column order for all runs
-        first = ["key", "batch", "index", "seed", "cell", *space.names]
-        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+        shard_of.update({k: entry["shard"] for k in writer.keys(out / entry["shard"])})
+    frame = _manifest(run, rows, shard_of)
     shards.write_manifest(out / "manifest.parquet", frame)
     if grid:
         save_grid(np.stack(grid), out / "plots" / "accepted_grid.png")
     elif topup is None:  # DVC keeps this output between runs (persist): no stale grid
         (out / "plots" / "accepted_grid.png").unlink(missing_ok=True)
+    return _summary(run, states, frame, new_entries)
+
+
+def _manifest(run: RunSpec, rows: list[dict], shard_of: dict[str, str]) -> pd.DataFrame:
+    """One row per judged sample (a top-up's after its parent's), its part named."""
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["shard"] = frame["key"].map(shard_of)
+    if run.topup is not None:
+        frame = pd.concat([pd.read_parquet(run.topup.parent_manifest), frame], ignore_index=True)
+    if len(frame):
+        # replayed rows come back from JSON with sorted keys: one column order for all runs
+        first = ["key", "batch", "index", "seed", "cell", *run.space.names]
+        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+    return frame
+
+
+def _summary(run: RunSpec, states: list, frame: pd.DataFrame, new_entries: list[dict]) -> dict:
+    """The publication's index (without its fingerprint and run record)."""
+    out, space, topup = run.output_dir, run.space, run.topup
     quotas = sum(s.quotas for s in states)
     accepted = sum(s.accepted for s in states)
     generated = sum(s.generated for s in states)
@@ -124,7 +137,7 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
     summary = {
         "shards": list(parent.get("shards", [])) + new_entries,
         "manifest_sha256": shards.sha256_file(out / "manifest.parquet"),
-        "dataset": dataset,
+        "dataset": run.dataset,
         "cells": space.cell_names(),
         "quotas": quotas.tolist(),
         "accepted": accepted.tolist(),
@@ -148,30 +161,35 @@ def publish(run: RunSpec, ledger: Ledger, rows: list[dict], states: list) -> dic
         if summary[key] is None:
             del summary[key]
     if run.text2image:
-        summary["cfg_scale"] = run.recipe.model.cfg_scale
-        summary["prompts"] = [
-            {
-                "prompt": job.prompt.prompt,
-                "negative_prompt": job.prompt.negative_prompt,
-                "target": job.target.probs.round(6).tolist(),
-                "quotas": s.quotas.tolist(),
-                "accepted": s.accepted.tolist(),
-                "generated": s.generated,
-                "complete": s.done,
-                "shortfall": shortfall(s, space),
-            }
-            for job, s in zip(run.jobs, states, strict=True)
-        ]
-        summary["shortfall"] = {
-            f"prompt {k}: {cell}": v
-            for k, s in enumerate(states)
-            for cell, v in shortfall(s, space).items()
-        }
+        summary.update(_prompt_summary(run, states))
     return summary
 
 
-def keys_in(path: Path) -> list[str]:
-    return [s["__key__"] for s in tario.iter_shard(path)]
+def _prompt_summary(run: RunSpec, states: list) -> dict:
+    """Text-to-image: the scale, each prompt's own quotas and outcome, shortfalls by prompt."""
+    space = run.space
+    prompts = [
+        {
+            "prompt": job.prompt.prompt,
+            "negative_prompt": job.prompt.negative_prompt,
+            "target": job.target.probs.round(6).tolist(),
+            "quotas": s.quotas.tolist(),
+            "accepted": s.accepted.tolist(),
+            "generated": s.generated,
+            "complete": s.done,
+            "shortfall": shortfall(s, space),
+        }
+        for job, s in zip(run.jobs, states, strict=True)
+    ]
+    return {
+        "cfg_scale": run.recipe.model.cfg_scale,
+        "prompts": prompts,
+        "shortfall": {
+            f"prompt {k}: {cell}": v
+            for k, s in enumerate(states)
+            for cell, v in shortfall(s, space).items()
+        },
+    }
 
 
 def record_version(out: Path, index: dict) -> None:

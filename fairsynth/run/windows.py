@@ -40,18 +40,26 @@ def tail_batch_size(missing: int, batch_size: int, min_batch: int, overshoot: fl
     return int(min(batch_size, max(min_batch, math.ceil(overshoot * missing))))
 
 
+@dataclass(frozen=True)
+class WindowPolicy:
+    """How windows are planned: ``size`` batches at most, full batches of ``batch_size`` while
+    much is missing, then about ``overshoot`` x the rest (never below ``min_batch``); never
+    past ``budget`` samples generated; batch seeds from ``seed``."""
+
+    size: int
+    batch_size: int
+    min_batch: int
+    budget: int
+    seed: int
+    overshoot: float = 1.5
+
+
 def plan_window(
     quotas: list[np.ndarray],
     accepted: list[np.ndarray],
     generated: int,
     first_batch: int,
-    *,
-    size: int,
-    batch_size: int,
-    min_batch: int,
-    budget: int,
-    seed: int,
-    overshoot: float = 1.5,
+    policy: WindowPolicy,
     confusions: list[np.ndarray | None] | None = None,
 ) -> list[BatchSpec]:
     """The next window's batches ([] when every quota is met or the budget is spent; the
@@ -63,6 +71,7 @@ def plan_window(
     ``min_batch``). So a window never plans much more than is missing; what rejections leave
     open, the next window plans.
     """
+    size, budget = policy.size, policy.budget
     missing = [int(np.maximum(q - a, 0).sum()) for q, a in zip(quotas, accepted, strict=True)]
     order = sorted((k for k, m in enumerate(missing) if m > 0), key=lambda k: (-missing[k], k))
     specs: list[BatchSpec] = []
@@ -75,14 +84,17 @@ def plan_window(
         rest = missing[job]
         while rest > 0 and len(specs) < size and planned < budget:
             # the budget is a hard cap on samples generated: the last batch shrinks to fit it
-            n = min(tail_batch_size(rest, batch_size, min_batch, overshoot), budget - planned)
+            n = min(
+                tail_batch_size(rest, policy.batch_size, policy.min_batch, policy.overshoot),
+                budget - planned,
+            )
             specs.append(
                 BatchSpec(
                     batch=first_batch + len(specs),
                     job=job,
                     size=n,
                     target=target,
-                    seed=seed,
+                    seed=policy.seed,
                     window=first_batch,
                 )  # fmt: skip
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,49 +45,61 @@ def reference_fractions(reference: str | Path | None) -> tuple[dict[str, dict[st
     return fr, "default bias (no reference labels file found)"
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How an audit samples: ``n`` samples in batches of ``batch_size``, batch b seeded from
+    (seed, b), ``steps`` DDIM steps at ``eta``."""
+
+    n: int = 1000
+    seed: int = 0
+    steps: int = 50
+    batch_size: int = 64
+    eta: float = 1.0
+
+
 def sample_images(
-    model: Backend,
-    n: int,
-    seed: int,
-    steps: int = 50,
-    batch_size: int = 64,
-    progress: bool = False,
-    eta: float = 0.0,
+    model: Backend, how: Sampling, progress: bool = False
 ) -> tuple[np.ndarray, float]:
-    """``n`` uint8 samples, batch b seeded from (seed, b); returns (images, seconds per batch)."""
+    """``how.n`` uint8 samples; returns (images, seconds per batch)."""
+    n, batch_size = how.n, how.batch_size
     batches = range((n + batch_size - 1) // batch_size)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="sampling", unit="batch")
     out, t0 = [], time.perf_counter()
+    settings = SamplerSettings(how.steps, how.eta)
     for b in batches:
         size = min(batch_size, n - b * batch_size)
-        out.append(
-            to_uint8(sample(model, size, batch_generator(seed, b), SamplerSettings(steps, eta)))
-        )
+        out.append(to_uint8(sample(model, size, batch_generator(how.seed, b), settings)))
     seconds = (time.perf_counter() - t0) / max(1, len(out))
     return np.concatenate(out), seconds
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Which model and verifier an audit loads, and where: ``device`` (auto: CUDA when
+    available), ``dtype`` of the UNet."""
+
+    model_path: str | Path = DDPM_DIR
+    verifier_path: str | Path = VERIFIER_DIR
+    device: str = "auto"
+    dtype: str = "float32"
+
+
 def audit_model(
-    n: int = 1000,
-    seed: int = 0,
-    steps: int = 50,
-    batch_size: int = 64,
-    model_path: str | Path = DDPM_DIR,
-    verifier_path: str | Path = VERIFIER_DIR,
+    how: Sampling = Sampling(),
+    engine: Engine = Engine(),
     reference: str | Path | None = "data/reference",
     grid_path: str | Path | None = "data/audit/model_samples.png",
     progress: bool = False,
-    eta: float = 1.0,
-    device: str = "auto",
-    dtype: str = "float32",
 ) -> dict:
-    device = resolve_device(device)
-    model = load_diffusion_model(model_path, device=device, dtype=torch_dtype(dtype))
-    verifier = AttributeClassifier.load(verifier_path, device)
-    images, sec_per_batch = sample_images(model, n, seed, steps, batch_size, progress, eta)
+    """Unguided samples of the toy DDPM judged by the verifier, against the reference's (or the
+    built-in bias's) class fractions."""
+    device = resolve_device(engine.device)
+    model = load_diffusion_model(engine.model_path, device=device, dtype=torch_dtype(engine.dtype))
+    verifier = AttributeClassifier.load(engine.verifier_path, device)
+    images, sec_per_batch = sample_images(model, how, progress)
     probs = verifier.predict_proba(images)
     ref, ref_source = reference_fractions(reference)
     attributes = {}
@@ -100,20 +113,20 @@ def audit_model(
         }
     confident = np.all(np.stack([p.max(1) >= CONFIDENCE for p in probs.values()]), axis=0)
     report = {
-        "n": n,
-        "seed": seed,
-        "ddim_steps": steps,
-        "ddim_eta": eta,
-        "model": str(model_path),
+        "n": how.n,
+        "seed": how.seed,
+        "ddim_steps": how.steps,
+        "ddim_eta": how.eta,
+        "model": str(engine.model_path),
         "training": model.extra.get("training"),
-        "verifier": str(verifier_path),
+        "verifier": str(engine.verifier_path),
         "reference_source": ref_source,
         "attributes": attributes,
         "max_abs_diff": max(a["max_abs_diff"] for a in attributes.values()),
         "confident_fraction": float(confident.mean()),
         "confidence_threshold": CONFIDENCE,
         "seconds_per_batch": round(sec_per_batch, 3),
-        "batch_size": batch_size,
+        "batch_size": how.batch_size,
         "threads": torch.get_num_threads(),
     }
     if grid_path is not None:

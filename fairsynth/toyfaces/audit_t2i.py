@@ -4,6 +4,7 @@ fractions move with the classifier-free-guidance scale (CFG is known to amplify 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import torch
 
 from fairsynth.data.grid import save_grid
 from fairsynth.diffusion.text2image import PromptedModel, load_text2image
-from fairsynth.toyfaces import T2I_DIR, VERIFIER_DIR
-from fairsynth.toyfaces.audit_model import CONFIDENCE, sample_images
+from fairsynth.toyfaces import T2I_DIR
+from fairsynth.toyfaces.audit_model import CONFIDENCE, Engine, Sampling, sample_images
 from fairsynth.toyfaces.render import ATTRIBUTES
 from fairsynth.verify.classifier import AttributeClassifier
 
@@ -52,20 +53,17 @@ def judge_fractions(verifier: AttributeClassifier, images: np.ndarray, expected:
 
 
 def audit_text2image(
-    model_path: str | Path = T2I_DIR,
-    verifier_path: str | Path = VERIFIER_DIR,
-    n: int = 512,
+    how: Sampling = Sampling(n=512, steps=25),
     cfg_scales: tuple[float, ...] = (1.0, 3.0, 7.5),
     preset_cfg: float | None = None,
-    steps: int = 25,
-    eta: float = 1.0,
-    batch_size: int = 64,
-    seed: int = 0,
+    engine: Engine = Engine(model_path=T2I_DIR),
     progress: bool = False,
     grid_dir: str | Path | None = None,
 ) -> dict:
     """``n`` samples per prompt and CFG scale; prompt k, batch b seeded from (seed + 1000 k, b),
     the same noise at every scale. The bars apply at ``preset_cfg`` (default: the first scale)."""
+    model_path, verifier_path = engine.model_path, engine.verifier_path
+    n, seed, steps, eta, batch_size = how.n, how.seed, how.steps, how.eta, how.batch_size
     preset_cfg = cfg_scales[0] if preset_cfg is None else preset_cfg
     scales = list(dict.fromkeys([preset_cfg, *cfg_scales]))
     base = load_text2image(model_path)
@@ -76,7 +74,8 @@ def audit_text2image(
         by_cfg = {}
         for cfg in scales:
             backend = PromptedModel(base, prompt, None, cfg)
-            images, _ = sample_images(backend, n, seed + 1000 * k, steps, batch_size, progress, eta)
+            prompt_how = dataclasses.replace(how, seed=seed + 1000 * k)
+            images, _ = sample_images(backend, prompt_how, progress)
             by_cfg[f"{cfg:g}"] = judge_fractions(verifier, images, bias)
             if grid_dir is not None and cfg == preset_cfg:
                 save_grid(images[:64], Path(grid_dir) / f"prompt{k}.png")

@@ -23,22 +23,17 @@ def _cmd_build_reference(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit_model(a: argparse.Namespace) -> int:
-    from fairsynth.toyfaces.audit_model import audit_model, format_report, save_report
-
-    report = audit_model(
-        n=a.n,
-        seed=a.seed,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        model_path=a.model,
-        verifier_path=a.verifier,
-        reference=a.reference,
-        grid_path=a.grid,
-        progress=not a.json,
-        eta=a.eta,
-        device=a.device,
-        dtype=a.dtype,
+    from fairsynth.toyfaces.audit_model import (
+        Engine,
+        Sampling,
+        audit_model,
+        format_report,
+        save_report,
     )
+
+    how = Sampling(a.n, a.seed, a.steps, a.batch_size, a.eta)
+    engine = Engine(a.model, a.verifier, a.device, a.dtype)
+    report = audit_model(how, engine, a.reference, a.grid, progress=not a.json)
     if a.out is not None:
         save_report(report, a.out)
     print(json.dumps(report, indent=2) if a.json else format_report(report))
@@ -46,21 +41,12 @@ def _cmd_audit_model(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit_t2i(a: argparse.Namespace) -> int:
+    from fairsynth.toyfaces.audit_model import Engine, Sampling
     from fairsynth.toyfaces.audit_t2i import audit_text2image, format_t2i_report
 
-    report = audit_text2image(
-        model_path=a.model,
-        verifier_path=a.verifier,
-        n=a.n,
-        cfg_scales=tuple(a.cfg),
-        preset_cfg=a.preset_cfg,
-        steps=a.steps,
-        eta=a.eta,
-        batch_size=a.batch_size,
-        seed=a.seed,
-        progress=not a.json,
-        grid_dir=a.grids,
-    )
+    how = Sampling(a.n, a.seed, a.steps, a.batch_size, a.eta)
+    report = audit_text2image(how, tuple(a.cfg), a.preset_cfg, Engine(a.model, a.verifier),
+                              progress=not a.json, grid_dir=a.grids)  # fmt: skip
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=2) + "\n")

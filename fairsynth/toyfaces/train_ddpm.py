@@ -15,18 +15,16 @@ import argparse
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
 from fairsynth.diffusion.unconditional import DiffusionModel
 from fairsynth.toyfaces.dataset import load_reference_images
-from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments, save_state
+from fairsynth.toyfaces.denoiser_training import Recipe, Run, train_denoiser
 
 UNET_CONFIG = dict(
     sample_size=16,
@@ -55,89 +53,29 @@ def new_model() -> DiffusionModel:
     return DiffusionModel(UNet2DModel(**UNET_CONFIG), dict(scheduler.config), PIXEL_UNSHUFFLE)
 
 
-def train(
-    reference: Path,
-    state_dir: Path,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 4e-4,
-    warmup: int = 200,
-    ema_decay: float = 0.9995,
-    min_snr_gamma: float = 5.0,
-    seed: int = 0,
-    checkpoint_every: int = 250,
-    export: Path | None = None,
-    threads: int = 2,
-) -> None:
-    torch.set_num_threads(threads)
+def train(reference: Path, state_dir: Path, recipe: Recipe, export: Path | None = None) -> None:
+    """Train on the reference's images (random horizontal flips), resuming from ``state_dir``;
+    ``export``: the EMA weights as a model folder at every checkpoint."""
     images, _ = load_reference_images(reference)
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (n, 3, 32, 32)
     model = new_model()
-    unet = model.unet.train()
-    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    sched = DDPMScheduler(**SCHEDULER_CONFIG)
-    alphas_cumprod = sched.alphas_cumprod.float()
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    loss_weight = torch.clamp(snr, max=min_snr_gamma) / snr
+    seed, batch_size = recipe.seed, recipe.batch_size
 
-    meta = {"step": 0, "log": [], "seconds": 0.0, "reference": str(reference), "seed": seed}
-    if (state_dir / "meta.json").is_file():
-        meta = json.loads((state_dir / "meta.json").read_text())
-        unet.load_state_dict(load_file(state_dir / "model.safetensors"))
-        ema = load_file(state_dir / "ema.safetensors")
-        load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
-        print(f"resumed at step {meta['step']}", flush=True)
-    segments = meta.setdefault("lr_segments", [[0, lr]])
-    if segments[-1][1] != lr:
-        segments.append([meta["step"], lr])  # the recipe, as it was actually run
-
-    t_start = time.time()
-    window: list[float] = []
-    while meta["step"] < steps:
-        step = meta["step"]
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup)
+    def batch(step: int) -> tuple[torch.Tensor, dict]:
         rng = np.random.default_rng([seed, step])
         idx = torch.from_numpy(rng.integers(0, len(data), batch_size))
         flip = torch.from_numpy(rng.random(batch_size) < 0.5)
         x0 = data[idx].float() / 127.5 - 1.0
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        x0 = model.to_model_space(x0)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        xt = sched.add_noise(x0, noise, t)
-        pred = unet(xt, t).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * loss_weight[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v in unet.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-                else:
-                    ema[k].copy_(v)
-        window.append(float(per_sample.detach().mean()))
-        meta["step"] = step + 1
-        if meta["step"] % 50 == 0:
-            elapsed = meta["seconds"] + time.time() - t_start
-            meta["log"].append([meta["step"], round(sum(window) / len(window), 5), round(elapsed)])
-            print(
-                f"step {meta['step']} loss {meta['log'][-1][1]:.4f} {elapsed / 60:.1f} min",
-                flush=True,
-            )
-            window = []
-        if meta["step"] % checkpoint_every == 0 or meta["step"] == steps:
-            meta["seconds"] += time.time() - t_start
-            t_start = time.time()
-            _save_state(state_dir, unet, ema, opt, meta)
-            if export is not None:
-                export_ema(state_dir, export)
+        return model.to_model_space(x0), {}
+
+    def after_checkpoint(meta: dict) -> None:
+        if export is not None:
+            export_ema(state_dir, export)
+
+    meta = {"reference": str(reference)}
+    run = Run(model.unet, SCHEDULER_CONFIG, state_dir, meta, "ddpm", after_checkpoint)
+    train_denoiser(run, recipe, batch)
 
 
 def export_ema(state_dir: Path, out: Path) -> None:
@@ -161,12 +99,6 @@ def export_ema(state_dir: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def _save_state(state_dir: Path, unet, ema, opt, meta) -> None:
-    save_state(
-        state_dir, {"model": unet.state_dict(), "ema": ema, "optim": optimizer_moments(opt)}, meta
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", type=Path, default=Path("data/reference"))
@@ -181,17 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if not math.isfinite(a.lr) or a.lr <= 0:
         ap.error("--lr must be positive")
-    train(
-        a.reference,
-        a.state,
-        a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        seed=a.seed,
-        checkpoint_every=a.checkpoint_every,
-        export=a.export,
-        threads=a.threads,
-    )
+    torch.set_num_threads(a.threads)
+    recipe = Recipe(a.steps, a.batch_size, a.lr, seed=a.seed, checkpoint_every=a.checkpoint_every)
+    train(a.reference, a.state, recipe, a.export)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
-    DDPMScheduler,
 )
 from safetensors.torch import load_file, save_file
 
+from fairsynth.toyfaces.denoiser_training import Recipe, Run, log_window, train_denoiser
 from fairsynth.toyfaces.render import FaceParams, render, sample_params
 from fairsynth.toyfaces.t2i_export import check_vae, export_pipeline
 from fairsynth.toyfaces.t2i_world import (
@@ -60,18 +60,6 @@ from fairsynth.toyfaces.training_state import load_optimizer, optimizer_moments,
 def _set_lr(opt: torch.optim.Optimizer, lr: float, step: int, warmup: int) -> None:
     for group in opt.param_groups:
         group["lr"] = lr * min(1.0, (step + 1) / warmup)
-
-
-def _log(meta: dict, window: list[float], t_start: float, what: str) -> None:
-    elapsed = meta["seconds"] + time.time() - t_start
-    meta["log"].append([meta["step"], round(sum(window) / len(window), 5), round(elapsed)])
-    rate = (elapsed - meta["first_seconds"]) / max(1, meta["step"] - meta["first_step"])
-    print(
-        f"[{what}] step {meta['step']} loss {meta['log'][-1][1]:.5f} "
-        f"{elapsed / 60:.1f} min ({rate:.3f} s/step)",
-        flush=True,
-    )
-    window.clear()
 
 
 # --- VAE -------------------------------------------------------------------------------------
@@ -122,7 +110,7 @@ def train_vae(
         window.append(float(rec_loss.detach()))
         meta["step"] = step + 1
         if meta["step"] % 50 == 0:
-            _log(meta, window, t_start, "vae")
+            log_window(meta, window, t_start, "vae")
         if meta["step"] % checkpoint_every == 0 or meta["step"] == steps:
             meta["seconds"] += time.time() - t_start
             meta["scaling_factor"] = latent_scaling_factor(vae, seed)
@@ -165,82 +153,30 @@ def training_latents(root: Path, n_per_prompt: int, seed: int) -> tuple[torch.Te
     return data["latents"] * vae_meta["scaling_factor"], data["prompt"]
 
 
-def train_unet(
-    root: Path,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 4e-4,
-    warmup: int = 200,
-    ema_decay: float = 0.9995,
-    min_snr_gamma: float = 5.0,
-    n_per_prompt: int = 20_000,
-    seed: int = 0,
-    checkpoint_every: int = 250,
-    export: Path | None = None,
-    export_every: int = 1000,
-    threads: int = 1,
-) -> None:
+def train_unet(root: Path, recipe: Recipe, n_per_prompt: int = 20_000,
+               export: Path | None = None, export_every: int = 1000) -> None:  # fmt: skip
     """Epsilon-prediction DDPM training on the latents, text-conditioned, with prompt dropout."""
-    torch.set_num_threads(threads)
-    state_dir = root / "unet"
+    seed, batch_size = recipe.seed, recipe.batch_size
     latents, prompt_of = training_latents(root, n_per_prompt, seed)
     tokenizer, encoder = text_components(root)
     embeds = encode_prompts(tokenizer, encoder, [*all_prompts(), ""])  # last: the empty prompt
     by_prompt = [torch.nonzero(prompt_of == i).flatten() for i in range(len(all_prompts()))]
-    unet = new_unet().train()
-    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    sched = DDPMScheduler(**SCHEDULER_CONFIG)
-    snr = sched.alphas_cumprod.float() / (1 - sched.alphas_cumprod.float())
-    loss_weight = torch.clamp(snr, max=min_snr_gamma) / snr
-    meta = {
-        "step": 0,
-        "log": [],
-        "seconds": 0.0,
-        "seed": seed,
-        "n_per_prompt": n_per_prompt,
-        "batch_size": batch_size,
-        "prompt_dropout": PROMPT_DROPOUT,
-        "min_snr_gamma": min_snr_gamma,
-    }
-    if (state_dir / "meta.json").is_file():
-        meta = json.loads((state_dir / "meta.json").read_text())
-        unet.load_state_dict(load_file(state_dir / "model.safetensors"))
-        ema = load_file(state_dir / "ema.safetensors")
-        load_optimizer(opt, load_file(state_dir / "optim.safetensors"), meta["step"])
-        print(f"[unet] resumed at step {meta['step']}", flush=True)
-    segments = meta.setdefault("lr_segments", [[0, lr]])
-    if segments[-1][1] != lr:
-        segments.append([meta["step"], lr])
-    meta["first_step"], meta["first_seconds"] = meta["step"], meta["seconds"]
-    t_start, window = time.time(), []
-    while meta["step"] < steps:
-        step = meta["step"]
-        _set_lr(opt, lr, step, warmup)
+
+    def batch(step: int) -> tuple[torch.Tensor, dict]:
         x0, cond = _unet_batch(latents, by_prompt, embeds, batch_size, seed, step)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * loss_weight[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
-        window.append(float(per_sample.detach().mean()))
-        meta["step"] = step + 1
-        if meta["step"] % 50 == 0:
-            _log(meta, window, t_start, "unet")
-        if meta["step"] % checkpoint_every == 0 or meta["step"] == steps:
-            meta["seconds"] += time.time() - t_start
-            tensors = {"model": unet.state_dict(), "ema": ema, "optim": optimizer_moments(opt)}
-            save_state(state_dir, tensors, meta)
-            if export is not None and (meta["step"] % export_every == 0 or meta["step"] == steps):
-                export_pipeline(root, export)
-                print(f"[unet] exported step {meta['step']} to {export}", flush=True)
-            t_start = time.time()  # training time only: saving and exporting are not counted
+        return x0, {"encoder_hidden_states": cond}
+
+    def after_checkpoint(meta: dict) -> None:
+        if export is not None and (
+            meta["step"] % export_every == 0 or meta["step"] == recipe.steps
+        ):
+            export_pipeline(root, export)
+            print(f"[unet] exported step {meta['step']} to {export}", flush=True)
+
+    meta = {"n_per_prompt": n_per_prompt, "batch_size": batch_size,
+            "prompt_dropout": PROMPT_DROPOUT, "min_snr_gamma": recipe.min_snr_gamma}  # fmt: skip
+    run = Run(new_unet(), SCHEDULER_CONFIG, root / "unet", meta, "unet", after_checkpoint)
+    train_denoiser(run, recipe, batch)
 
 
 def _unet_batch(
@@ -262,15 +198,6 @@ def _unet_batch(
     drop = rng.random(batch_size) < PROMPT_DROPOUT
     prompt = torch.from_numpy(np.where(drop, len(by_prompt), which))
     return latents[idx].contiguous(), embeds[prompt]
-
-
-@torch.no_grad()
-def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    for k, v in model.state_dict().items():
-        if v.dtype.is_floating_point:
-            ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-        else:
-            ema[k].copy_(v)
 
 
 # --- export and check -------------------------------------------------------------------------
@@ -307,9 +234,10 @@ def main(argv: list[str] | None = None) -> None:
         train_vae(a.state, a.steps, a.batch_size, a.lr, seed=a.seed, threads=a.threads,
                   checkpoint_every=a.checkpoint_every)  # fmt: skip
     elif a.cmd == "unet":
-        train_unet(a.state, a.steps, a.batch_size, a.lr, n_per_prompt=a.n_per_prompt,
-                   seed=a.seed, checkpoint_every=a.checkpoint_every, export=a.export,
-                   export_every=a.export_every, threads=a.threads)  # fmt: skip
+        torch.set_num_threads(a.threads)
+        recipe = Recipe(a.steps, a.batch_size, a.lr, seed=a.seed,
+                        checkpoint_every=a.checkpoint_every)  # fmt: skip
+        train_unet(a.state, recipe, a.n_per_prompt, a.export, a.export_every)
     elif a.cmd == "check-vae":
         torch.set_num_threads(1)
         report = check_vae(a.state)
@@ -318,10 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "export":
         export_pipeline(a.state, a.out)
     else:  # the same audit as `fairsynth toyfaces audit-t2i`, at one scale
+        from fairsynth.toyfaces.audit_model import Engine, Sampling
         from fairsynth.toyfaces.audit_t2i import audit_text2image, format_t2i_report
 
         torch.set_num_threads(a.threads)
-        report = audit_text2image(a.model, n=a.n, cfg_scales=(a.cfg_scale,), steps=a.steps)
+        how = Sampling(n=a.n, steps=a.steps)
+        report = audit_text2image(how, (a.cfg_scale,), engine=Engine(model_path=a.model))
         print(format_t2i_report(report))
 
 

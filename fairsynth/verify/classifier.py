@@ -197,3 +197,10 @@ class AttributeClassifier:
         model = build(arch, {k: len(v) for k, v in attributes.items()})
         model.load_state_dict(load_file(path / "model.safetensors"))
         return cls(model.to(device), arch, attributes, config)
+
+
+def load_folder(folder, settings=None, device: str = "cpu"):
+    """The classifier saved in ``folder`` as a verifier (the folder kind's loader)."""
+    from fairsynth.verify import ClassifierVerifier
+
+    return ClassifierVerifier(AttributeClassifier.load(folder, device))

@@ -143,3 +143,8 @@ class DeepfaceVerifier:
 
     def close(self) -> None:
         self.client.close()
+
+
+def load_deepface(value, settings, device: str = "cpu") -> DeepfaceVerifier:
+    """deepface with its ``verify.deepface`` settings (the deepface kind's loader)."""
+    return DeepfaceVerifier(settings, device)

@@ -4,14 +4,20 @@ A params value (``verify.verifier``, ``verify.second``, ``adp.pseudo_labeller``)
 registered kind (``deepface``) or, failing that, a classifier folder. A kind says how to load
 it, which files ``weights check`` lists, which folder fingerprints it by content, which roles
 it may take, and which rules it adds to a params file. Adding a kind is one ``register`` call.
+
+A kind's loader may be given as ``"module:function"`` (as entry points are): the params are
+validated without importing torch or a classifier's code, which load only when a run loads.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fairsynth.verify.deepface_config import attribute_maps, required_files
 
 ROLES = ("verifier", "second", "pseudo_labeller")
 CLASSIFIER_FILES = ("config.json", "model.safetensors")
@@ -19,7 +25,7 @@ CLASSIFIER_FILES = ("config.json", "model.safetensors")
 
 @dataclass(frozen=True)
 class VerifierKind:
-    """``load(value, settings, device)``: the verifier. ``folder(value)``: the folder whose
+    """``loader(value, settings, device)``: the verifier (or ``"module:function"`` naming it). ``folder(value)``: the folder whose
     contents fingerprint it (``None``: a service named by its settings, not by files).
     ``required(value, settings, name)``: ``weights check`` rows (what, file, path, present)
     for the resolved ``value`` that the params call ``name``.
@@ -28,13 +34,20 @@ class VerifierKind:
     ``may_download(settings)``: whether missing files may be fetched at run time."""
 
     name: str
-    load: Callable[[Any, Any, str], Any]
+    loader: str | Callable[[Any, Any, str], Any]
     folder: Callable[[Any], str | Path | None]
     required: Callable[[Any, Any, str], list[dict]]
     roles: tuple[str, ...] = ROLES
     settings_key: str | None = None
     check: Callable[[Any, Any, str], None] | None = None
     may_download: Callable[[Any], bool] = lambda settings: False
+
+    def load(self, value: Any, settings: Any, device: str) -> Any:
+        loader = self.loader
+        if isinstance(loader, str):
+            module, _, name = loader.partition(":")
+            loader = getattr(importlib.import_module(module), name)
+        return loader(value, settings, device)
 
 
 _KINDS: dict[str, VerifierKind] = {}
@@ -65,13 +78,6 @@ def verifier_folder(value: str | Path | None) -> str | Path | None:
     return None if value is None else kind_of(value).folder(value)
 
 
-def _load_classifier(value, settings, device):
-    from fairsynth.verify import ClassifierVerifier
-    from fairsynth.verify.classifier import AttributeClassifier
-
-    return ClassifierVerifier(AttributeClassifier.load(value, device))
-
-
 def _classifier_rows(value, settings, name: str) -> list[dict]:
     folder = Path(value)
     return [
@@ -81,23 +87,13 @@ def _classifier_rows(value, settings, name: str) -> list[dict]:
     ]  # fmt: skip
 
 
-def _load_deepface(value, settings, device):
-    from fairsynth.verify.deepface import DeepfaceVerifier
-
-    return DeepfaceVerifier(settings, device)
-
-
 def _deepface_rows(value, settings, name: str) -> list[dict]:
-    from fairsynth.verify.deepface_config import required_files
-
     return required_files(settings)
 
 
 def _deepface_check(settings, space, role: str) -> None:
     """The params' attributes must be mapped, with their classes in order (a second verifier
     judges the attributes it maps and may skip the others)."""
-    from fairsynth.verify.deepface_config import attribute_maps
-
     maps = attribute_maps(settings.attributes)
     for name, classes in space.attributes:
         if name not in maps and role == "second":
@@ -114,11 +110,13 @@ def _deepface_check(settings, space, role: str) -> None:
             )
 
 
-register(VerifierKind(FOLDER, _load_classifier, lambda v: v, _classifier_rows))
+register(
+    VerifierKind(FOLDER, "fairsynth.verify.classifier:load_folder", lambda v: v, _classifier_rows)
+)
 register(
     VerifierKind(
         "deepface",
-        _load_deepface,
+        "fairsynth.verify.deepface:load_deepface",
         lambda v: None,
         _deepface_rows,
         settings_key="deepface",

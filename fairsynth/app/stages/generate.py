@@ -23,7 +23,6 @@ from fairsynth.run.publish import published_summary
 def stage_generate(
     params: Params,
     audit_report: dict | None = None,
-    adp_path: str | Path | None = None,
     progress: bool = True,
     on_batch: Callable[[GenerationState], None] | None = None,
     executor: Executor | None = None,
@@ -39,8 +38,6 @@ def stage_generate(
     in augment mode, an output made by the same recipe over an earlier reference is topped up
     (``fairsynth.app.topup``): new shards added, the published ones kept.
     """
-    if adp_path is not None:
-        params = replace(params, adp=replace(params.adp, path=str(adp_path)))
     require_weights(params)  # before anything is loaded or generated: the whole list at once
     run = resolve_run(params, audit_report)
     check_inputs(run)  # class names and step count against what the folders say
@@ -68,8 +65,15 @@ def stage_generate(
                 executor.close()
 
 
+def with_adp(params: Params, adp_path: str | Path | None) -> Params:
+    """``params`` reading the ADP in ``adp_path`` (one a pipeline just made), when given."""
+    if adp_path is None:
+        return params
+    return replace(params, adp=replace(params.adp, path=str(adp_path)))
+
+
 def _cli(params: Params) -> None:
-    s = stage_generate(params, read_audit(), adp_path=None)
+    s = stage_generate(params, read_audit())
     print(
         json.dumps({k: s[k] for k in ("accepted", "quotas", "generated", "complete", "shortfall")})
     )

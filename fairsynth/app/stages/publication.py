@@ -37,7 +37,6 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
     index = json.loads((out / "index.json").read_text())
     space = params.build_target().space
     rel = lambda p: Path(os.path.relpath(p, report_dir)).as_posix()  # noqa: E731
-    model = params.model
     facts = {
         "name": params.card.name,
         "license": params.card.license,
@@ -66,16 +65,7 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
         },
         "verifiers": {"first": params.verify.verifier, "second": params.verify.second},
         "confusion": (audit_report or {}).get("verifiers"),
-        "model": {
-            "path": model.path,
-            "kind": model.kind,
-            "scheduler": model.scheduler or "ddim",
-            "steps": model.steps,
-            "eta": model.eta,
-            "layer": model.layer,
-            "cfg_scale": model.cfg_scale if model.kind == "text2image" else None,
-            "prompts": [p.prompt for p in model.prompts or []],
-        },
+        "model": _model_facts(params),
         "guidance": as_dict(params.guidance),
         "adp": _adp_facts(params),
         "fingerprint": index["fingerprint"],
@@ -91,6 +81,20 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
         "output_dir": out.as_posix(),
     }
     return facts
+
+
+def _model_facts(params: Params) -> dict:
+    model = params.model
+    return {
+        "path": model.path,
+        "kind": model.kind,
+        "scheduler": model.scheduler or "ddim",
+        "steps": model.steps,
+        "eta": model.eta,
+        "layer": model.layer,
+        "cfg_scale": model.cfg_scale if model.kind == "text2image" else None,
+        "prompts": [p.prompt for p in model.prompts or []],
+    }
 
 
 def write_publication(params: Params, audit_report: dict | None, metrics: dict,

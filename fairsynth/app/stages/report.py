@@ -72,17 +72,24 @@ def stage_report(
         # the generation's own record, not a new timestamp: unchanged when the data is
         shards.write_json(run_record_path(report_dir), {k: run[k] for k in
                           ("wall_seconds", "generation_seconds", "finished_at") if k in run})  # fmt: skip
-        series = {"target": target.probs.tolist(), "after": after.tolist()}
-        if audit_report:
-            series = {"reference (before)": before.tolist(), **series}
-        distribution_bars(names, series, report_dir / "distribution.png",
-                          f"Before vs after — FD {metrics['fd_after']:.3f}")  # fmt: skip
-        csv = pd.DataFrame(
-            {"cell": names, "target": target.probs, "before": before, "after": after}
-        ).to_csv(index=False)
-        shards.write_atomic(report_dir / "distribution.csv", csv.encode())
+        fd_after, audited = metrics["fd_after"], bool(audit_report)
+        _distribution_files(report_dir, names, target.probs, before, after, fd_after, audited)
         write_publication(params, audit_report, metrics, frame, report_dir, run)
     return metrics
+
+
+def _distribution_files(report_dir: Path, names: list[str], target: np.ndarray,
+                        before: np.ndarray, after: np.ndarray, fd_after: float,
+                        audited: bool) -> None:  # fmt: skip
+    """The before/after plot (the reference's bars where it was audited) and its numbers."""
+    series = {"target": target.tolist(), "after": after.tolist()}
+    if audited:
+        series = {"reference (before)": before.tolist(), **series}
+    distribution_bars(names, series, report_dir / "distribution.png",
+                      f"Before vs after — FD {fd_after:.3f}")  # fmt: skip
+    columns = {"cell": names, "target": target, "before": before, "after": after}
+    csv = pd.DataFrame(columns).to_csv(index=False)
+    shards.write_atomic(report_dir / "distribution.csv", csv.encode())
 
 
 def _estimated_true(frame: pd.DataFrame, counts: np.ndarray, audit_report: dict | None, space,
