@@ -17,7 +17,7 @@ from prefect.artifacts import (
 from fairsynth.app.config import Params
 from fairsynth.app.stages.audit import stage_audit
 from fairsynth.app.stages.common import REPORT_DIR
-from fairsynth.app.stages.generate import stage_generate, with_adp
+from fairsynth.app.stages.generate import require_complete, stage_generate, with_adp
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
 from fairsynth.app.stages.train_adp import stage_train_adp
@@ -88,9 +88,10 @@ def _progress_callback():
 @task(name="generate", retries=1, retry_delay_seconds=5)
 def generate_task(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
     """Generation in this task's process (``scale.mode: local``)."""
-    return stage_generate(
+    summary = stage_generate(
         with_adp(params, adp_path), audit_report, progress=True, on_batch=_progress_callback()
     )
+    return require_complete(summary, params)
 
 
 def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str | None) -> dict:
@@ -99,10 +100,11 @@ def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str
     from fairsynth.app.runspec import scale_spec
     from tasks.scale import PrefectDaskExecutor
 
-    return stage_generate(
+    summary = stage_generate(
         with_adp(params, adp_path), audit_report, progress=True,
         on_batch=_progress_callback(), executor=PrefectDaskExecutor(scale_spec(params)),
     )  # fmt: skip
+    return require_complete(summary, params)
 
 
 @task(name="report")

@@ -38,10 +38,14 @@ def test_dvc_repro_twice_second_is_noop(tmp_path, tiny_model):
     params = yaml_load((ROOT / "params.yaml").read_text())
     params["reference"].update(n=64)
     params["model"].update(path=str(tmp_path / "model"), steps=2)
-    params["adp"].update(trajectories=12, record_every=1, epochs=1)
+    # a random tiny model: a pseudo-labeller that gives every class (the callable kind)
+    shutil.copy(ROOT / "tests" / "labellers.py", repo / "labellers.py")
+    params["adp"].update(
+        trajectories=12, record_every=1, epochs=1, pseudo_labeller="labellers:cycling"
+    )
     params["guidance"].update(batch_size=4)
     params["verify"]["confidence"] = 0.0
-    params["generate"].update(n=6, budget=12)
+    params["generate"].update(n=6, budget=12, accept_partial=True)  # a random model: partial
     params["audit_model"].update(n=4, steps=2, batch_size=4)
     params["downstream"].update(reference_n=20, control_budget=2, test_per_cell=4, seeds=[0, 1],
                                 steps=2, batch_size=8, hard={"reference_n": 10})  # fmt: skip

@@ -96,10 +96,55 @@ def test_an_up_to_date_output_is_left_alone(tmp_path, tiny_world, capsys):
 
 def test_budget_caps_the_samples_generated(tmp_path, tiny_world):
     # 40 wanted, budget 10, batches of 3: the fourth batch shrinks to 1 instead of overshooting
-    params = _setup(tmp_path, tiny_world, gen="{mode: standalone, n: 40, budget: 10, seed: 3}")
+    gen = "{mode: standalone, n: 40, budget: 10, seed: 3, accept_partial: true}"
+    params = _setup(tmp_path, tiny_world, gen=gen)
     summary = stage_generate(params, None, progress=False)
     assert summary["generated"] == 10 and not summary["complete"]
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 10
+
+
+def test_a_budget_below_the_quotas_is_refused_before_anything_runs(tmp_path, tiny_world):
+    import pytest
+
+    from fairsynth.app.config import ConfigError
+
+    gen = "{mode: standalone, n: 40, budget: 10, seed: 3}"
+    with pytest.raises(ConfigError, match="generate.budget: 10 is below the 40 samples"):
+        _setup(tmp_path, tiny_world, gen=gen)
+
+
+def test_augment_budget_below_the_deficit_is_refused_once_the_audit_says_it(tmp_path, tiny_world):
+    import pytest
+
+    params = _setup(tmp_path, tiny_world, gen="{mode: augment, budget: 3, seed: 3}")
+    stage_reference(params)
+    audit = stage_audit(params, tmp_path / "audit")  # 60 samples far from 50/50: a deficit > 3
+    with pytest.raises(ValueError, match="generate.budget: 3 is below the"):
+        stage_generate(params, audit, progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything was generated
+
+
+def test_an_incomplete_run_fails_its_command_naming_the_shortfall(tmp_path, tiny_world, capsys):
+    """All dark, which this tiny world does not draw: the budget runs out. The command exits 1
+    with the shortfall and the reasons; accepting a partial set makes it succeed, and the card
+    then says the set is partial."""
+    from fairsynth.app.stages.generate import main
+    from fairsynth.data.card import _partial
+
+    _setup(tmp_path, tiny_world, mode="none", gen="{mode: standalone, n: 4, budget: 6, seed: 3}")
+    p = tmp_path / "params.yaml"
+    p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 0.0, dark: 1.0}"))
+    assert main(["--params", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert "the dataset is incomplete" in err and "short by cell: dark" in err
+    assert "cell_full" in err and "generate.accept_partial" in err
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["complete"] is False and index["generated"] == 6
+    p.write_text(p.read_text().replace("seed: 3}", "seed: 3, accept_partial: true}"))
+    assert main(["--params", str(p)]) == 0
+    facts = {"complete": False, "shortfall": {"dark": 3}}
+    assert "This set is partial" in _partial(facts) and "dark: 3" in _partial(facts)
+    assert _partial({**facts, "complete": True}) == ""
 
 
 def test_augment_needs_audit(tmp_path, tiny_world):
@@ -216,7 +261,7 @@ def test_train_adp_reuses_a_saved_recording(tmp_path, tiny_world):
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        "adp: {trajectories: 8, epochs: 1, dropout: 0.1, lr: 0.0005}\n"
+        "adp: {pseudo_labeller: 'tests.labellers:cycling', trajectories: 8, epochs: 1, dropout: 0.1, lr: 0.0005}\n"
         "guidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
@@ -244,7 +289,7 @@ def test_means_only_adds_class_means_to_an_adp_and_keeps_its_weights(tmp_path, t
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        "adp: {trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
+        "adp: {pseudo_labeller: 'tests.labellers:cycling', trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
     train_adp_from_params(params, tmp_path / "adp")
@@ -266,7 +311,7 @@ def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tin
     p = tmp_path / "params.yaml"
     p.write_text(
         f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        "adp: {trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
+        "adp: {pseudo_labeller: 'tests.labellers:cycling', trajectories: 8, epochs: 1}\nguidance: {loss: chi2, strength: 1.0, shift: 0, batch_size: 4}\n"
     )
     params = load_params(p)
     out = tmp_path / "adp_out"
@@ -295,3 +340,52 @@ def test_a_rendered_reference_is_not_rendered_again(tmp_path, tiny_world, capsys
     more = replace(params, reference=replace(params.reference, n=params.reference.n + 1))
     stage_reference(more)
     assert len(pd.read_parquet(labels)) == params.reference.n + 1
+
+
+def _adp_params(tmp_path, labeller: str, extra: str = ""):
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
+        f"adp: {{pseudo_labeller: 'tests.labellers:{labeller}', trajectories: 8, epochs: 1{extra}}}\n"
+        "attributes: {skin: [light, dark], eyeglasses: ['no', 'yes']}\n"
+        "guidance: {batch_size: 4}\n"
+    )
+    return load_params(p)
+
+
+def test_train_adp_never_learns_from_what_the_pseudo_labeller_rejected(tmp_path, tiny_world):
+    """A pseudo-labeller that rejects a quarter of the images: above adp.max_rejected the run
+    stops naming the reasons; allowed, the rejected images are left out, not taught as class 0."""
+    import pytest
+
+    from fairsynth.app.train_adp import train_adp_from_params
+
+    with pytest.raises(ValueError, match=r"rejected 2 of 8 recorded images \(no_face 2\)"):
+        train_adp_from_params(_adp_params(tmp_path, "rejecting"), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    allowed = _adp_params(tmp_path, "rejecting", ", max_rejected: 0.3")
+    trained = train_adp_from_params(allowed, tmp_path / "b")
+    assert trained.meta["trajectories"] == 6  # the 2 rejected are not among them
+    assert trained.meta["label_fractions"]["skin"] == [4, 2]  # samples 0, 1, 2 of each batch
+
+
+def test_train_adp_stops_when_a_class_gets_no_label(tmp_path, tiny_world):
+    import pytest
+
+    from fairsynth.app.train_adp import train_adp_from_params
+
+    with pytest.raises(ValueError, match=r"labelled no recorded image skin=\['dark'\] \(of 8\)"):
+        train_adp_from_params(_adp_params(tmp_path, "constant"), tmp_path / "a")
+
+
+def test_train_adp_writes_where_adp_path_says(tmp_path, tiny_world):
+    import pytest
+
+    from fairsynth.app.stages.train_adp import stage_train_adp
+
+    params = _adp_params(tmp_path, "cycling")
+    with pytest.raises(ValueError, match="adp.path: 'toyfaces' is a shipped ADP"):
+        stage_train_adp(params)  # the default adp.path names the shipped one
+    ours = replace(params, adp=replace(params.adp, path=str(tmp_path / "mine")))
+    assert stage_train_adp(ours) == str(tmp_path / "mine")
+    assert (tmp_path / "mine" / "adp.safetensors").is_file()

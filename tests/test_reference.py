@@ -85,3 +85,40 @@ def test_audit_counts_and_fd(tmp_path):
     assert sum(r["counts"]) == 1000 and r["cells"] == ["light", "dark"]
     assert r["fd"] == pytest.approx(np.sqrt(2) * abs(r["fractions"][0] - 0.5), abs=1e-6)
     assert 0.25 < r["fd"] < 0.5
+
+
+def _folder_params(tmp_path, attributes: dict, frame):
+    from fairsynth.app.config import parse_params
+
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    first = next(iter(attributes))
+    return parse_params({
+        "reference": {"source": "folder", "path": str(tmp_path), "labels": str(tmp_path / "labels.csv")},
+        "attributes": attributes,
+        "target": {"marginals": {first: dict.fromkeys(attributes[first], 1 / len(attributes[first]))}},
+        "output": {"dir": str(tmp_path.parent / "out")},
+    })  # fmt: skip
+
+
+def test_the_audit_stops_on_a_verifier_that_rejects_the_reference(tmp_path):
+    """64x64 references against the 32x32 toy verifier: every image rejected. The audit stops,
+    naming the verifier and the count, instead of recording an accuracy of 0 nobody reads."""
+    from fairsynth.app.stages.audit import stage_audit
+
+    images, _, frame = _folder(tmp_path)
+    for i, im in enumerate(images):  # the same faces, twice the size
+        Image.fromarray(im).resize((64, 64)).save(tmp_path / f"img{i}.png")
+    params = _folder_params(tmp_path, {"skin": ["light", "dark"]}, frame)
+    with pytest.raises(ValueError, match=r"verify.verifier: toyfaces rejected 6 of the 6"):
+        stage_audit(params, tmp_path.parent / "audit")
+    assert not (tmp_path.parent / "audit" / "audit.json").exists()
+
+
+def test_the_audit_stops_on_a_verifier_that_judges_none_of_the_attributes(tmp_path):
+    from fairsynth.app.stages.audit import stage_audit
+
+    _, _, frame = _folder(tmp_path)
+    frame["mood"] = ["happy", "sad"] * 3
+    params = _folder_params(tmp_path, {"mood": ["happy", "sad"]}, frame)
+    with pytest.raises(ValueError, match=r"judges none of the attributes \['mood'\] \(it judges"):
+        stage_audit(params, tmp_path.parent / "audit")

@@ -154,6 +154,7 @@ def _t2i_params(tmp_path, tiny_sd, mode="distribution"):
         "            {prompt: a photo of a nurse, negative_prompt: blurry, n: 2,\n"
         "             target: {marginals: {skin: {light: 1.0, dark: 0.0}}}}]}\n"
         f"adp: {{path: {tmp_path / 'adp'}, trajectories: 8, epochs: 1,"
+        "  pseudo_labeller: 'tests.labellers:cycling',"
         "  neutral_prompts: [a photo of a person]}\n"
         "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
         f"guidance: {{mode: {mode}, loss: chi2, strength: 1.0, shift: 0, batch_size: 4}}\n"

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-adp", help="record h_t trajectories and train the ADP")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--out", type=Path, default=Path("data/adp"))
+    p.add_argument("--out", type=Path, default=None, help="default: adp.path")
     p.add_argument("--calibrate", action="store_true", help="also sweep guidance strengths")
     p.add_argument(
         "--trajectories", type=Path, default=None,

@@ -29,9 +29,34 @@ def message(exc: BaseException, limit: int = 2000) -> str:
 
 
 def report(exc: BaseException) -> int:
-    """Print ``fairsynth: error: ...`` to stderr; the exit code for bad input (2)."""
+    """Print ``fairsynth: error: ...`` to stderr; the exit code: 2 for bad input, or the
+    error's own (``IncompleteDataset``: 1)."""
     print(f"fairsynth: error: {message(exc)}", file=sys.stderr)
-    return 2
+    return getattr(exc, "exit_code", 2)
+
+
+class IncompleteDataset(RuntimeError):
+    """A run ended short of its quotas (its budget spent) and the params did not accept a
+    partial set: what it published is incomplete, and the command fails."""
+
+    exit_code = 1
+
+    def __init__(self, summary: dict):
+        self.summary = summary
+        short = ", ".join(f"{cell} {n}" for cell, n in summary.get("shortfall", {}).items())
+        reasons = ", ".join(f"{r} {n}" for r, n in summary.get("reasons", {}).items())
+        accepted, quotas = sum(summary["accepted"]), sum(summary["quotas"])
+        super().__init__(
+            f"the dataset is incomplete: {accepted} of {quotas} samples accepted after "
+            f"{summary['generated']} generated (the budget)\n"
+            f"  short by cell: {short or 'none'}\n"
+            f"  judged samples by reason: {reasons or 'none'}\n"
+            "  raise generate.budget (or check the verifier and guidance), or set "
+            "generate.accept_partial: true to accept a partial set"
+        )
+
+    def __reduce__(self):  # Prefect stores a failed flow's exception: it must unpickle
+        return (type(self), (self.summary,))
 
 
 class StageFailed(RuntimeError):

@@ -12,10 +12,11 @@ import numpy as np
 
 from fairsynth.app.config import Params, PromptConfig, as_dict
 from fairsynth.app.config.model_section import LATER_MODEL_KEYS
+from fairsynth.app.pseudo_labels import PseudoLabeller, check_labels
 from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
 from fairsynth.core.attributes import AttributeSpace
 from fairsynth.core.filehash import code_signature, files_signature, local_model_path
-from fairsynth.core.plugins import resolve
+from fairsynth.core.plugins import is_artefact, resolve
 from fairsynth.diffusion.backends import bind_prompt, load_model
 from fairsynth.diffusion.device import resolve_device
 from fairsynth.guidance.adp import TrainedADP
@@ -23,8 +24,17 @@ from fairsynth.guidance.class_means import cell_means
 from fairsynth.guidance.training import ADPTraining, train_adp
 from fairsynth.guidance.trajectories import Recording, Trajectories, stream_trajectories
 from fairsynth.guidance.trajectory_store import TrajectoryWriter, is_store
-from fairsynth.verify import AlignedVerifier, load_one
 from fairsynth.verify.kinds import verifier_folder
+
+
+def adp_out(params: Params) -> Path:
+    """Where train-adp writes: ``adp.path``, which generation then reads (not a shipped ADP)."""
+    if is_artefact("adp", params.adp.path):
+        raise ValueError(
+            f"adp.path: {params.adp.path!r} is a shipped ADP, not a folder to train into; set "
+            "adp.path to the folder the trained ADP should go to (generation reads it there)"
+        )
+    return Path(params.adp.path)
 
 
 def train_adp_from_params(
@@ -47,9 +57,10 @@ def train_adp_from_params(
     spec = model_spec(params)
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)
-    label = _labeller(params, device)
+    label = PseudoLabeller(params, device)
     traj, scratch = _recording(params, model, label, out, trajectories_file, progress)
     try:
+        check_labels(params, label if label.seen else None, traj)
         if means_only:
             labels = {n: m[np.asarray(traj.labels[n])] for n, m in to_adp.items()}
             existing.means = cell_means(traj.h, labels, existing.space.attributes, traj.timesteps)
@@ -71,23 +82,6 @@ def train_adp_from_params(
     return trained
 
 
-def _labeller(params: Params, device: str):
-    """The pseudo-labeller as a function of images: per attribute, probabilities in the
-    params' class order."""
-    name = params.adp.pseudo_labeller
-    labeller = load_one(resolve("pseudo_labeller", name), params.verify.deepface, device=device)
-    space = params.attribute_space()
-    missing = [n for n in space.names if n not in labeller.attributes]
-    if missing:
-        raise ValueError(f"the pseudo-labeller does not label attribute(s) {missing}")
-    labeller = AlignedVerifier(labeller, space)  # labels in the params' class order
-
-    def label(images):
-        return labeller.verify(images).probs
-
-    return label
-
-
 def _recording(params: Params, model, label, out, trajectories_file, progress: bool):
     """The trajectories to train on: reused from ``trajectories_file``, or recorded (streamed
     to disk batch by batch: memory does not grow with adp.trajectories) into it or into a
@@ -100,10 +94,11 @@ def _recording(params: Params, model, label, out, trajectories_file, progress: b
             if is_store(trajectories_file)
             else Trajectories.load(trajectories_file)  # a single-file recording
         )
-        if len(traj.h) != params.adp.trajectories:
+        a = params.adp  # (the pseudo-labeller's rejections are not kept)
+        if not (1 - a.max_rejected) * a.trajectories <= len(traj.h) <= a.trajectories:
             raise ValueError(
                 f"{trajectories_file} holds {len(traj.h)} trajectories, adp.trajectories is "
-                f"{params.adp.trajectories}; delete it to record again"
+                f"{a.trajectories}; delete it to record again"
             )
         return traj, None
     scratch = None
@@ -199,7 +194,11 @@ def adp_fingerprint(params: Params) -> dict:
         "pseudo_labeller_files": labeller
         if labeller_folder is None
         else files_signature(labeller_folder),
-        "adp": {k: v for k, v in as_dict(params.adp).items() if k != "path"},
+        "adp": {
+            k: v
+            for k, v in as_dict(params.adp).items()
+            if k != "path" and not (k == "max_rejected" and v == 0.05)  # added later: at its
+        },  # default it keeps the fingerprint ADPs had before it
         "attributes": params.attribute_space().as_dict(),
         "recording": {
             "kind": m.kind,
@@ -268,9 +267,11 @@ def class_maps(space: AttributeSpace, adp_space: AttributeSpace) -> dict[str, np
 def train_adp_command(a: argparse.Namespace) -> int:
     from fairsynth.app.config import load_params
 
+    params = load_params(a.params)
+    out = adp_out(params) if a.out is None else a.out
     trained = train_adp_from_params(
-        load_params(a.params), a.out, progress=True, calibrate=a.calibrate,
+        params, out, progress=True, calibrate=a.calibrate,
         trajectories_file=a.trajectories, means_only=a.means_only,
     )  # fmt: skip
-    print(json.dumps({"out": str(a.out), **trained.meta}, indent=2))
+    print(json.dumps({"out": str(out), **trained.meta}, indent=2))
     return 0

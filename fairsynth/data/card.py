@@ -36,7 +36,7 @@ def card_header(facts: dict) -> dict:
 
 def dataset_card(facts: dict) -> str:
     header = yaml.safe_dump(card_header(facts), sort_keys=False, allow_unicode=True)
-    parts = [f"---\n{header}---\n", f"# {facts['name']}\n", _summary(facts)]
+    parts = [f"---\n{header}---\n", f"# {facts['name']}\n", _summary(facts), _partial(facts)]
     parts += [_what(facts), _distribution(facts), _filling(facts), _verifiers(facts)]
     parts += [_limitations(facts), _loading(facts), _provenance(facts)]
     return "\n".join(p.rstrip() + "\n" for p in parts if p)
@@ -67,6 +67,18 @@ def _summary(f: dict) -> str:
         f"cells of {' × '.join(f['attributes'])} follow a chosen target. Every sample was "
         f"judged by the verifier(s) below before it was accepted. Fairness discrepancy to the "
         f"target, as the verifier counts: {number(m['fd_after'])}{before}.\n"
+    )
+
+
+def _partial(f: dict) -> str:
+    """A partial set (the params accepted one) says so before anything else."""
+    if f.get("complete", True):
+        return ""
+    short = ", ".join(f"{cell}: {n}" for cell, n in f.get("shortfall", {}).items())
+    return (
+        f"> **This set is partial.** Generation spent its budget before every quota was met "
+        f"(short: {short or 'see the manifest'}); it was published because the params accept a "
+        f"partial set (`generate.accept_partial`). Its distribution is not the target's.\n"
     )
 
 

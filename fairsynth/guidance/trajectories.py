@@ -60,6 +60,13 @@ class Recording:
     progress: bool = False
 
 
+def labelled(probs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Which samples the pseudo-labeller labelled (it gives a sample it cannot label NaN
+    probabilities: never trained on, not even as class 0), and their labels."""
+    keep = np.all([np.isfinite(p).all(axis=1) for p in probs.values()], axis=0)
+    return keep, {k: p[keep].argmax(1) for k, p in probs.items()}
+
+
 def record_trajectories(
     backend: Backend,
     pseudo_labeller: Callable[[np.ndarray], dict[str, np.ndarray]],
@@ -75,10 +82,9 @@ def record_trajectories(
         hs.append(h)
         images.append(imgs)
         timesteps = ts
-    imgs = np.concatenate(images)
-    probs = pseudo_labeller(imgs)
-    labels = {k: v.argmax(1) for k, v in probs.items()}
-    return Trajectories(torch.cat(hs), torch.tensor(timesteps), labels, imgs)
+    h, imgs = torch.cat(hs), np.concatenate(images)
+    keep, labels = labelled(pseudo_labeller(imgs))
+    return Trajectories(h[torch.from_numpy(keep)], torch.tensor(timesteps), labels, imgs[keep])
 
 
 def stream_trajectories(
@@ -92,7 +98,11 @@ def stream_trajectories(
     """``record_trajectories``, each batch pseudo-labelled and appended to ``writer`` as it
     comes: memory holds one batch, whatever ``n``."""
     for h, ts, imgs in recorded_batches(backend, n, seed, recording):
-        labels = {k: v.argmax(1) for k, v in pseudo_labeller(imgs).items()}
+        keep, labels = labelled(pseudo_labeller(imgs))
+        if not keep.any():
+            continue
+        if not keep.all():
+            h, imgs = h[torch.from_numpy(keep)], imgs[keep]
         writer.append(h, ts, imgs, labels)
 
 

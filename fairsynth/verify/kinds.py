@@ -1,7 +1,9 @@
 """Verifier kinds: each one registered entry, the only place that knows it by name.
 
-A params value (``verify.verifier``, ``verify.second``, ``adp.pseudo_labeller``) names either a
-registered kind (``deepface``) or, failing that, a classifier folder. A kind says how to load
+A params value (``verify.verifier``, ``verify.second``, ``adp.pseudo_labeller``) names a
+registered kind (``deepface``), a Python callable (``module:factory``: a factory that returns
+an object with ``attributes``, ``verify(images) -> Verdict`` and ``close()``), or, failing
+those, a classifier folder. A kind says how to load
 it, which files ``weights check`` lists, which folder fingerprints it by content, which roles
 it may take, and which rules it adds to a params file. Adding a kind is one ``register`` call.
 
@@ -12,6 +14,8 @@ validated without importing torch or a classifier's code, which load only when a
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +56,8 @@ class VerifierKind:
 
 _KINDS: dict[str, VerifierKind] = {}
 FOLDER = "classifier folder"
+CALLABLE = "python callable"
+CALLABLE_FORM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module.path:factory
 
 
 def register(kind: VerifierKind) -> VerifierKind:
@@ -60,12 +66,16 @@ def register(kind: VerifierKind) -> VerifierKind:
 
 
 def kind_of(value: str | Path) -> VerifierKind:
-    """The registered kind ``value`` names, else the classifier-folder kind."""
-    return _KINDS.get(str(value), _KINDS[FOLDER])
+    """The registered kind ``value`` names, a callable's (``module:factory``), else the
+    classifier-folder kind."""
+    name = str(value)
+    if name in _KINDS:
+        return _KINDS[name]
+    return _KINDS[CALLABLE if CALLABLE_FORM.match(name) else FOLDER]
 
 
 def kind_names() -> list[str]:
-    return [name for name in _KINDS if name != FOLDER]
+    return [name for name in _KINDS if name not in (FOLDER, CALLABLE)]
 
 
 def settings_for(kind: VerifierKind, verify_section: Any) -> Any:
@@ -85,6 +95,34 @@ def _classifier_rows(value, settings, name: str) -> list[dict]:
          "present": (folder / f).is_file()}
         for f in CLASSIFIER_FILES
     ]  # fmt: skip
+
+
+def _callable_factory(value: str):
+    module, _, name = value.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{value}: cannot import the verifier factory ({exc})") from None
+
+
+def _load_callable(value, settings, device):
+    verifier = _callable_factory(str(value))()
+    missing = [a for a in ("attributes", "verify", "close") if not hasattr(verifier, a)]
+    if missing:
+        raise ValueError(f"{value}: the object its factory returns has no {missing}")
+    return verifier
+
+
+def _callable_rows(value, settings, name: str) -> list[dict]:
+    """The factory's module, found (importable) or not; nothing else is a file of its own."""
+    module = str(value).partition(":")[0]
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    where = spec.origin if spec is not None and spec.origin else f"python module {module}"
+    return [{"what": f"verifier factory {name}", "file": module, "path": where,
+             "present": spec is not None}]  # fmt: skip
 
 
 def _deepface_rows(value, settings, name: str) -> list[dict]:
@@ -113,6 +151,7 @@ def _deepface_check(settings, space, role: str) -> None:
 register(
     VerifierKind(FOLDER, "fairsynth.verify.classifier:load_folder", lambda v: v, _classifier_rows)
 )
+register(VerifierKind(CALLABLE, _load_callable, lambda v: None, _callable_rows))
 register(
     VerifierKind(
         "deepface",

@@ -95,7 +95,9 @@ class Params(Section):
                 raise ConfigError(f"attributes: {exc}") from exc
         if self.target is not None:
             self.build_target()
-            self.jobs()
+            asked = sum(n for _, _, n in self.jobs())
+            if self.generate.mode == "standalone":
+                self.check_budget(asked)
         self._check_no_overlap()
         if self.model.kind == "text2image" and self.generate.mode == "augment":
             raise ConfigError("generate.mode: augment is for unconditional models; use standalone")
@@ -112,6 +114,16 @@ class Params(Section):
             )
         self._check_verifier_kinds()
         return self
+
+    def check_budget(self, asked: int) -> None:
+        """Each accepted sample costs at least one generated: a budget below the samples asked
+        cannot fill the quotas (unless a partial set is accepted)."""
+        g = self.generate
+        if g.budget < asked and not g.accept_partial:
+            raise ConfigError(
+                f"generate.budget: {g.budget} is below the {asked} samples the quotas ask for; "
+                "raise it, or set generate.accept_partial: true to publish a partial set"
+            )
 
     def _check_verifier_kinds(self) -> None:
         """Each classifier value is a kind that may take its role, under the kind's own rules."""

@@ -17,6 +17,7 @@ from fairsynth.app.config.base import (
     Number,
     Positive,
     Section,
+    Unit,
     is_number,
     worded,
 )
@@ -45,7 +46,10 @@ class GenerateConfig(Section):
     make reference + synthetic follow the target. ``budget``: most samples generated.
     ``min_batch``: near the end, batches shrink to about 1.5x the samples still missing (a full
     batch for the last few samples wastes most of it), never below this; set it to
-    ``guidance.batch_size`` for fixed-size batches."""
+    ``guidance.batch_size`` for fixed-size batches. ``accept_partial``: a run that ends short
+    of its quotas (the budget spent) publishes what it has and succeeds, the card saying the
+    set is partial; otherwise it fails (non-zero exit), and a budget below the quotas' total is
+    refused before anything is generated."""
 
     mode: Annotated[GenerateMode, worded("must be standalone or augment")] = "standalone"
     n: AtLeast1 = 512
@@ -53,6 +57,7 @@ class GenerateConfig(Section):
     budget: AtLeast1 = 4096
     dataset: str = "fairsynth"
     min_batch: AtLeast1 = 8
+    accept_partial: bool = False
 
     @field_validator("dataset")
     @classmethod
@@ -224,3 +229,6 @@ class AdpConfig(Section):
     dropout: Annotated[Number, Field(ge=0, lt=1), worded("must be in [0, 1)")] = 0.2
     weight_decay: Annotated[Number, Field(ge=0)] = 1e-2
     seed: Int = 0
+    # the most of the recorded images the pseudo-labeller may reject (they are never trained
+    # on); above it, train-adp stops naming the reasons
+    max_rejected: Unit = 0.05

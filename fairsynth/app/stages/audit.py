@@ -60,10 +60,29 @@ def audit_verifiers(params: Params, data: ReferenceData) -> dict:
             continue
         verifier = load_one(folders[role], resolved.deepface, space)
         try:
-            out[role] = {"verifier": name, **verifier_confusion(verifier, images, labels, space)}
+            entry = verifier_confusion(verifier, images, labels, space)
+            _check_usable(f"verify.{'verifier' if role == 'first' else 'second'}", name, entry,
+                          space, n, sorted(verifier.attributes))  # fmt: skip
+            out[role] = {"verifier": name, **entry}
         finally:
             verifier.close()
     return out
+
+
+def _check_usable(key: str, name: str, entry: dict, space, n: int, judges: list) -> None:
+    """A verifier that judges none of the attributes, or rejects most of the labelled
+    reference, cannot decide what a run accepts: stop here, not after generating."""
+    if not entry:
+        raise ValueError(
+            f"{key}: {name} judges none of the attributes {list(space.names)} (it judges {judges})"
+        )
+    rejected = max(e["rejected"] for e in entry.values())
+    if n and rejected > n / 2:
+        raise ValueError(
+            f"{key}: {name} rejected {rejected} of the {n} labelled reference images it was "
+            "audited on; does it take these images (size, content)? (verify.audit_n: 0 skips "
+            "the audit)"
+        )
 
 
 def _cli(params: Params) -> None:

@@ -12,7 +12,6 @@ from fairsynth.app.errors import USER_ERRORS
 from fairsynth.app.errors import report as report_error
 
 AUDIT_DIR = Path("data/audit")
-ADP_OUT = Path("data/adp")
 REPORT_DIR = Path("data/report")
 USER_REFERENCES = (
     "folder",

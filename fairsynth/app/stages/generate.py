@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fairsynth.app.config import Params, replace
+from fairsynth.app.errors import IncompleteDataset
 from fairsynth.app.runspec import resolve_run
 from fairsynth.app.stages.common import read_audit, stage_main
 from fairsynth.app.topup import plan_topup
@@ -40,6 +41,7 @@ def stage_generate(
     """
     require_weights(params)  # before anything is loaded or generated: the whole list at once
     run = resolve_run(params, audit_report)
+    params.check_budget(int(sum(j.quotas.sum() for j in run.jobs)))  # augment: known only now
     check_inputs(run)  # class names and step count against what the folders say
     with OutputLock(run.output_dir):
         if not force and (done := published_summary(
@@ -65,6 +67,14 @@ def stage_generate(
                 executor.close()
 
 
+def require_complete(summary: dict, params: Params) -> dict:
+    """``summary``, when the run filled its quotas or the params accept a partial set; else
+    ``IncompleteDataset`` (the command exits 1, the flow fails) naming the shortfall."""
+    if not summary.get("complete", True) and not params.generate.accept_partial:
+        raise IncompleteDataset(summary)
+    return summary
+
+
 def with_adp(params: Params, adp_path: str | Path | None) -> Params:
     """``params`` reading the ADP in ``adp_path`` (one a pipeline just made), when given."""
     if adp_path is None:
@@ -73,7 +83,7 @@ def with_adp(params: Params, adp_path: str | Path | None) -> Params:
 
 
 def _cli(params: Params) -> None:
-    s = stage_generate(params, read_audit())
+    s = require_complete(stage_generate(params, read_audit()), params)
     print(
         json.dumps({k: s[k] for k in ("accepted", "quotas", "generated", "complete", "shortfall")})
     )

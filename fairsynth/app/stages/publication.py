@@ -24,8 +24,16 @@ PUBLICATION_FILES = ("README.md", "croissant.json", "report.html")
 GRID_PER_CELL = 16  # samples shown per cell on the page
 
 
+# settings added later: at their defaults they keep the hash publications had before them
+LATER_KEYS = {("generate", "accept_partial"): False, ("adp", "max_rejected"): 0.05}
+
+
 def params_hash(params: Params) -> str:
-    blob = json.dumps(as_dict(params), sort_keys=True, default=str)
+    values = as_dict(params)
+    for (section, key), default in LATER_KEYS.items():
+        if values[section].get(key) == default:
+            del values[section][key]
+    blob = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -42,6 +50,8 @@ def publication_facts(params: Params, audit_report: dict | None, metrics: dict,
         "license": params.card.license,
         "use_cases": params.card.use_cases,
         "n": metrics["samples_accepted"],
+        "complete": bool(index.get("complete", True)),
+        "shortfall": index.get("shortfall") or {},
         "cells": metrics["cells"],
         "attributes": {n: list(space.classes(n)) for n in space.names},
         "target": metrics["target"],

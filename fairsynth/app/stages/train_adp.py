@@ -7,17 +7,19 @@ import time
 from pathlib import Path
 
 from fairsynth.app.config import Params
-from fairsynth.app.stages.common import ADP_OUT, stage_main
+from fairsynth.app.stages.common import stage_main
 from fairsynth.data.runlog import write_run_record
 from fairsynth.run.lock import OutputLock
 
 
-def stage_train_adp(params: Params, out: str | Path = ADP_OUT, progress: bool = False,
+def stage_train_adp(params: Params, out: str | Path | None = None, progress: bool = False,
                     force: bool = False) -> str:  # fmt: skip
-    """Train the ADP into ``out``; a folder that already holds one trained from the same inputs
-    (its recorded ``inputs_fingerprint``) is left as it is unless ``force``."""
-    from fairsynth.app.train_adp import adp_is_current, train_adp_from_params
+    """Train the ADP into ``out`` (default: ``adp.path``); a folder that already holds one
+    trained from the same inputs (its recorded ``inputs_fingerprint``) is left as it is unless
+    ``force``."""
+    from fairsynth.app.train_adp import adp_is_current, adp_out, train_adp_from_params
 
+    out = adp_out(params) if out is None else out
     with OutputLock(out):
         if not force and adp_is_current(params, out):
             print(f"{out}: the ADP is up to date (same inputs), not trained again",
