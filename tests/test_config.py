@@ -73,7 +73,7 @@ DEFAULTS = {
     "target": None,
     "adp": {"path": "toyfaces", "pseudo_labeller": "toyfaces", "neutral_prompts": None,
             "trajectories": 2048, "record_every": 2, "epochs": 30, "lr": 0.0003, "dropout": 0.2,
-            "weight_decay": 0.01, "seed": 0},
+            "weight_decay": 0.01, "seed": 0, "max_rejected": 0.05},
     "guidance": {"mode": "distribution", "loss": "ot", "strength": 215.0, "window": [0.0, 1.0],
                  "temperature": 1.0, "max_step": 0.5, "batch_size": 64, "residual": False,
                  "protect": False, "shift": 1.0},
@@ -82,7 +82,7 @@ DEFAULTS = {
                             "batch_size": 32, "retries": 2, "attributes": None},
                "correct_quotas": False},
     "generate": {"mode": "standalone", "n": 512, "seed": 0, "budget": 4096,
-                 "dataset": "fairsynth", "min_batch": 8},
+                 "dataset": "fairsynth", "min_batch": 8, "accept_partial": False},
     "output": {"dir": "data/synthetic", "shard_size": 256},
     "scale": {"mode": "local", "window": 8, "address": None, "n_workers": 2,
               "threads_per_worker": 1, "resources": None, "task_resources": None, "retries": 2,
@@ -222,3 +222,22 @@ def test_replace_returns_a_validated_copy():
     control = replace(params, output=replace(params.output, dir=params.downstream.control_dir))
     with pytest.raises(ConfigError, match=r"^downstream\.\w+: .* overlaps output\.dir"):
         parse_params(as_dict(control))
+
+
+def test_settings_added_later_keep_the_params_hash_at_their_defaults():
+    """The card's params hash of a run that leaves generate.accept_partial and adp.max_rejected
+    at their defaults is the hash it had before they existed."""
+    import hashlib
+    import json
+
+    from fairsynth.app.config import as_dict
+    from fairsynth.app.stages.publication import LATER_KEYS, params_hash
+
+    params = load_params(ROOT / "params.yaml")
+    before = as_dict(params)
+    for section, key in LATER_KEYS:
+        del before[section][key]
+    blob = json.dumps(before, sort_keys=True, default=str)
+    assert params_hash(params) == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    partial = parse_params({"generate": {"accept_partial": True}})
+    assert params_hash(partial) != params_hash(parse_params({}))

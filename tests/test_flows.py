@@ -40,6 +40,21 @@ def test_balance_flow_tiny(tmp_path, tiny_world, harness, monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_flow_whose_dataset_is_incomplete_fails_naming_the_shortfall(tmp_path, tiny_world,
+                                                                      harness, monkeypatch):  # fmt: skip
+    from fairsynth.app.errors import StageFailed
+    from flows.balance import balance
+
+    _setup(tmp_path, tiny_world, gen="{mode: standalone, n: 4, budget: 12, seed: 3}")
+    p = tmp_path / "params.yaml"  # all dark: this random tiny world draws too few
+    p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 0.0, dark: 1.0}"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageFailed, match=r"stage generate: the dataset is incomplete.*dark"):
+        balance(str(p))
+    assert not (tmp_path / "data" / "report" / "metrics.json").exists()  # no report of it
+
+
+@pytest.mark.slow
 def test_balance_flow_again_with_nothing_changed_writes_nothing(tmp_path, tiny_world, harness,
                                                                  monkeypatch):  # fmt: skip
     from flows.balance import balance

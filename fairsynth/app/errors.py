@@ -44,13 +44,15 @@ class IncompleteDataset(RuntimeError):
     def __init__(self, summary: dict):
         self.summary = summary
         short = ", ".join(f"{cell} {n}" for cell, n in summary.get("shortfall", {}).items())
-        reasons = ", ".join(f"{r} {n}" for r, n in summary.get("reasons", {}).items())
+        reasons = ", ".join(
+            f"{r} {n}" for r, n in summary.get("reasons", {}).items() if r != "accepted"
+        )
         accepted, quotas = sum(summary["accepted"]), sum(summary["quotas"])
         super().__init__(
             f"the dataset is incomplete: {accepted} of {quotas} samples accepted after "
             f"{summary['generated']} generated (the budget)\n"
             f"  short by cell: {short or 'none'}\n"
-            f"  judged samples by reason: {reasons or 'none'}\n"
+            f"  rejected samples by reason: {reasons or 'none'}\n"
             "  raise generate.budget (or check the verifier and guidance), or set "
             "generate.accept_partial: true to accept a partial set"
         )
