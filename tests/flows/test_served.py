@@ -3,14 +3,14 @@ loopback): the scheduler starts the runs, a run with nothing changed skips, runs
 
 import pytest
 
-from tests.test_pipeline import _setup
+from tests.factories import tiny_params
 
 
 @pytest.mark.slow
 def test_scheduled_runs_on_a_real_server_and_the_next_tick_skips(tmp_path, tiny_world):
     from tests.flow_watch import finished, local_server, overlaps, served, wait_for_runs
 
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     log = tmp_path / "serve.log"
     with local_server(tmp_path / "prefect-server") as api:
         with served(tmp_path / "params.yaml", api, every=5, cwd=tmp_path, log=log):

@@ -6,22 +6,14 @@ from PIL import Image
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.data.reference import audit, read_image_folder, read_shards
 from fairsynth.toyfaces.dataset import build_reference
-from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
+from fairsynth.toyfaces.render import ATTRIBUTES
+from tests.factories import labelled_folder
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 
 
-def _folder(tmp_path, n=6):
-    images, labels = render_batch(n, seed=3)
-    rows = []
-    for i, im in enumerate(images):
-        Image.fromarray(im).save(tmp_path / f"img{i}.png")
-        rows.append({"file": f"img{i}.png", **{k: ATTRIBUTES[k][labels[k][i]] for k in ATTRIBUTES}})
-    return images, labels, pd.DataFrame(rows)
-
-
 def test_image_folder_with_csv_and_parquet(tmp_path):
-    _, labels, frame = _folder(tmp_path)
+    _, labels, frame = labelled_folder(tmp_path)
     frame.to_csv(tmp_path / "labels.csv", index=False)
     frame.to_parquet(tmp_path / "labels.parquet")
     for f in ("labels.csv", "labels.parquet"):
@@ -31,7 +23,7 @@ def test_image_folder_with_csv_and_parquet(tmp_path):
 
 
 def test_image_folder_labelled_by_classifier(tmp_path):
-    _folder(tmp_path, 4)
+    labelled_folder(tmp_path, 4)
 
     def clf(images):
         return {k: np.tile(np.eye(len(v))[0], (len(images), 1)) for k, v in ATTRIBUTES.items()}
@@ -41,7 +33,7 @@ def test_image_folder_labelled_by_classifier(tmp_path):
 
 
 def test_unknown_class_in_labels_named(tmp_path):
-    _, _, frame = _folder(tmp_path)
+    _, _, frame = labelled_folder(tmp_path)
     frame.loc[2, "hair"] = "purple"
     frame.to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(ValueError, match="purple"):
@@ -105,7 +97,7 @@ def test_the_audit_stops_on_a_verifier_that_rejects_the_reference(tmp_path):
     naming the verifier and the count, instead of recording an accuracy of 0 nobody reads."""
     from fairsynth.app.stages.audit import stage_audit
 
-    images, _, frame = _folder(tmp_path)
+    images, _, frame = labelled_folder(tmp_path)
     for i, im in enumerate(images):  # the same faces, twice the size
         Image.fromarray(im).resize((64, 64)).save(tmp_path / f"img{i}.png")
     params = _folder_params(tmp_path, {"skin": ["light", "dark"]}, frame)
@@ -117,7 +109,7 @@ def test_the_audit_stops_on_a_verifier_that_rejects_the_reference(tmp_path):
 def test_the_audit_stops_on_a_verifier_that_judges_none_of_the_attributes(tmp_path):
     from fairsynth.app.stages.audit import stage_audit
 
-    _, _, frame = _folder(tmp_path)
+    _, _, frame = labelled_folder(tmp_path)
     frame["mood"] = ["happy", "sad"] * 3
     params = _folder_params(tmp_path, {"mood": ["happy", "sad"]}, frame)
     with pytest.raises(ValueError, match=r"judges none of the attributes \['mood'\] \(it judges"):

@@ -11,7 +11,7 @@ import torch
 
 from fairsynth.app.config import yaml_load
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd, cwd, extra_env=None):

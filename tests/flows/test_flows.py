@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fairsynth.app.config import replace
-from tests.test_pipeline import _setup
+from tests.factories import tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def harness():
 def test_balance_flow_tiny(tmp_path, tiny_world, harness, monkeypatch):
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     monkeypatch.chdir(tmp_path)
     metrics = balance(str(tmp_path / "params.yaml"))
     # the report against what the flow's generation published (the manifest), counted here
@@ -45,7 +45,7 @@ def test_a_flow_whose_dataset_is_incomplete_fails_naming_the_shortfall(tmp_path,
     from fairsynth.app.errors import StageFailed
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_world, gen="{mode: standalone, n: 4, budget: 12, seed: 3}")
+    tiny_params(tmp_path, tiny_world, gen="{mode: standalone, n: 4, budget: 12, seed: 3}")
     p = tmp_path / "params.yaml"  # all dark: this random tiny world draws too few
     p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 0.0, dark: 1.0}"))
     monkeypatch.chdir(tmp_path)
@@ -59,7 +59,7 @@ def test_balance_flow_again_with_nothing_changed_writes_nothing(tmp_path, tiny_w
                                                                  monkeypatch):  # fmt: skip
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     monkeypatch.chdir(tmp_path)
     first = balance(str(tmp_path / "params.yaml"))
     written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()
@@ -83,7 +83,7 @@ def test_a_second_balance_run_stops_at_once_on_a_held_output(tmp_path, tiny_worl
     from fairsynth.run.lock import OutputBusy
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     monkeypatch.chdir(tmp_path)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -114,7 +114,7 @@ def test_a_failed_run_names_the_stage_and_file_and_keeps_the_last_report(
     from fairsynth.app.errors import StageFailed
     from flows.balance import balance
 
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     monkeypatch.chdir(tmp_path)
     balance(str(tmp_path / "params.yaml"))  # a good run publishes a report
     params = tmp_path / "params.yaml"  # the rendered reference, now read as the user's shards
@@ -198,7 +198,7 @@ def test_adp_task_cached_on_its_inputs_and_rerun_when_its_folder_is_gone(
     def adp_only(params, out: str) -> str:
         return tp.train_adp_cached(params, out)
 
-    params = _setup(tmp_path, tiny_world)
+    params = tiny_params(tmp_path, tiny_world)
     out = str(tmp_path / "adp_out")  # a new path per test run: no hit from an earlier run
     assert adp_only(params, out) == out and len(trained) == 1
     other = replace(

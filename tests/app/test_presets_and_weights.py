@@ -21,7 +21,7 @@ from fairsynth.diffusion.dummy import (
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 from fairsynth.diffusion.unconditional import load_diffusion_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # a preset's name prefix -> the tiny random pipeline in its layout, its folder, image size
 TINY_LAYOUTS = {
     "sd15": (build_tiny_sd, "sd", 32),

@@ -17,7 +17,7 @@ from fairsynth.verify.deepface import (
 )
 from fairsynth.verify.worker import WorkerClient, WorkerError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT)}
 
 

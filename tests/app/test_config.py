@@ -8,7 +8,7 @@ from fairsynth.app.config import ConfigError, load_params, parse_params
 def test_repo_params_load():
     from fairsynth.app.config import yaml_load
 
-    root = Path(__file__).resolve().parents[1]  # not the working directory
+    root = Path(__file__).resolve().parents[2]  # not the working directory
     raw = yaml_load((root / "params.yaml").read_text())
     p = load_params(root / "params.yaml")
     assert (
@@ -25,7 +25,7 @@ def test_a_params_file_naming_only_what_differs_gets_the_shipped_settings(tmp_pa
     from fairsynth.app.config import as_dict, yaml_load
     from fairsynth.guidance.config import GuidanceConfig
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     shipped = load_params(root / "params.yaml")
     raw = yaml_load((root / "params.yaml").read_text())
     minimal = parse_params({key: raw[key] for key in ("reference", "attributes", "target")}
@@ -99,7 +99,7 @@ DEFAULTS = {
                           "people."},
     "seed": 0,
 }  # fmt: skip
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_as_dict_of_the_defaults_is_the_fingerprinted_dict():

@@ -13,7 +13,7 @@ from fairsynth.diffusion.compile import compile_around, is_compiled
 from fairsynth.diffusion.hspace import HSpace
 from fairsynth.diffusion.sampling import SamplerSettings, batch_generator, sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_gpu_benchmark_smoke_run(tmp_path):

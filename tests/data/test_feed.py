@@ -19,7 +19,7 @@ from fairsynth.app.stages.reference import stage_reference
 from fairsynth.data import tario
 from fairsynth.data.feed import Feed, expand_sources, make_loader
 from fairsynth.data.runlog import read_run_record
-from tests.test_pipeline import _setup
+from tests.factories import tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def published(tmp_path_factory):
     DiffusionModel(unet, dict(sched.config), pixel_unshuffle=2).save(tmp / "model")
     adp = ADP(16, 8, {k: len(v) for k, v in ATTRIBUTES.items()}, ADPShape(width=8, hidden=16))
     TrainedADP(adp, AttributeSpace.from_dict(ATTRIBUTES), {}).save(tmp / "adp")
-    params = _setup(tmp, None, gen="{mode: standalone, n: 6, budget: 30, seed: 3, min_batch: 2}")
+    params = tiny_params(tmp, None, gen="{mode: standalone, n: 6, budget: 30, seed: 3, min_batch: 2}")
     stage_reference(params)
     stage_generate(params, None, progress=False)
     return params, tmp

@@ -156,7 +156,7 @@ def test_fewer_needed_than_published_keeps_all_and_rebalances(tmp_path, tiny_wor
     assert abs(final[1] - 0.2) <= 1 / union.sum()
 
 
-class _Crash(Exception):
+class Crash(Exception):
     pass
 
 
@@ -173,9 +173,9 @@ def test_a_top_up_killed_while_generating_resumes_to_the_same_bytes(tmp_path, ti
 
     def crash_after_one(state):
         if state.next_batch > first["batches"]:
-            raise _Crash
+            raise Crash
 
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         stage_generate(params, audit2, progress=False, on_batch=crash_after_one)
     assert json.loads((out / "index.json").read_text())["version"] == 1  # still the parent
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == v1

@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 from fairsynth.app.config import TargetConfig, replace
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.core import filehash
-from tests.test_pipeline import _Crash, _setup
+from tests.factories import Crash, tiny_params
 
 
 def _bump_one_tensor(adp_dir):
@@ -47,13 +47,13 @@ def test_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
 
 
 def test_changed_weights_after_a_crash_start_a_fresh_ledger(tmp_path, tiny_world):
-    params = _setup(tmp_path, tiny_world, gen="{mode: standalone, n: 6, budget: 18, seed: 5}")
+    params = tiny_params(tmp_path, tiny_world, gen="{mode: standalone, n: 6, budget: 18, seed: 5}")
 
     def crash_after_two(state):
         if state.next_batch == 2:
-            raise _Crash
+            raise Crash
 
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         stage_generate(params, None, progress=False, on_batch=crash_after_two)
     old_ledgers = list((tmp_path / "out.ledger").iterdir())
     assert len(old_ledgers) == 1
@@ -68,7 +68,7 @@ def test_changed_weights_after_a_crash_start_a_fresh_ledger(tmp_path, tiny_world
 def test_adp_cache_key_covers_what_the_adp_depends_on_only(tmp_path, tiny_world):
     from tasks.pipeline import adp_cache_key
 
-    params = _setup(tmp_path, tiny_world)
+    params = tiny_params(tmp_path, tiny_world)
     out = str(tmp_path / "adp_out")
 
     def key(p, o=out):

@@ -9,30 +9,11 @@ from fairsynth.app.stages.audit import stage_audit
 from fairsynth.app.stages.generate import stage_generate
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
-
-
-PARTIAL_OK = "{mode: standalone, n: 4, budget: 12, seed: 3, accept_partial: true}"
-
-
-def _setup(tmp_path, tiny_world, mode="distribution", gen=PARTIAL_OK):
-    """Tiny runs of a random model, which rarely fills a 50/50 target: by default the params
-    accept a partial set (the tests of a failing incomplete run say otherwise)."""
-    p = tmp_path / "params.yaml"
-    p.write_text(
-        f"reference: {{path: {tmp_path / 'ref'}, n: 60, seed: 1}}\n"
-        f"model: {{path: {tmp_path / 'model'}, steps: 2}}\n"
-        f"adp: {{path: {tmp_path / 'adp'}}}\n"
-        "target: {marginals: {skin: {light: 0.5, dark: 0.5}}}\n"
-        f"guidance: {{mode: {mode}, loss: chi2, strength: 1.0, shift: 0, batch_size: 3}}\n"
-        "verify: {confidence: 0.0}\n"
-        f"generate: {gen}\n"
-        f"output: {{dir: {tmp_path / 'out'}, shard_size: 2}}\n"
-    )
-    return load_params(p)
+from tests.factories import Crash, tiny_params
 
 
 def test_pipeline_end_to_end_tiny(tmp_path, tiny_world):
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     p = tmp_path / "params.yaml"  # a target this random tiny world can fill: the run completes
     p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 1.0, dark: 0.0}"))
     params = load_params(p)
@@ -65,7 +46,7 @@ def test_pipeline_end_to_end_tiny(tmp_path, tiny_world):
 
 
 def test_same_params_same_bytes(tmp_path, tiny_world):
-    params = _setup(tmp_path, tiny_world, mode="sample")
+    params = tiny_params(tmp_path, tiny_world, mode="sample")
     stage_generate(params, None, progress=False)
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
     manifest1 = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
@@ -77,7 +58,7 @@ def test_same_params_same_bytes(tmp_path, tiny_world):
 
 
 def test_an_up_to_date_output_is_left_alone(tmp_path, tiny_world, capsys):
-    params = _setup(tmp_path, tiny_world, mode="sample")
+    params = tiny_params(tmp_path, tiny_world, mode="sample")
     first = stage_generate(params, None, progress=False)
     out = tmp_path / "out"
     files = sorted(p for p in out.rglob("*") if p.is_file())
@@ -100,7 +81,7 @@ def test_an_up_to_date_output_is_left_alone(tmp_path, tiny_world, capsys):
 def test_budget_caps_the_samples_generated(tmp_path, tiny_world):
     # 40 wanted, budget 10, batches of 3: the fourth batch shrinks to 1 instead of overshooting
     gen = "{mode: standalone, n: 40, budget: 10, seed: 3, accept_partial: true}"
-    params = _setup(tmp_path, tiny_world, gen=gen)
+    params = tiny_params(tmp_path, tiny_world, gen=gen)
     summary = stage_generate(params, None, progress=False)
     assert summary["generated"] == 10 and not summary["complete"]
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 10
@@ -113,13 +94,13 @@ def test_a_budget_below_the_quotas_is_refused_before_anything_runs(tmp_path, tin
 
     gen = "{mode: standalone, n: 40, budget: 10, seed: 3}"
     with pytest.raises(ConfigError, match="generate.budget: 10 is below the 40 samples"):
-        _setup(tmp_path, tiny_world, gen=gen)
+        tiny_params(tmp_path, tiny_world, gen=gen)
 
 
 def test_augment_budget_below_the_deficit_is_refused_once_the_audit_says_it(tmp_path, tiny_world):
     import pytest
 
-    params = _setup(tmp_path, tiny_world, gen="{mode: augment, budget: 3, seed: 3}")
+    params = tiny_params(tmp_path, tiny_world, gen="{mode: augment, budget: 3, seed: 3}")
     stage_reference(params)
     audit = stage_audit(params, tmp_path / "audit")  # 60 samples far from 50/50: a deficit > 3
     with pytest.raises(ValueError, match="generate.budget: 3 is below the"):
@@ -134,7 +115,9 @@ def test_an_incomplete_run_fails_its_command_naming_the_shortfall(tmp_path, tiny
     from fairsynth.app.stages.generate import main
     from fairsynth.data.card import _partial
 
-    _setup(tmp_path, tiny_world, mode="none", gen="{mode: standalone, n: 4, budget: 6, seed: 3}")
+    tiny_params(
+        tmp_path, tiny_world, mode="none", gen="{mode: standalone, n: 4, budget: 6, seed: 3}"
+    )
     p = tmp_path / "params.yaml"
     p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 0.0, dark: 1.0}"))
     assert main(["--params", str(p)]) == 1
@@ -151,7 +134,7 @@ def test_an_incomplete_run_fails_its_command_naming_the_shortfall(tmp_path, tiny
 
 
 def test_augment_needs_audit(tmp_path, tiny_world):
-    params = _setup(tmp_path, tiny_world, gen="{mode: augment, budget: 3}")
+    params = tiny_params(tmp_path, tiny_world, gen="{mode: augment, budget: 3}")
     import pytest
 
     with pytest.raises(ValueError, match="audit"):
@@ -159,13 +142,9 @@ def test_augment_needs_audit(tmp_path, tiny_world):
     _ = np
 
 
-class _Crash(Exception):
-    pass
-
-
 def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
     gen = "{mode: standalone, n: 6, budget: 18, seed: 5}"
-    params = _setup(tmp_path, tiny_world, mode="sample", gen=gen)
+    params = tiny_params(tmp_path, tiny_world, mode="sample", gen=gen)
     whole = stage_generate(params, None, progress=False)
     assert whole["batches"] >= 3
     out = tmp_path / "out"
@@ -175,14 +154,14 @@ def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
 
     def crash_after_two(state):
         if state.next_batch == 2:
-            raise _Crash
+            raise Crash
 
     import pytest
 
     # the same params into a new output folder: killed after two batches, then run again
     out = tmp_path / "again"
     params = replace(params, output=replace(params.output, dir=str(out)))
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         stage_generate(params, None, progress=False, on_batch=crash_after_two)
     assert not (out / "index.json").exists(), "a crashed run must not look complete"
     assert not (tmp_path / "again.lock").exists()
@@ -196,18 +175,20 @@ def test_crash_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_world):
 
 def test_a_run_that_starts_over_and_dies_leaves_the_published_output_to_come_back(tmp_path,
                                                                                    tiny_world):  # fmt: skip
-    params = _setup(tmp_path, tiny_world, mode="sample", gen="{mode: standalone, n: 6, seed: 5}")
+    params = tiny_params(
+        tmp_path, tiny_world, mode="sample", gen="{mode: standalone, n: 6, seed: 5}"
+    )
     first = stage_generate(params, None, progress=False)
     out = tmp_path / "out"
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def crash(state):
-        raise _Crash
+        raise Crash
 
     import pytest
 
     other = replace(params, generate=replace(params.generate, seed=6))  # a change, started ...
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         stage_generate(other, None, progress=False, on_batch=crash)  # ... and killed
     assert not (out / "index.json").exists()
     again = stage_generate(params, None, progress=False)  # the change taken back
@@ -220,7 +201,7 @@ def test_a_ledger_left_beside_a_complete_output_is_removed(tmp_path, tiny_world)
     to date and removes the ledger (it also comes back from versions/ without index.json)."""
     from fairsynth.run.ledger import ledger_dir
 
-    params = _setup(tmp_path, tiny_world, mode="sample")
+    params = tiny_params(tmp_path, tiny_world, mode="sample")
     first = stage_generate(params, None, progress=False)
     out = tmp_path / "out"
     left = ledger_dir(out, first["fingerprint"])
@@ -239,7 +220,7 @@ def test_one_writer_per_output(tmp_path, tiny_world):
 
     import pytest
 
-    params = _setup(tmp_path, tiny_world, mode="none")
+    params = tiny_params(tmp_path, tiny_world, mode="none")
     lock = tmp_path / "out.lock"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -329,7 +310,7 @@ def test_the_adp_stage_skips_a_folder_trained_from_the_same_inputs(tmp_path, tin
 
 
 def test_a_rendered_reference_is_not_rendered_again(tmp_path, tiny_world, capsys):
-    params = _setup(tmp_path, tiny_world)
+    params = tiny_params(tmp_path, tiny_world)
     stage_reference(params)
     ref = tmp_path / "ref"
     stamps = {p: p.stat().st_mtime_ns for p in ref.iterdir()}

@@ -26,8 +26,7 @@ from fairsynth.toyfaces.dataset import build_reference
 from fairsynth.toyfaces.render import ATTRIBUTES, render_batch
 from fairsynth.verify import ClassifierVerifier, load_verifier
 from fairsynth.verify.classifier import AttributeClassifier
-from tests.test_pipeline import _Crash, _setup
-from tests.test_reference import _folder as folder_with_labels
+from tests.factories import Crash, labelled_folder, tiny_params
 
 SPACE = AttributeSpace.from_dict(ATTRIBUTES)
 
@@ -86,7 +85,7 @@ def test_adp_heads_follow_the_params_class_order(tiny_world):
 def test_published_classes_are_what_the_verifier_sees(tmp_path, tiny_world):
     """End to end with ``skin: [dark, light]``: every published sample's ``skin`` is the class
     the verifier (in its own order) gives its image."""
-    params = _setup(
+    params = tiny_params(
         tmp_path, tiny_world, mode="none", gen="{mode: standalone, n: 8, budget: 24, seed: 1}"
     )
     text = (tmp_path / "params.yaml").read_text()
@@ -109,7 +108,7 @@ def test_published_classes_are_what_the_verifier_sees(tmp_path, tiny_world):
 
 
 def test_renamed_classes_are_refused_naming_both_lists(tmp_path, tiny_world):
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     text = (tmp_path / "params.yaml").read_text()
     text += "attributes: {skin: [pale, tan]}\n"
     text = text.replace("{skin: {light: 0.5, dark: 0.5}}", "{skin: {pale: 0.5, tan: 0.5}}")
@@ -141,7 +140,7 @@ def test_output_overlapping_an_input_is_refused(tmp_path, where):
 
 
 def test_the_lock_holds_through_an_alias_of_the_output(tmp_path, tiny_world):
-    params = _setup(tmp_path, tiny_world, mode="none")
+    params = tiny_params(tmp_path, tiny_world, mode="none")
     (tmp_path / "out").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "out")
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -163,7 +162,7 @@ def test_the_lock_holds_through_an_alias_of_the_output(tmp_path, tiny_world):
 
 
 def _folder(tmp_path, n=4):
-    return folder_with_labels(tmp_path, n)[2]
+    return labelled_folder(tmp_path, n)[2]
 
 
 def test_repeated_label_rows_are_refused(tmp_path):
@@ -277,7 +276,7 @@ def _run_stage(tmp_path, stage, params_file, capsys):
 
 
 def test_steps_beyond_the_schedule_are_refused_before_any_work(tmp_path, tiny_world, capsys):
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     p = tmp_path / "params.yaml"
     p.write_text(p.read_text().replace("steps: 2", "steps: 5000"))
     rc, err = _run_stage(tmp_path, "generate", p, capsys)
@@ -287,7 +286,7 @@ def test_steps_beyond_the_schedule_are_refused_before_any_work(tmp_path, tiny_wo
 
 
 def test_an_output_under_a_file_is_one_line(tmp_path, tiny_world, capsys):
-    _setup(tmp_path, tiny_world)
+    tiny_params(tmp_path, tiny_world)
     (tmp_path / "afile").write_text("not a folder")
     p = tmp_path / "params.yaml"
     p.write_text(
@@ -335,18 +334,18 @@ def test_images_of_different_sizes_name_the_file(tmp_path):
 
 def test_a_damaged_ledger_batch_is_set_aside_and_generated_again(tmp_path, tiny_world, capsys):
     gen = "{mode: standalone, n: 6, budget: 18, seed: 5}"
-    params = _setup(tmp_path, tiny_world, mode="sample", gen=gen)
+    params = tiny_params(tmp_path, tiny_world, mode="sample", gen=gen)
     whole = stage_generate(params, None, progress=False)
     out = tmp_path / "out"
     expected = _snapshot(out)
 
     def crash_after_three(state):
         if state.next_batch == 3:
-            raise _Crash
+            raise Crash
 
     # the same params into a new folder, killed after three batches
     params = replace(params, output=replace(params.output, dir=str(tmp_path / "again")))
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         stage_generate(params, None, progress=False, on_batch=crash_after_three)
     (ledger,) = (tmp_path / "again.ledger").iterdir()
     batch = ledger / "batch-000001.tar"

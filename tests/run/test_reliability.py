@@ -17,7 +17,7 @@ import pytest
 from fairsynth.app.config import load_params
 from fairsynth.app.stages.generate import stage_generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = (
     "import sys; from fairsynth.app.config import load_params; "
     "from fairsynth.app.stages.generate import stage_generate; "
