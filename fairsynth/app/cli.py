@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("check", help="before any work: params, files, image sizes (seconds)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func="fairsynth.app.weights:check_command")
+
     p = sub.add_parser("evaluate", help="sample with guidance and judge against the target")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--n", type=_positive_int, default=512)

@@ -186,3 +186,16 @@ def weights_check_command(a: argparse.Namespace) -> int:
     if missing and not a.json:
         print(f"{missing} file(s) missing: runs with these params stop before generating")
     return 1 if missing else 0
+
+
+def check_command(a) -> int:
+    """``fairsynth check``: the params, the files every component needs, and whether the
+    classifiers take the model's images; one line on the first problem, before any work."""
+    from fairsynth.app.config import load_params
+    from fairsynth.app.preflight import check_images
+
+    params = load_params(a.params)
+    require_weights(params)
+    check_images(params, ("verifier", "second", "pseudo_labeller"))
+    print(f"{a.params}: ready (params valid, files present, classifiers take the model's images)")
+    return 0

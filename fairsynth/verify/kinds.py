@@ -3,9 +3,9 @@
 A params value (``verify.verifier``, ``verify.second``, ``adp.pseudo_labeller``) names a
 registered kind (``deepface``), a Python callable (``module:factory``: a factory that returns
 an object with ``attributes``, ``verify(images) -> Verdict`` and ``close()``), or, failing
-those, a classifier folder. A kind says how to load
-it, which files ``weights check`` lists, which folder fingerprints it by content, which roles
-it may take, and which rules it adds to a params file. Adding a kind is one ``register`` call.
+those, a classifier folder. A kind says how to load it, which files ``weights check`` lists,
+which folder fingerprints it by content, which roles it may take, what image size it takes,
+and which rules it adds to a params file. Adding a kind is one ``register`` call.
 
 A kind's loader may be given as ``"module:function"`` (as entry points are): the params are
 validated without importing torch or a classifier's code, which load only when a run loads.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ class VerifierKind:
     for the resolved ``value`` that the params call ``name``.
     ``check(settings, space, role)``: params-file rules (raise ``ValueError`` naming the key).
     ``settings_key``: its own section under ``verify`` (``None``: it takes none).
-    ``may_download(settings)``: whether missing files may be fetched at run time."""
+    ``may_download(settings)``: whether missing files may be fetched at run time.
+    ``input_size(value)``: the side of the square images it takes (``None``: any size)."""
 
     name: str
     loader: str | Callable[[Any, Any, str], Any]
@@ -45,6 +47,7 @@ class VerifierKind:
     settings_key: str | None = None
     check: Callable[[Any, Any, str], None] | None = None
     may_download: Callable[[Any], bool] = lambda settings: False
+    input_size: Callable[[Any], int | None] = lambda value: None
 
     def load(self, value: Any, settings: Any, device: str) -> Any:
         loader = self.loader
@@ -95,6 +98,14 @@ def _classifier_rows(value, settings, name: str) -> list[dict]:
          "present": (folder / f).is_file()}
         for f in CLASSIFIER_FILES
     ]  # fmt: skip
+
+
+def _classifier_input_size(value) -> int | None:
+    """A classifier folder records its input side in ``config.json`` (the toy world's: 32)."""
+    try:
+        return int(json.loads((Path(value) / "config.json").read_text()).get("image_size", 32))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # an unreadable folder is weights check's to report
 
 
 def _callable_factory(value: str):
@@ -149,8 +160,11 @@ def _deepface_check(settings, space, role: str) -> None:
 
 
 register(
-    VerifierKind(FOLDER, "fairsynth.verify.classifier:load_folder", lambda v: v, _classifier_rows)
-)
+    VerifierKind(
+        FOLDER, "fairsynth.verify.classifier:load_folder", lambda v: v, _classifier_rows,
+        input_size=_classifier_input_size,
+    )
+)  # fmt: skip
 register(VerifierKind(CALLABLE, _load_callable, lambda v: None, _callable_rows))
 register(
     VerifierKind(

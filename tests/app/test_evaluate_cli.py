@@ -193,3 +193,14 @@ def test_the_family_rule_needs_quality_on_every_target():
     # 100 is within 0.03 of unguided on y (0.9) but not on x (1.0): per target, not the minimum
     assert choose_strength(rows, 0.03) == 10.0
     assert choose_strength(rows, 0.06) == 100.0
+
+
+def test_check_says_ready_or_names_the_first_problem(tmp_path, tiny_world, capsys):
+    from fairsynth.app.cli import main
+
+    p = _params(tmp_path, tiny_world)
+    assert main(["check", "--params", str(p)]) == 0
+    assert "ready" in capsys.readouterr().out
+    (tmp_path / "model" / "fairsynth.json").unlink()
+    assert main(["check", "--params", str(p)]) == 2
+    assert "makes 16x16 images with 12 channels" in capsys.readouterr().err

@@ -373,3 +373,31 @@ def test_train_adp_writes_where_adp_path_says(tmp_path, tiny_world):
     ours = replace(params, adp=replace(params.adp, path=str(tmp_path / "mine")))
     assert stage_train_adp(ours) == str(tmp_path / "mine")
     assert (tmp_path / "mine" / "adp.safetensors").is_file()
+
+
+def test_the_preflight_stops_a_model_the_verifier_cannot_judge(tmp_path, tiny_world):
+    """Before anything is loaded: a diffusers export without fairsynth's pixel-unshuffle record
+    makes 16x16 images with 12 channels; a verifier for 64x64 images would reject every 32x32
+    sample. Each is one line naming both sides, and nothing is generated."""
+    import shutil
+
+    import pytest
+
+    from fairsynth.core.plugins import resolve
+
+    params = tiny_params(tmp_path, tiny_world)
+    (tmp_path / "model" / "fairsynth.json").unlink()
+    with pytest.raises(ValueError, match=r"makes 16x16 images with 12 channels; the classifi"):
+        stage_generate(params, None, progress=False)
+    assert not (tmp_path / "out").exists()
+    tiny_world[0].joinpath("fairsynth.json").write_text('{"pixel_unshuffle": 2}')
+    big = tmp_path / "verifier64"
+    shutil.copytree(resolve("verifier", "toyfaces"), big)
+    config = json.loads((big / "config.json").read_text())
+    (big / "config.json").write_text(json.dumps({**config, "image_size": 64}))
+    other = replace(params, verify=replace(params.verify, verifier=str(big)))
+    with pytest.raises(
+        ValueError, match=r"32x32 images .* verify.verifier .*verifier64 takes 64x64"
+    ):
+        stage_generate(other, None, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fairsynth.app.config import Params, replace
 from fairsynth.app.errors import IncompleteDataset
+from fairsynth.app.preflight import check_images
 from fairsynth.app.runspec import resolve_run
 from fairsynth.app.stages.common import read_audit, stage_main
 from fairsynth.app.topup import plan_topup
@@ -40,6 +41,7 @@ def stage_generate(
     (``fairsynth.app.topup``): new shards added, the published ones kept.
     """
     require_weights(params)  # before anything is loaded or generated: the whole list at once
+    check_images(params)  # the verifiers can judge what the model makes
     run = resolve_run(params, audit_report)
     params.check_budget(int(sum(j.quotas.sum() for j in run.jobs)))  # augment: known only now
     check_inputs(run)  # class names and step count against what the folders say
