@@ -21,14 +21,19 @@ def card_header(facts: dict) -> dict:
         "pretty_name": facts["name"],
         "task_categories": ["image-classification"],
         "size_categories": [size_category(facts["n"])],
-        "tags": ["synthetic", "fairness", "debiasing", "diffusion", "distribution-guidance",
-                 "webdataset", "fairsynth"],  # fmt: skip
+        "tags": [
+            "synthetic",
+            "fairness",
+            "debiasing",
+            "diffusion",
+            "distribution-guidance",
+            "webdataset",
+            "fairsynth",
+        ],  # fmt: skip
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [
-                    {"split": "train", "path": [s["path"] for s in facts["shards"]]}
-                ],
+                "data_files": [{"split": "train", "path": [s["path"] for s in facts["shards"]]}],
             }
         ],
     }

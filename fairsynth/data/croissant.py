@@ -64,13 +64,18 @@ def croissant(facts: dict) -> dict:
         "version": "1.0.0",
         "creator": {"@type": "sc:Organization", "name": "fairsynth"},
         "keywords": ["synthetic", "fairness", "debiasing", "diffusion", "distribution guidance"],
-        "citeAs": ("Parihar et al., Balancing Act: Distribution-Guided Debiasing in Diffusion "
-                   "Models, CVPR 2024"),  # fmt: skip
+        "citeAs": (
+            "Parihar et al., Balancing Act: Distribution-Guided Debiasing in Diffusion "
+            "Models, CVPR 2024"
+        ),  # fmt: skip
         "isLiveDataset": False,
         # the day the run that generated the shards finished (its run record): the one field
         # of this file that differs between runs of the same inputs
-        **({"datePublished": facts["timing"]["finished_at"][:10]}
-           if facts.get("timing", {}).get("finished_at") else {}),  # fmt: skip
+        **(
+            {"datePublished": facts["timing"]["finished_at"][:10]}
+            if facts.get("timing", {}).get("finished_at")
+            else {}
+        ),  # fmt: skip
         "distribution": [*files, manifest, pngs],
         "recordSet": [_samples(facts)],
     }
@@ -155,8 +160,10 @@ def _rai(f: dict) -> dict:
         "rai:dataBiases": _biases(f),
         "rai:dataLimitations": limitations(f),
         "rai:dataUseCases": list(f["use_cases"]),
-        "rai:annotationsPerItem": (f"One label per attribute ({', '.join(f['attributes'])}) and "
-                                   f"the cell, from {len(verifiers)} automatic verifier(s)."),  # fmt: skip
+        "rai:annotationsPerItem": (
+            f"One label per attribute ({', '.join(f['attributes'])}) and "
+            f"the cell, from {len(verifiers)} automatic verifier(s)."
+        ),  # fmt: skip
         "rai:dataAnnotationProtocol": (
             "Each sample's attributes are the first verifier's most confident class; a sample "
             "is accepted only when it is confident and, with a second verifier, both agree. "
@@ -168,15 +175,19 @@ def _rai(f: dict) -> dict:
             f"({', '.join(f['attributes'])}) are the kind of demographic characteristics the "
             "set is meant to balance."
         ),
-        "rai:dataReleaseMaintenancePlan": ("Regenerated from its params (same params, same "
-                                           "bytes); a new run replaces the whole set."),  # fmt: skip
+        "rai:dataReleaseMaintenancePlan": (
+            "Regenerated from its params (same params, same "
+            "bytes); a new run replaces the whole set."
+        ),  # fmt: skip
         "prov:wasGeneratedBy": {
             "@type": "prov:Activity",
             "prov:used": [model["path"], adp["path"], *verifiers],
-            "description": (f"fairsynth run: params hash {f['params_hash']}, generation "
-                            f"fingerprint {f['fingerprint']}, guidance hash "
-                            f"{f['guidance_hash']}; reference {ref['source']} "
-                            f"({ref.get('path') or 'embedded'})."),  # fmt: skip
+            "description": (
+                f"fairsynth run: params hash {f['params_hash']}, generation "
+                f"fingerprint {f['fingerprint']}, guidance hash "
+                f"{f['guidance_hash']}; reference {ref['source']} "
+                f"({ref.get('path') or 'embedded'})."
+            ),  # fmt: skip
         },
     }
 

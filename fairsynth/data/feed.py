@@ -72,7 +72,9 @@ def published_shards(folder: str | Path, version: int | None = None) -> list[str
             f"{folder}: no {which} here (versions on disk: {', '.join(have) or 'none'})"
         )
     listed = index.get("shards")
-    if not isinstance(listed, list) or not all(isinstance(e, dict) and "shard" in e for e in listed):
+    if not isinstance(listed, list) or not all(
+        isinstance(e, dict) and "shard" in e for e in listed
+    ):
         raise ValueError(f"{folder}/index.json: not a fairsynth index (no 'shards' list)")
     if not listed:
         raise FileNotFoundError(f"{folder}: its index lists no shards (nothing was accepted)")

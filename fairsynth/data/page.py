@@ -80,7 +80,9 @@ def _tiles(f: dict) -> str:
     est = f.get("estimated_true") or {}
     if "fd" in est:
         tiles.insert(2, (number(est["fd"]), "estimated true FD"))
-    inner = "".join(f"<div class=tile><b>{v}</b><span>{html.escape(k)}</span></div>" for v, k in tiles)
+    inner = "".join(
+        f"<div class=tile><b>{v}</b><span>{html.escape(k)}</span></div>" for v, k in tiles
+    )
     return f"<div class=tiles>{inner}</div>"
 
 
@@ -89,13 +91,17 @@ def _distribution(f: dict, png: bytes | None) -> str:
     total = sum(ref) if ref else 0
     est = f.get("estimated_true") or {}
     est = est if "probs" in est else {}
-    head = ["cell", "reference", "target", "quota", "published"] + (["estimated true"] if est else [])
+    head = ["cell", "reference", "target", "quota", "published"] + (
+        ["estimated true"] if est else []
+    )
     rows = []
     for i, c in enumerate(f["cells"]):
         r = [f"<code>{html.escape(c)}</code>", number(ref[i] / total) if total else "–",
              number(f["target"][i]), f["quotas"][i], f["counts"][i]]  # fmt: skip
         if est:
-            r.append(f"{number(est['probs'][i])} [{number(est['low'][i])}, {number(est['high'][i])}]")
+            r.append(
+                f"{number(est['probs'][i])} [{number(est['low'][i])}, {number(est['high'][i])}]"
+            )
         rows.append(r)
     img = f"<img alt='before, target and after per cell' src='{png_data_uri(png)}'>" if png else ""
     return "<h2>Before, target, after</h2>" + img + _table(head, rows)
@@ -154,7 +160,9 @@ def _verifiers(f: dict) -> str:
                     out.append(_matrix(f"{v.get('verifier')} ({role}) — {attr}", a))
         out.append("</div>")
     if f.get("disagreement_rate") is not None:
-        out.append(f"<p>The verifiers disagreed on {f['disagreement_rate']:.1%} of the samples.</p>")
+        out.append(
+            f"<p>The verifiers disagreed on {f['disagreement_rate']:.1%} of the samples.</p>"
+        )
     return "".join(out)
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fairsynth.data import tario
+from fairsynth.data.labels import (
+    FILE_COLUMNS,
+    METADATA_FILES,
+    LabelMapping,
+    labels_from_frame,
+    relative_path,
+    match_labels,
+    read_labels_file,
+)
 from fairsynth.core.attributes import AttributeSpace, Target
 from fairsynth.core.metrics import cell_counts, fairness_discrepancy, kl_divergence, total_variation
 
@@ -27,65 +36,30 @@ class ReferenceData:
     unlabelled: int = 0  # images a labels file does not name (not in the audit)
 
 
-def _labels_from_frame(
-    frame: pd.DataFrame, space: AttributeSpace, where: str
-) -> dict[str, np.ndarray]:
-    out = {}
-    for name, classes in space.attributes:
-        if name not in frame.columns:
-            raise ValueError(f"{where}: no column {name!r} (columns: {list(frame.columns)})")
-        values = frame[name].astype(str)
-        unknown = sorted(set(values) - set(classes))
-        if unknown:
-            raise ValueError(
-                f"{where}: column {name!r} has unknown class(es) {unknown[:5]}; known: {list(classes)}"
-            )
-        index = {c: i for i, c in enumerate(classes)}
-        out[name] = values.map(index).to_numpy(dtype=np.int64)
-    return out
-
-
-def read_labels_file(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, dtype=str)
-    raise ValueError(f"labels file {path} must be .csv or .parquet")
-
-
 def read_image_folder(
     folder: str | Path,
     space: AttributeSpace,
     labels_file: str | Path | None = None,
     classifier: Classifier | None = None,
-    batch_size: int = 512,
+    mapping: LabelMapping = LabelMapping(),
 ) -> ReferenceData:
-    """An image folder; labels from ``labels_file`` (columns ``file`` or ``key`` + one per
-    attribute) or, where absent, from ``classifier`` on the decoded images."""
+    """An image folder (nested folders too); labels from ``labels_file`` (a ``file``,
+    ``file_name`` or ``key`` column + one per attribute), else from the folder's own
+    ``metadata.csv`` / ``metadata.jsonl`` (Hugging Face's ImageFolder convention), else from
+    ``classifier`` on the decoded images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"reference folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise ValueError(f"reference folder {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+    if labels_file is None:
+        labels_file = next((folder / m for m in METADATA_FILES if (folder / m).is_file()), None)
     if labels_file is not None:
-        frame = read_labels_file(labels_file)
-        col = "file" if "file" in frame.columns else "key"
-        if col not in frame.columns:
-            raise ValueError(f"{labels_file}: needs a 'file' or 'key' column")
-        frame = frame.astype({col: str})
-        names = [p.relative_to(folder).as_posix() if col == "file" else p.stem for p in files]
-        frame = match_labels(frame, col, names, str(labels_file), str(folder))
-        return ReferenceData(
-            list(frame[col]),
-            _labels_from_frame(frame, space, str(labels_file)),
-            "labels file",
-            unlabelled=len(set(names) - set(frame[col])),
-        )
+        return _folder_with_labels_file(folder, files, space, labels_file, mapping)
     if classifier is None:
         raise ValueError(f"reference folder {folder}: no labels file and no classifier to label it")
-    keys, preds = [], {n: [] for n in space.names}
+    keys, preds, batch_size = [], {n: [] for n in space.names}, 512
     for s in range(0, len(files), batch_size):
         chunk = files[s : s + batch_size]
         images = stack_images([_load_image(p) for p in chunk], [str(p) for p in chunk])
@@ -96,11 +70,36 @@ def read_image_folder(
     return ReferenceData(keys, {n: np.concatenate(v) for n, v in preds.items()}, "classifier")
 
 
+def _folder_with_labels_file(
+    folder: Path, files: list[Path], space: AttributeSpace, labels_file, mapping: LabelMapping
+) -> ReferenceData:
+    frame = read_labels_file(labels_file)
+    col = next((c for c in FILE_COLUMNS if c in frame.columns), None)
+    if col is None:
+        raise ValueError(
+            f"{labels_file}: needs a column naming each image, one of {list(FILE_COLUMNS)} "
+            f"(columns: {list(frame.columns)})"
+        )
+    frame = frame.astype({col: str})
+    if col != "key":  # paths as written: relative to the folder, or absolute inside it
+        root = folder.resolve()
+        frame[col] = [relative_path(v, root) for v in frame[col]]
+    names = [p.relative_to(folder).as_posix() if col != "key" else p.stem for p in files]
+    frame = match_labels(frame, col, names, str(labels_file), str(folder))
+    return ReferenceData(
+        list(frame[col]),
+        labels_from_frame(frame, space, str(labels_file), mapping),
+        "labels file",
+        unlabelled=len(set(names) - set(frame[col])),
+    )
+
+
 def read_shards(
     folder_or_pattern: str | Path,
     space: AttributeSpace,
     classifier: Classifier | None = None,
     labels_file: str | Path | None = None,
+    mapping: LabelMapping = LabelMapping(),
 ) -> ReferenceData:
     """webdataset shards: labels from a labels file, else each sample's ``.json`` member, else the
     classifier."""
@@ -111,15 +110,16 @@ def read_shards(
     if labels_file is None and path.is_dir() and (path / "labels.parquet").is_file():
         labels_file = path / "labels.parquet"
     if labels_file is not None:
-        return _shards_with_labels_file(shards, space, labels_file, str(folder_or_pattern))
+        return _shards_with_labels_file(shards, space, labels_file, str(folder_or_pattern), mapping)
     keys, metas, images, where = _read_members(shards, classifier is not None)
     if not keys:
         raise ValueError(f"{folder_or_pattern}: the reference shards hold no samples")
-    if keys and all(m is not None and all(n in m for n in space.names) for m in metas):
-        frame = pd.DataFrame([{n: m[n] for n in space.names} for m in metas])
+    wanted = [mapping.columns.get(n, n) for n in space.names]
+    if keys and all(m is not None and all(c in m for c in wanted) for m in metas):
+        frame = pd.DataFrame([{c: m[c] for c in wanted} for m in metas])
         return ReferenceData(
             keys,
-            _labels_from_frame(frame, space, f"{folder_or_pattern} (.json members)"),
+            labels_from_frame(frame, space, f"{folder_or_pattern} (.json members)", mapping),
             "shard metadata",
         )
     if classifier is None:
@@ -131,8 +131,9 @@ def read_shards(
 
 
 def _shards_with_labels_file(
-    shards: list[Path], space: AttributeSpace, labels_file: str | Path, where: str
-) -> ReferenceData:
+    shards: list[Path], space: AttributeSpace, labels_file: str | Path, where: str,
+    mapping: LabelMapping,
+) -> ReferenceData:  # fmt: skip
     frame = read_labels_file(labels_file)
     if "key" not in frame.columns:
         raise ValueError(f"{labels_file}: needs a 'key' column")
@@ -141,7 +142,7 @@ def _shards_with_labels_file(
     frame = match_labels(frame, "key", names, str(labels_file), where)
     return ReferenceData(
         list(frame["key"]),
-        _labels_from_frame(frame, space, str(labels_file)),
+        labels_from_frame(frame, space, str(labels_file), mapping),
         "labels file",
         unlabelled=len(set(names) - set(frame["key"])),
     )
@@ -182,23 +183,6 @@ def shard_keys(shard: Path) -> list[str]:
     except (OSError, EOFError, tarfile.TarError) as exc:
         raise ValueError(f"{shard}: unreadable or truncated tar ({exc})") from exc
     return list(dict.fromkeys(keys))
-
-
-def match_labels(
-    frame: pd.DataFrame, col: str, names: list[str], labels_file: str, data: str
-) -> pd.DataFrame:
-    """Every label row must name exactly one image: no repeated rows, none without an image."""
-    repeated = frame[col][frame[col].duplicated()].unique().tolist()
-    if repeated:
-        raise ValueError(
-            f"{labels_file}: {len(repeated)} {col}(s) labelled more than once, e.g. {repeated[:3]}"
-        )
-    missing = sorted(set(frame[col]) - set(names))
-    if missing:
-        raise ValueError(
-            f"{labels_file}: {len(missing)} labelled {col}(s) are not in {data}, e.g. {missing[:3]}"
-        )
-    return frame
 
 
 def stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:

@@ -63,7 +63,7 @@ def test_missing_file(tmp_path):
 # (1 vs 1.0) must stay what dataclasses.asdict gave for the dataclasses the models replaced.
 DEFAULTS = {
     "reference": {"source": "toyfaces", "path": "data/reference", "labels": None, "n": 20000,
-                  "seed": 0},
+                  "seed": 0, "columns": None, "classes": None, "ignore_case": True},
     "audit_model": {"n": 1000, "seed": 0, "steps": 50, "eta": 1.0, "batch_size": 64},
     "model": {"path": "toyfaces", "kind": "unconditional", "steps": 50, "eta": 1.0,
               "layer": "mid_block", "local_files_only": True, "cfg_scale": 7.5, "prompts": None,

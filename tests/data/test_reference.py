@@ -114,3 +114,67 @@ def test_the_audit_stops_on_a_verifier_that_judges_none_of_the_attributes(tmp_pa
     params = _folder_params(tmp_path, {"mood": ["happy", "sad"]}, frame)
     with pytest.raises(ValueError, match=r"judges none of the attributes \['mood'\] \(it judges"):
         stage_audit(params, tmp_path.parent / "audit")
+
+
+def test_a_users_reference_as_it_is(tmp_path):
+    """Nested folders of JPEGs, a labels file with the user's own column names, absolute paths,
+    other spellings and values of the classes: read with a column and class mapping."""
+    from fairsynth.data.labels import LabelMapping
+
+    (tmp_path / "tmp").mkdir()
+    images, labels, frame = labelled_folder(tmp_path / "tmp", n=6)
+    for i, im in enumerate(images):
+        where = tmp_path / "ref" / ("a" if i % 2 else "b") / f"face {i}.jpg"
+        where.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(where, quality=95)
+    ours = pd.DataFrame({
+        "path": [str(tmp_path / "ref" / ("a" if i % 2 else "b") / f"face {i}.jpg") for i in range(6)],
+        "Skin Tone": ["Light" if v == 0 else "Fitzpatrick V" for v in labels["skin"]],
+    })  # fmt: skip
+    ours.to_csv(tmp_path / "mine.csv", index=False)
+    space = AttributeSpace.from_dict({"skin": ["light", "dark"]})
+    with pytest.raises(ValueError, match=r"needs a column naming each image, one of \['file', "
+                                         r"'file_name', 'key'\] \(columns: \['path', 'Skin Tone'\]\)"):  # fmt: skip
+        read_image_folder(tmp_path / "ref", space, tmp_path / "mine.csv")
+    ours.rename(columns={"path": "file_name"}).to_csv(tmp_path / "mine.csv", index=False)
+    with pytest.raises(ValueError, match=r"no column 'skin' for attribute 'skin' \(columns: "):
+        read_image_folder(tmp_path / "ref", space, tmp_path / "mine.csv")
+    mapping = LabelMapping(columns={"skin": "Skin Tone"})
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \['fitzpatrick v'\]"):
+        read_image_folder(tmp_path / "ref", space, tmp_path / "mine.csv", mapping=mapping)
+    mapping = LabelMapping({"skin": "Skin Tone"}, {"skin": {"Fitzpatrick V": "dark"}})
+    data = read_image_folder(tmp_path / "ref", space, tmp_path / "mine.csv", mapping=mapping)
+    assert sorted(data.keys) == sorted(f"{'a' if i % 2 else 'b'}/face {i}.jpg" for i in range(6))
+    by_key = dict(zip(data.keys, data.labels["skin"], strict=True))
+    assert [by_key[f"{'a' if i % 2 else 'b'}/face {i}.jpg"] for i in range(6)] == list(
+        labels["skin"]
+    )
+    strict = LabelMapping({"skin": "Skin Tone"}, {"skin": {"Fitzpatrick V": "dark"}}, False)
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \['Light'\]"):
+        read_image_folder(tmp_path / "ref", space, tmp_path / "mine.csv", mapping=strict)
+
+
+def test_an_imagefolder_metadata_file_is_read_as_it_is(tmp_path):
+    """Hugging Face's ImageFolder convention: metadata.jsonl beside the images, file_name."""
+    _, labels, frame = labelled_folder(tmp_path)
+    frame.rename(columns={"file": "file_name"}).to_json(
+        tmp_path / "metadata.jsonl", orient="records", lines=True
+    )
+    data = read_image_folder(tmp_path, SPACE)
+    assert data.source == "labels file" and len(data.keys) == 6
+    assert np.array_equal(data.labels["eyeglasses"], labels["eyeglasses"])
+
+
+def test_the_params_check_the_label_mapping_by_key():
+    from fairsynth.app.config import ConfigError, parse_params
+
+    base = {"attributes": {"skin": ["light", "dark"]},
+            "target": {"marginals": {"skin": {"light": 0.5, "dark": 0.5}}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"reference.columns.tone: not an attribute \['skin'\]"):
+        parse_params({**base, "reference": {"columns": {"tone": "Tone"}}})
+    with pytest.raises(ConfigError, match=r"reference.classes.skin: 'V' maps to 'darkest', which"):
+        parse_params({**base, "reference": {"classes": {"skin": {"V": "darkest"}}}})
+    from fairsynth.app.stages.reference import label_mapping
+
+    ok = parse_params({**base, "reference": {"classes": {"skin": {"V": "dark"}}}})
+    assert label_mapping(ok.reference).classes == {"skin": {"V": "dark"}}

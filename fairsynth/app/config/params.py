@@ -113,7 +113,26 @@ class Params(Section):
                 "pseudo-labeller (an independent second opinion)"
             )
         self._check_verifier_kinds()
+        self._check_label_mapping()
         return self
+
+    def _check_label_mapping(self) -> None:
+        """``reference.columns`` and ``reference.classes`` speak of the params' attributes, and
+        map to their classes."""
+        ref, space = self.reference, self.attribute_space()
+        for key, table in (("columns", ref.columns or {}), ("classes", ref.classes or {})):
+            for name in table:
+                if name not in space.names:
+                    raise ConfigError(
+                        f"reference.{key}.{name}: not an attribute {list(space.names)}"
+                    )
+        for name, table in (ref.classes or {}).items():
+            for theirs, ours in table.items():
+                if ours not in space.classes(name):
+                    raise ConfigError(
+                        f"reference.classes.{name}: {theirs!r} maps to {ours!r}, which is not a "
+                        f"class of {name} {list(space.classes(name))}"
+                    )
 
     def check_budget(self, asked: int) -> None:
         """Each accepted sample costs at least one generated: a budget below the samples asked

@@ -32,13 +32,39 @@ SCALE_MODES = typing.get_args(ScaleMode)
 
 class ReferenceConfig(Section):
     """``toyfaces``: render the toy reference into ``path`` (``n``, ``seed``); ``folder``: an
-    image folder with an optional ``labels`` file; ``shards``: webdataset shards in ``path``."""
+    image folder (nested folders too) with a ``labels`` file, or its own ``metadata.csv`` /
+    ``metadata.jsonl`` (Hugging Face ImageFolder); ``shards``: webdataset shards in ``path``.
+    Your labels as they are: ``columns`` maps an attribute to the column holding it,
+    ``classes`` maps your values to the attribute's classes (``{skin: {Fitzpatrick V: dark}}``),
+    and classes match ignoring case unless ``ignore_case: false``."""
 
     source: Annotated[Source, worded(f"must be one of {REFERENCE_SOURCES}")] = "toyfaces"
     path: str = "data/reference"
     labels: str | None = None
     n: AtLeast1 = 20_000
     seed: Int = 0
+    columns: FreeDict | None = None
+    classes: FreeDict | None = None
+    ignore_case: bool = True
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, columns: dict | None) -> dict | None:
+        if columns is not None and not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in columns.items()
+        ):
+            raise Invalid("must map attribute names to column names, e.g. {skin: skin_tone}")
+        return columns
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, classes: dict | None) -> dict | None:
+        if classes is not None and not all(
+            isinstance(table, dict) and all(isinstance(v, str) for v in table.values())
+            for table in classes.values()
+        ):
+            raise Invalid("must map each attribute to {your value: class}, e.g. {skin: {V: dark}}")
+        return classes
 
 
 class GenerateConfig(Section):

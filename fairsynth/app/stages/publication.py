@@ -25,7 +25,9 @@ GRID_PER_CELL = 16  # samples shown per cell on the page
 
 
 # settings added later: at their defaults they keep the hash publications had before them
-LATER_KEYS = {("generate", "accept_partial"): False, ("adp", "max_rejected"): 0.05}
+LATER_KEYS = {("generate", "accept_partial"): False, ("adp", "max_rejected"): 0.05,
+              ("reference", "columns"): None, ("reference", "classes"): None,
+              ("reference", "ignore_case"): True}  # fmt: skip
 
 
 def params_hash(params: Params) -> str:

@@ -15,6 +15,7 @@ from fairsynth.core import plugins
 from fairsynth.core.filehash import files_signature
 from fairsynth.core.metrics import cell_counts
 from fairsynth.data import shards
+from fairsynth.data.labels import LabelMapping
 from fairsynth.data.reference import (
     ReferenceData,
     read_image_folder,
@@ -60,6 +61,12 @@ def _rendered_from(folder: Path) -> dict | None:
     return record if shards.files_intact(folder, files) else None
 
 
+def label_mapping(ref) -> LabelMapping:
+    """The ``reference`` section's column and class mapping, as the readers take it."""
+    classes = {a: {str(k): v for k, v in t.items()} for a, t in (ref.classes or {}).items()}
+    return LabelMapping(dict(ref.columns or {}), classes, ref.ignore_case)
+
+
 def load_reference(params: Params) -> ReferenceData:
     ref, space = params.reference, params.attribute_space()
     labeller = None
@@ -76,9 +83,10 @@ def load_reference(params: Params) -> ReferenceData:
                 )
             return verdict.probs
 
+    mapping = label_mapping(ref)
     if ref.source == "folder":
-        return read_image_folder(ref.path, space, ref.labels, classifier=labeller)
-    return read_shards(ref.path, space, classifier=labeller, labels_file=ref.labels)
+        return read_image_folder(ref.path, space, ref.labels, labeller, mapping)
+    return read_shards(ref.path, space, labeller, ref.labels, mapping)
 
 
 def reference_content_id(params: Params) -> str:
