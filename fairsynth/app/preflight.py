@@ -61,3 +61,56 @@ def check_images(params: Params, roles: tuple[str, ...] = ("verifier", "second")
                 f"{model}; {key} {value} takes {size}x{size}: it would reject every sample "
                 "(bad_image). Use a classifier of the model's image size"
             )
+
+
+def check_prompts(params: Params) -> None:
+    """Text-to-image: a prompt longer than a text encoder reads stops the run (the rest would
+    be dropped without a word); a prompt the ADP was not recorded on is said (its h may lie
+    where the ADP has not learnt to read it)."""
+    m = params.model
+    if m.kind != "text2image" or not m.prompts:
+        return
+    folder = Path(resolve("model", m.path))
+    texts = [(f"model.prompts[{i}].{key}", getattr(p, key))
+             for i, p in enumerate(m.prompts) for key in ("prompt", "negative_prompt")
+             if getattr(p, key)]  # fmt: skip
+    texts += [
+        (f"adp.neutral_prompts[{i}]", t) for i, t in enumerate(params.adp.neutral_prompts or [])
+    ]
+    for tokenizer_dir in sorted(p for p in folder.glob("tokenizer*") if p.is_dir()):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        limit = int(tokenizer.model_max_length)
+        if limit > 100_000:  # transformers' "no limit" sentinel
+            continue
+        for key, text in texts:
+            ids = tokenizer(text).input_ids
+            if len(ids) > limit:
+                dropped = tokenizer.decode(ids[limit - 1 :], skip_special_tokens=True)
+                raise ValueError(
+                    f"{key}: {len(ids)} tokens, but the text encoder ({tokenizer_dir.name}) reads "
+                    f"{limit}: {dropped.strip()!r} would be dropped without a word; shorten it"
+                )
+    _say_unrecorded_prompts(params)
+
+
+def _say_unrecorded_prompts(params: Params) -> None:
+    import sys
+
+    if params.guidance.mode == "none":
+        return
+    adp_json = Path(resolve("adp", params.adp.path)) / "adp.json"
+    try:
+        recorded = json.loads(adp_json.read_text()).get("prompts")
+    except (OSError, ValueError):
+        return  # an ADP the run makes, or one weights check reports
+    if not recorded:
+        return
+    for i, p in enumerate(params.model.prompts or []):
+        if p.prompt not in recorded:
+            print(
+                f"fairsynth: note: model.prompts[{i}] {p.prompt!r} is not among the prompts the "
+                f"ADP was recorded on ({recorded}); guidance reads its h all the same",
+                file=sys.stderr,
+            )

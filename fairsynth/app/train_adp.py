@@ -12,7 +12,7 @@ import numpy as np
 
 from fairsynth.app.config import Params, PromptConfig, as_dict
 from fairsynth.app.config.model_section import LATER_MODEL_KEYS
-from fairsynth.app.preflight import check_images
+from fairsynth.app.preflight import check_images, check_prompts
 from fairsynth.app.pseudo_labels import PseudoLabeller, check_labels
 from fairsynth.app.resolve import model_spec, prompt_spec, sampler_settings, verifier_spec
 from fairsynth.core.attributes import AttributeSpace
@@ -56,6 +56,7 @@ def train_adp_from_params(
         existing = TrainedADP.load(out).check_layer(params.model.layer)  # fails before sampling
         to_adp = class_maps(params.attribute_space(), existing.space)
     check_images(params, ("pseudo_labeller", "verifier") if calibrate else ("pseudo_labeller",))
+    check_prompts(params)
     spec = model_spec(params)
     device = resolve_device(spec.device)  # "auto" stays in a spec for a remote cluster
     model = load_model(spec)

@@ -192,10 +192,11 @@ def check_command(a) -> int:
     """``fairsynth check``: the params, the files every component needs, and whether the
     classifiers take the model's images; one line on the first problem, before any work."""
     from fairsynth.app.config import load_params
-    from fairsynth.app.preflight import check_images
+    from fairsynth.app.preflight import check_images, check_prompts
 
     params = load_params(a.params)
     require_weights(params)
     check_images(params, ("verifier", "second", "pseudo_labeller"))
+    check_prompts(params)
     print(f"{a.params}: ready (params valid, files present, classifiers take the model's images)")
     return 0

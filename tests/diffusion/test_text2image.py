@@ -230,3 +230,21 @@ def test_show_prompts_prints_each_prompts_quotas(tmp_path, capsys):
     assert "'a nurse': quotas [1, 2], accepted [1, 0] (NOT met)" in out
     assert main(["show-prompts", str(tmp_path / "missing.json")]) == 2
     assert "no index at" in capsys.readouterr().err
+
+
+def test_a_prompt_the_text_encoder_would_cut_is_refused(tmp_path, tiny_sd, capsys):
+    """77 tokens is all the tiny CLIP encoder reads, as SD 1.5's: a longer prompt stops the run
+    before anything is loaded, naming the prompt and what would be dropped."""
+    from fairsynth.app.config import replace
+    from fairsynth.app.preflight import check_prompts
+    from fairsynth.app.stages.generate import stage_generate
+
+    params = _t2i_params(tmp_path, tiny_sd)
+    check_prompts(params)  # the short prompts pass
+    long = "a photo of a doctor " + "in a long white coat " * 20 + "on the moon"
+    prompts = [replace(params.model.prompts[0], prompt=long), *params.model.prompts[1:]]
+    wordy = replace(params, model=replace(params.model, prompts=prompts))
+    with pytest.raises(ValueError, match=r"model.prompts\[0\].prompt: \d+ tokens, but the text "
+                                         r"encoder \(tokenizer\) reads 77: .*on the moon"):  # fmt: skip
+        stage_generate(wordy, None, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fairsynth.app.config import Params, replace
 from fairsynth.app.errors import IncompleteDataset
-from fairsynth.app.preflight import check_images
+from fairsynth.app.preflight import check_images, check_prompts
 from fairsynth.app.runspec import resolve_run
 from fairsynth.app.stages.common import read_audit, stage_main
 from fairsynth.app.topup import plan_topup
@@ -42,6 +42,7 @@ def stage_generate(
     """
     require_weights(params)  # before anything is loaded or generated: the whole list at once
     check_images(params)  # the verifiers can judge what the model makes
+    check_prompts(params)  # text-to-image: no prompt the text encoder would cut
     run = resolve_run(params, audit_report)
     params.check_budget(int(sum(j.quotas.sum() for j in run.jobs)))  # augment: known only now
     check_inputs(run)  # class names and step count against what the folders say
