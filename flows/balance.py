@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prefect import flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -46,6 +47,14 @@ def _trains_adp(params, adp_out: str) -> bool:
     return params.guidance.mode != "none" and params.adp.path == adp_out != "toyfaces"
 
 
+def _report_dir(params_file: str) -> Path:
+    """Where the params put the report (the default when they cannot be read)."""
+    try:
+        return Path(load_params(params_file).output.report_dir)
+    except Exception:
+        return Path("data/report")
+
+
 @flow(name="balance")
 def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict:
     stage = Stage("params")
@@ -65,7 +74,7 @@ def balance(params_file: str = "params.yaml", adp_out: str = "data/adp") -> dict
         # balance-report artifact keeps the last published report beside the failure
         failure = StageFailed(stage.now, exc)
         try:
-            report_failure(failure, params_file)
+            report_failure(failure, params_file, _report_dir(params_file))
         except Exception as why:  # the artifact is a courtesy: never hide the failure itself
             print(f"fairsynth: warning: no failure artifact ({why})", file=sys.stderr)
         raise failure from exc

@@ -16,7 +16,6 @@ from prefect.artifacts import (
 
 from fairsynth.app.config import Params
 from fairsynth.app.stages.audit import stage_audit
-from fairsynth.app.stages.common import REPORT_DIR
 from fairsynth.app.stages.generate import require_complete, stage_generate, with_adp
 from fairsynth.app.stages.reference import stage_reference
 from fairsynth.app.stages.report import stage_report
@@ -31,7 +30,7 @@ def reference_task(params: Params) -> str:
 
 
 @task(name="audit")
-def audit_task(params: Params, reference_path: str, out_dir: str = "data/audit") -> dict:
+def audit_task(params: Params, reference_path: str, out_dir: str | None = None) -> dict:
     report = stage_audit(params, out_dir)
     rows = "\n".join(
         f"| {c} | {n} | {f:.3f} | {t:.3f} |"
@@ -111,11 +110,11 @@ def generate_on_workers(params: Params, audit_report: dict | None, adp_path: str
 def report_task(params: Params, audit_report: dict | None, generation: dict) -> dict:
     m = stage_report(params, audit_report)
     create_markdown_artifact(key="balance-report", markdown=_report_table(m))
-    publish_artifacts(REPORT_DIR)
+    publish_artifacts(Path(params.output.report_dir))
     return m
 
 
-def report_failure(failure: Exception, params_file: str, report_dir: Path = REPORT_DIR) -> None:
+def report_failure(failure: Exception, params_file: str, report_dir: Path) -> None:
     """The ``balance-report`` artifact of a failed run: what failed, then the last published
     report (``metrics.json``), so a scheduled failure is seen where the report is looked for."""
     metrics_file = report_dir / "metrics.json"

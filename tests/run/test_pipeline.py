@@ -401,3 +401,26 @@ def test_the_preflight_stops_a_model_the_verifier_cannot_judge(tmp_path, tiny_wo
     ):
         stage_generate(other, None, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_audit_made_for_other_params_is_refused(tmp_path, tiny_world, monkeypatch, capsys):
+    """Two params files share the default audit folder: the second one's generate and report
+    stages refuse the first one's audit instead of computing quotas from its counts."""
+    import pytest
+
+    from fairsynth.app.stages.common import read_audit
+    from fairsynth.app.stages.generate import main
+    from fairsynth.app.stages.reference import reference_content_id
+
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params(tmp_path, tiny_world)
+    stage_reference(params)
+    made = stage_audit(params)  # into output.audit_dir (data/audit here)
+    assert read_audit(params, reference_content_id(params))["counts"] == made["counts"]
+    p = tmp_path / "params.yaml"
+    p.write_text(p.read_text().replace("{light: 0.5, dark: 0.5}", "{light: 0.3, dark: 0.7}"))
+    with pytest.raises(ValueError, match=r"audit.json: this audit was made for another refer"):
+        read_audit(load_params(p))
+    assert main(["--params", str(p)]) == 2
+    assert "this audit was made for another reference or target" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

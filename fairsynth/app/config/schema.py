@@ -214,8 +214,13 @@ class DownstreamConfig(Section):
 
 
 class OutputConfig(Section):
+    """Where a run writes: the published set (``dir``), the reference audit (``audit_dir``)
+    and the report (``report_dir``); nothing else is written but the ledger beside ``dir``."""
+
     dir: str = "data/synthetic"
     shard_size: AtLeast1 = 256
+    audit_dir: str = "data/audit"
+    report_dir: str = "data/report"
 
 
 class CardConfig(Section):

@@ -29,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         print(format_prompts(json.loads(index.read_text())))
         return 0
     if a.stage == "show":
-        from fairsynth.app.stages.common import REPORT_DIR
+        from fairsynth.app.config import load_params
         from fairsynth.app.stages.report import format_metrics
 
-        print(format_metrics(json.loads((REPORT_DIR / "metrics.json").read_text())))
+        params_file = Path(rest[0] if rest else "params.yaml")
+        report_dir = Path(load_params(params_file).output.report_dir) if params_file.is_file() \
+            else Path("data/report")  # fmt: skip
+        print(format_metrics(json.loads((report_dir / "metrics.json").read_text())))
         return 0
     return importlib.import_module(f"fairsynth.app.stages.{a.stage}").main(rest)
 

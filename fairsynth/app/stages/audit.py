@@ -9,7 +9,7 @@ import numpy as np
 
 from fairsynth.app.config import Params
 from fairsynth.app.resolve import verifier_spec
-from fairsynth.app.stages.common import AUDIT_DIR, stage_main
+from fairsynth.app.stages.common import stage_main
 from fairsynth.app.stages.reference import load_reference, reference_content_id
 from fairsynth.data import shards
 from fairsynth.data.plots import distribution_bars
@@ -23,9 +23,10 @@ from fairsynth.run.lock import OutputLock
 from fairsynth.verify import load_one
 
 
-def stage_audit(params: Params, out_dir: str | Path = AUDIT_DIR) -> dict:
-    """Per-cell counts of the reference vs the target; JSON report and bar chart."""
-    out_dir = Path(out_dir)
+def stage_audit(params: Params, out_dir: str | Path | None = None) -> dict:
+    """Per-cell counts of the reference vs the target; JSON report and bar chart, in ``out_dir``
+    (default: ``output.audit_dir``)."""
+    out_dir = Path(params.output.audit_dir if out_dir is None else out_dir)
     target = params.build_target()
     data = load_reference(params)
     report = audit(data, target)

@@ -12,6 +12,7 @@ from fairsynth.app.errors import IncompleteDataset
 from fairsynth.app.preflight import check_images, check_prompts
 from fairsynth.app.runspec import resolve_run
 from fairsynth.app.stages.common import read_audit, stage_main
+from fairsynth.app.stages.reference import reference_content_id
 from fairsynth.app.topup import plan_topup
 from fairsynth.app.weights import check_inputs, require_weights
 from fairsynth.run.executors import make_executor
@@ -86,7 +87,9 @@ def with_adp(params: Params, adp_path: str | Path | None) -> Params:
 
 
 def _cli(params: Params) -> None:
-    s = require_complete(stage_generate(params, read_audit()), params)
+    s = require_complete(
+        stage_generate(params, read_audit(params, reference_content_id(params))), params
+    )
     print(
         json.dumps({k: s[k] for k in ("accepted", "quotas", "generated", "complete", "shortfall")})
     )

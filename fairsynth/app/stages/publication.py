@@ -27,7 +27,8 @@ GRID_PER_CELL = 16  # samples shown per cell on the page
 # settings added later: at their defaults they keep the hash publications had before them
 LATER_KEYS = {("generate", "accept_partial"): False, ("adp", "max_rejected"): 0.05,
               ("reference", "columns"): None, ("reference", "classes"): None,
-              ("reference", "ignore_case"): True}  # fmt: skip
+              ("reference", "ignore_case"): True, ("output", "audit_dir"): "data/audit",
+              ("output", "report_dir"): "data/report"}  # fmt: skip
 
 
 def params_hash(params: Params) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fairsynth.app.config import Params
-from fairsynth.app.stages.common import REPORT_DIR, read_audit, stage_main
+from fairsynth.app.stages.common import read_audit, stage_main
 from fairsynth.app.stages.publication import write_publication
 from fairsynth.core.confusion import audit_matrices, estimate_truth
 from fairsynth.core.metrics import fairness_discrepancy, kl_divergence, total_variation
@@ -22,11 +22,11 @@ from fairsynth.run.lock import OutputLock
 
 
 def stage_report(
-    params: Params, audit_report: dict | None, report_dir: str | Path = REPORT_DIR
+    params: Params, audit_report: dict | None, report_dir: str | Path | None = None
 ) -> dict:
     """metrics.json (DVC metrics) and the before/after plot, from the published manifest."""
     out = Path(params.output.dir)
-    report_dir = Path(report_dir)
+    report_dir = Path(params.output.report_dir if report_dir is None else report_dir)
     target = params.build_target()
     space = target.space
     index = json.loads((out / "index.json").read_text())
@@ -172,7 +172,7 @@ def format_prompts(index: dict) -> str:
 
 
 def _cli(params: Params) -> None:
-    m = stage_report(params, read_audit())
+    m = stage_report(params, read_audit(params))
     print(
         json.dumps(
             {k: m[k] for k in ("fd_before", "fd_after", "quotas_met", "samples_per_accepted")}
