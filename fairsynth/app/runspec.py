@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairsynth.app.config.base import as_dict
+from fairsynth.app.config.base import as_dict, hashed
 from fairsynth.app.config.model_section import ENGINE_KEYS, LATER_MODEL_KEYS
 from fairsynth.app.config.params import Params
 from fairsynth.app.resolve import (
@@ -53,7 +53,7 @@ def guidance_hash(params: Params) -> str:
         {
             "guidance": guidance,
             "model": model,
-            "adp": as_dict(params.adp),
+            "adp": hashed("adp", as_dict(params.adp)),
         },
         sort_keys=True,
         default=str,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fairsynth.app.config import Params, PromptConfig, as_dict
+from fairsynth.app.config.base import hashed
 from fairsynth.app.config.model_section import LATER_MODEL_KEYS
 from fairsynth.app.preflight import check_images, check_prompts
 from fairsynth.app.pseudo_labels import PseudoLabeller, check_labels
@@ -197,11 +198,7 @@ def adp_fingerprint(params: Params) -> dict:
         "pseudo_labeller_files": labeller
         if labeller_folder is None
         else files_signature(labeller_folder),
-        "adp": {
-            k: v
-            for k, v in as_dict(params.adp).items()
-            if k != "path" and not (k == "max_rejected" and v == 0.05)  # added later: at its
-        },  # default it keeps the fingerprint ADPs had before it
+        "adp": {k: v for k, v in hashed("adp", as_dict(params.adp)).items() if k != "path"},
         "attributes": params.attribute_space().as_dict(),
         "recording": {
             "kind": m.kind,

@@ -226,13 +226,15 @@ def test_replace_returns_a_validated_copy():
 
 
 def test_settings_added_later_keep_the_params_hash_at_their_defaults():
-    """The card's params hash of a run that leaves generate.accept_partial and adp.max_rejected
-    at their defaults is the hash it had before they existed."""
+    """The card's params hash, the guidance hash (per sample in the manifest) and the ADP's
+    inputs of a run that leaves the later settings at their defaults are what they were before
+    those settings existed."""
     import hashlib
     import json
 
     from fairsynth.app.config import as_dict
-    from fairsynth.app.stages.publication import LATER_KEYS, params_hash
+    from fairsynth.app.config.base import LATER_KEYS
+    from fairsynth.app.stages.publication import params_hash
 
     params = load_params(ROOT / "params.yaml")
     before = as_dict(params)
@@ -242,3 +244,16 @@ def test_settings_added_later_keep_the_params_hash_at_their_defaults():
     assert params_hash(params) == hashlib.sha256(blob.encode()).hexdigest()[:16]
     partial = parse_params({"generate": {"accept_partial": True}})
     assert params_hash(partial) != params_hash(parse_params({}))
+    from fairsynth.app.runspec import guidance_hash
+
+    stricter = parse_params({"adp": {"max_rejected": 0.01}})
+    assert guidance_hash(stricter) != guidance_hash(parse_params({}))
+    hashed_json, dumps = [], json.dumps
+    import fairsynth.app.runspec as runspec
+
+    runspec.json.dumps = lambda obj, **k: (hashed_json.append(obj), dumps(obj, **k))[1]
+    try:
+        guidance_hash(params)
+    finally:
+        runspec.json.dumps = dumps
+    assert "max_rejected" not in hashed_json[-1]["adp"]

@@ -214,3 +214,22 @@ def replace(obj: M, /, **changes: object) -> M:
         return type(obj)(**{**vars(obj), **changes})
     except ValidationError as exc:
         raise config_error(exc, type(obj), type(obj).__name__) from None
+
+
+# settings added after datasets were published: at their defaults they are left out of every
+# hash (params, guidance, ADP inputs), so the runs that never set them keep their hashes
+LATER_KEYS = {
+    ("generate", "accept_partial"): False,
+    ("adp", "max_rejected"): 0.05,
+    ("reference", "columns"): None,
+    ("reference", "classes"): None,
+    ("reference", "ignore_case"): True,
+    ("output", "audit_dir"): "data/audit",
+    ("output", "report_dir"): "data/report",
+}
+_UNSET = object()
+
+
+def hashed(section: str, values: dict) -> dict:
+    """``values`` of a ``section`` as hashes see them: later settings at their defaults left out."""
+    return {k: v for k, v in values.items() if LATER_KEYS.get((section, k), _UNSET) != v}

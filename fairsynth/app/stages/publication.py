@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fairsynth.app.config import Params, as_dict
+from fairsynth.app.config.base import hashed
 from fairsynth.core import plugins
 from fairsynth.data import shards
 from fairsynth.data.card import dataset_card
@@ -24,18 +25,8 @@ PUBLICATION_FILES = ("README.md", "croissant.json", "report.html")
 GRID_PER_CELL = 16  # samples shown per cell on the page
 
 
-# settings added later: at their defaults they keep the hash publications had before them
-LATER_KEYS = {("generate", "accept_partial"): False, ("adp", "max_rejected"): 0.05,
-              ("reference", "columns"): None, ("reference", "classes"): None,
-              ("reference", "ignore_case"): True, ("output", "audit_dir"): "data/audit",
-              ("output", "report_dir"): "data/report"}  # fmt: skip
-
-
 def params_hash(params: Params) -> str:
-    values = as_dict(params)
-    for (section, key), default in LATER_KEYS.items():
-        if values[section].get(key) == default:
-            del values[section][key]
+    values = {k: hashed(k, v) if isinstance(v, dict) else v for k, v in as_dict(params).items()}
     blob = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
