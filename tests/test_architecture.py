@@ -148,7 +148,7 @@ def test_a_registered_verifier_kind_is_loaded_checked_and_listed(tmp_path):
         def close(self):
             pass
 
-    def check(settings, space, role):
+    def check(settings, space, role, value):
         calls.append(role)
 
     kind = VerifierKind(

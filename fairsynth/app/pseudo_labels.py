@@ -20,7 +20,7 @@ class PseudoLabeller:
 
     def __init__(self, params: Params, device: str):
         name = params.adp.pseudo_labeller
-        inner = load_one(resolve("pseudo_labeller", name), params.verify.deepface, device=device)
+        inner = load_one(resolve("pseudo_labeller", name), params.verify, device=device)
         space = params.attribute_space()
         missing = [n for n in space.names if n not in inner.attributes]
         if missing:

@@ -42,7 +42,7 @@ def verifier_spec(params: Params) -> VerifierSpec:
     def folder(name: str | None) -> str | None:
         return None if name is None else str(resolve("verifier", name))
 
-    return VerifierSpec(folder(v.verifier), folder(v.second), v.deepface, v.confidence)
+    return VerifierSpec(folder(v.verifier), folder(v.second), v, v.confidence)
 
 
 def adp_folder(params: Params) -> str:

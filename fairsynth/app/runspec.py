@@ -127,7 +127,9 @@ def generation_fingerprint(params: Params, target: Target, quotas: np.ndarray) -
         "adp_files": files_signature(adp_folder(params))
         if params.guidance.mode != "none"
         else None,
-        "verify": {k: x for k, x in as_dict(v).items() if k != "correct_quotas" or x},
+        "verify": {
+            k: x for k, x in hashed("verify", as_dict(v)).items() if k != "correct_quotas" or x
+        },  # fmt: skip
         "verifier_files": _verifier_files(v.verifier),
         "second_verifier_files": _verifier_files(v.second),
         "seed": params.generate.seed,

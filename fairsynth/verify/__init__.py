@@ -128,26 +128,29 @@ class VerifierSpec:
 
     first: str | Path
     second: str | Path | None = None  # an independent second opinion: samples must satisfy both
-    deepface: object | None = None  # deepface settings (detector, home, batch_size, ...)
+    settings: object | None = None  # the verify section: each kind reads its own part of it
     confidence: float = 0.9
 
 
 def load_verifier(spec: VerifierSpec, space=None, device: str = "cpu") -> Verifier:
     """The verifier(s) of ``spec`` (a pair when ``second`` is set), with their classes in
     ``space``'s order when a space is given; classifiers on ``device``."""
-    first = load_one(spec.first, spec.deepface, space, device)
+    first = load_one(spec.first, spec.settings, space, device)
     if not spec.second:
         return first
-    return VerifierPair(first, load_one(spec.second, spec.deepface, space, device))
+    return VerifierPair(first, load_one(spec.second, spec.settings, space, device))
 
 
-def load_one(name: str | Path, deepface=None, space=None, device: str = "cpu") -> Verifier:
-    """The verifier ``name`` names (a registered kind, with its settings, or a classifier
-    folder), its classes in ``space``'s order when a space is given."""
-    from fairsynth.verify.kinds import kind_of
+def load_one(name: str | Path, settings=None, space=None, device: str = "cpu") -> Verifier:
+    """The verifier ``name`` names (a registered kind, a callable or a classifier folder), with
+    its own part of ``settings`` (the verify section), its classes in ``space``'s order when a
+    space is given."""
+    from fairsynth.verify.kinds import kind_of, settings_for
 
     kind = kind_of(name)
-    verifier = kind.load(name, deepface if kind.settings_key else None, device)
+    verifier = kind.load(
+        name, settings_for(kind, settings) if settings is not None else None, device
+    )
     if space is None:
         return verifier
     try:

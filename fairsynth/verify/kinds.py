@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fairsynth.verify.deepface_config import attribute_maps, required_files
+from fairsynth.verify.hf_config import FILES as HF_FILES
+from fairsynth.verify.hf_config import check_table, is_hf_folder
 
 ROLES = ("verifier", "second", "pseudo_labeller")
 CLASSIFIER_FILES = ("config.json", "model.safetensors")
@@ -34,7 +36,7 @@ class VerifierKind:
     contents fingerprint it (``None``: a service named by its settings, not by files).
     ``required(value, settings, name)``: ``weights check`` rows (what, file, path, present)
     for the resolved ``value`` that the params call ``name``.
-    ``check(settings, space, role)``: params-file rules (raise ``ValueError`` naming the key).
+    ``check(settings, space, role, value)``: params-file rules (``ValueError`` naming the key).
     ``settings_key``: its own section under ``verify`` (``None``: it takes none).
     ``may_download(settings)``: whether missing files may be fetched at run time.
     ``input_size(value)``: the side of the square images it takes (``None``: any size)."""
@@ -45,7 +47,7 @@ class VerifierKind:
     required: Callable[[Any, Any, str], list[dict]]
     roles: tuple[str, ...] = ROLES
     settings_key: str | None = None
-    check: Callable[[Any, Any, str], None] | None = None
+    check: Callable[[Any, Any, str, Any], None] | None = None
     may_download: Callable[[Any], bool] = lambda settings: False
     input_size: Callable[[Any], int | None] = lambda value: None
 
@@ -60,6 +62,7 @@ class VerifierKind:
 _KINDS: dict[str, VerifierKind] = {}
 FOLDER = "classifier folder"
 CALLABLE = "python callable"
+HF = "hugging face image classification"
 CALLABLE_FORM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module.path:factory
 
 
@@ -74,11 +77,13 @@ def kind_of(value: str | Path) -> VerifierKind:
     name = str(value)
     if name in _KINDS:
         return _KINDS[name]
-    return _KINDS[CALLABLE if CALLABLE_FORM.match(name) else FOLDER]
+    if CALLABLE_FORM.match(name):
+        return _KINDS[CALLABLE]
+    return _KINDS[HF if is_hf_folder(name) else FOLDER]
 
 
 def kind_names() -> list[str]:
-    return [name for name in _KINDS if name not in (FOLDER, CALLABLE)]
+    return [name for name in _KINDS if name not in (FOLDER, CALLABLE, HF)]
 
 
 def settings_for(kind: VerifierKind, verify_section: Any) -> Any:
@@ -140,7 +145,7 @@ def _deepface_rows(value, settings, name: str) -> list[dict]:
     return required_files(settings)
 
 
-def _deepface_check(settings, space, role: str) -> None:
+def _deepface_check(settings, space, role: str, value=None) -> None:
     """The params' attributes must be mapped, with their classes in order (a second verifier
     judges the attributes it maps and may skip the others)."""
     maps = attribute_maps(settings.attributes)
@@ -166,6 +171,27 @@ register(
     )
 )  # fmt: skip
 register(VerifierKind(CALLABLE, _load_callable, lambda v: None, _callable_rows))
+
+
+def _hf_rows(value, settings, name: str) -> list[dict]:
+    folder = Path(value)
+    return [{"what": f"image classifier {name}", "file": f, "path": str(folder / f),
+             "present": (folder / f).is_file()} for f in HF_FILES]  # fmt: skip
+
+
+def _hf_check(settings, space, role: str, value) -> None:
+    key = {"second": "verify.second", "pseudo_labeller": "adp.pseudo_labeller"}.get(
+        role, "verify.verifier"
+    )
+    check_table(value, (settings or {}).get(str(value)), space, role, key)
+
+
+register(
+    VerifierKind(
+        HF, "fairsynth.verify.hf:load_hf", lambda v: v, _hf_rows, settings_key="hf_labels",
+        check=_hf_check,
+    )
+)  # fmt: skip
 register(
     VerifierKind(
         "deepface",

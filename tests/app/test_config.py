@@ -80,7 +80,7 @@ DEFAULTS = {
     "verify": {"verifier": "toyfaces", "second": None, "confidence": 0.9, "audit_n": 256,
                "deepface": {"detector": "skip", "home": None, "allow_download": False,
                             "batch_size": 32, "retries": 2, "attributes": None},
-               "correct_quotas": False},
+               "hf_labels": None, "correct_quotas": False},
     "generate": {"mode": "standalone", "n": 512, "seed": 0, "budget": 4096,
                  "dataset": "fairsynth", "min_batch": 8, "accept_partial": False},
     "output": {"dir": "data/synthetic", "shard_size": 256, "audit_dir": "data/audit",

@@ -226,6 +226,7 @@ LATER_KEYS = {
     ("reference", "ignore_case"): True,
     ("output", "audit_dir"): "data/audit",
     ("output", "report_dir"): "data/report",
+    ("verify", "hf_labels"): None,
 }
 _UNSET = object()
 

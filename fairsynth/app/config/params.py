@@ -159,7 +159,8 @@ class Params(Section):
                 raise ConfigError(f"{key}: {value!r} cannot be the {role.replace('_', '-')}")
             if kind.check is not None:
                 try:
-                    kind.check(settings_for(kind, self.verify), self.attribute_space(), role)
+                    space = self.attribute_space()
+                    kind.check(settings_for(kind, self.verify), space, role, value)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
 

@@ -43,6 +43,8 @@ class VerifyConfig(Section):
     confidence: Unit = 0.9
     audit_n: AtLeast0 = 256  # labelled reference samples each verifier is audited on (0: none)
     deepface: DeepfaceConfig = Field(default_factory=DeepfaceConfig)
+    # Hugging Face image-classification folders: {folder: {attribute: {model label: class}}}
+    hf_labels: FreeDict | None = None
     # fill quotas so the set's *true* distribution (estimated through the first verifier's
     # audit confusion) meets the target, not the verifier's count of it
     correct_quotas: bool = False

@@ -59,7 +59,7 @@ def audit_verifiers(params: Params, data: ReferenceData) -> dict:
     for role, name in names.items():
         if name is None:
             continue
-        verifier = load_one(folders[role], resolved.deepface, space)
+        verifier = load_one(folders[role], resolved.settings, space)
         try:
             entry = verifier_confusion(verifier, images, labels, space)
             _check_usable(f"verify.{'verifier' if role == 'first' else 'second'}", name, entry,
