@@ -8,9 +8,8 @@ from pathlib import Path
 
 from fairsynth.app.config import Params
 from fairsynth.core.plugins import resolve
+from fairsynth.diffusion.spec import EXTRA_CONFIG
 from fairsynth.verify.kinds import kind_of
-
-EXTRA_CONFIG = "fairsynth.json"  # (fairsynth.diffusion.unconditional: pixel_unshuffle)
 
 
 def model_images(params: Params) -> tuple[int, int] | None:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+# a model folder's settings diffusers has no place for (pixel_unshuffle, training record)
+EXTRA_CONFIG = "fairsynth.json"
+
 
 @dataclass(frozen=True)
 class ModelSpec:

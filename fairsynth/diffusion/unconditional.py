@@ -23,8 +23,7 @@ from fairsynth.diffusion.loop import Denoiser, denoise
 from fairsynth.diffusion.safetensors_check import check_folder
 from fairsynth.diffusion.sampling import HSpaceGuidance, SamplerSettings, StepCallback
 from fairsynth.diffusion.schedulers import make_scheduler
-
-EXTRA_CONFIG = "fairsynth.json"
+from fairsynth.diffusion.spec import EXTRA_CONFIG
 
 
 @dataclass
